@@ -1,0 +1,53 @@
+"""One exception family for everything a user can cause or fix.
+
+The CLI turns these into a one-line message on stderr and an exit code; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARITY_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class LitetextError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message if not self.hint else f"{self.message} ({self.hint})"
+        return " ".join(text.split())
+
+
+class CheckpointError(LitetextError):
+    """The checkpoint cannot be found, read, or is not a SAM3-LiteText checkpoint."""
+
+
+class MappingError(LitetextError):
+    """The key-mapping table does not cover the checkpoint totally and injectively."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.problems = problems or []
+
+
+class OutputError(LitetextError):
+    """The output folder cannot be written as asked."""
+
+
+class HubError(LitetextError):
+    """The Hub refused or could not be reached."""
+
+
+class ParityFailure(LitetextError):
+    """The converted model does not compute what the original computes (exit 1)."""
+
+    exit_code = EXIT_PARITY_FAILED
