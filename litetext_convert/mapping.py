@@ -1,0 +1,231 @@
+"""Compile configs/mapping.toml into a conversion plan, and prove the plan total and injective.
+
+The plan is computed from key names and shapes alone (meta or mmap tensors), so it is cheap on a
+full-size checkpoint and can be checked before a single byte is written.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import ops
+from .errors import MappingError
+from .paths import configs_dir
+
+_PLACEHOLDER = re.compile(r"\{(?P<group>[A-Za-z_]\w*)(?P<offset>[+-]\d+)?\}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    source: re.Pattern
+    targets: tuple[str, ...]
+    ops: tuple[str, ...]
+    rename: dict[str, dict[str, str]]
+    note: str
+
+    def targets_for(self, match: re.Match) -> list[str]:
+        groups = {name: self.rename.get(name, {}).get(value, value) for name, value in match.groupdict().items()}
+
+        def fill(placeholder: re.Match) -> str:
+            value = groups[placeholder.group("group")]
+            offset = placeholder.group("offset")
+            return str(int(value) + int(offset)) if offset else value
+
+        return [_PLACEHOLDER.sub(fill, template) for template in self.targets]
+
+
+@dataclass(frozen=True)
+class Drop:
+    source: re.Pattern
+    reason: str
+
+
+@dataclass(frozen=True)
+class ExpectedMissing:
+    target: re.Pattern
+    reason: str
+
+
+@dataclass(frozen=True)
+class MappingTable:
+    rules: tuple[Rule, ...]
+    drops: tuple[Drop, ...]
+    expected_missing: tuple[ExpectedMissing, ...]
+    path: Path
+
+
+@dataclass(frozen=True)
+class Step:
+    """One source tensor becoming one or more target tensors."""
+
+    source: str
+    targets: tuple[str, ...]
+    ops: tuple[str, ...]
+    rule: int
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    dropped: dict[str, str]  # source key -> reason
+    target_shapes: dict[str, tuple[int, ...]]
+    target_dtypes: dict[str, torch.dtype]
+    step_of_target: dict[str, Step] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.step_of_target = {target: step for step in self.steps for target in step.targets}
+
+    @property
+    def mapped_sources(self) -> int:
+        return len(self.steps)
+
+    def drops_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for reason in self.dropped.values():
+            counts[reason] += 1
+        return dict(counts)
+
+
+def default_table_path() -> Path:
+    return configs_dir() / "mapping.toml"
+
+
+def load_table(path: Path | None = None) -> MappingTable:
+    """Read and validate the table: regexes compile, templates only use groups the regex captures."""
+    path = path or default_table_path()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MappingError(f"cannot read mapping table {path}: {exc}") from None
+    problems: list[str] = []
+    rules = tuple(_compile_rule(i, entry, problems) for i, entry in enumerate(data.get("rule", [])))
+    drops = tuple(_compile_drop(entry, problems) for entry in data.get("drop", []))
+    missing = tuple(_compile_expected_missing(entry, problems) for entry in data.get("expected_missing", []))
+    unknown_sections = set(data) - {"rule", "drop", "expected_missing"}
+    if unknown_sections:
+        problems.append(f"unknown sections: {sorted(unknown_sections)}")
+    if problems:
+        raise MappingError(f"mapping table {path} is invalid ({len(problems)} problems)", problems)
+    return MappingTable(rules, drops, missing, path)
+
+
+def _compile(pattern: str, where: str, problems: list[str]) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        problems.append(f"{where}: bad regex {pattern!r}: {exc}")
+        return re.compile(r"(?!)")
+
+
+def _compile_rule(index: int, entry: dict, problems: list[str]) -> Rule:
+    where = f"rule {index + 1} ({entry.get('source', '?')})"
+    for required in ("source", "target", "note"):
+        if not entry.get(required):
+            problems.append(f"{where}: missing '{required}'")
+    source = _compile(entry.get("source", "(?!)"), where, problems)
+    targets = entry.get("target", [])
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    op_names = tuple(entry.get("ops", []))
+    for name in op_names:
+        if name not in ops.OPERATIONS:
+            problems.append(f"{where}: unknown operation {name!r}")
+    if all(name in ops.OPERATIONS for name in op_names) and len(targets) != ops.fan_out(list(op_names)):
+        problems.append(f"{where}: operations produce {ops.fan_out(list(op_names))} tensors but {len(targets)} targets are named")
+    groups = set(source.groupindex)
+    for template in targets:
+        for placeholder in _PLACEHOLDER.finditer(template):
+            if placeholder.group("group") not in groups:
+                problems.append(f"{where}: target {template!r} uses {{{placeholder.group('group')}}}, not captured by the source")
+    rename = entry.get("rename", {})
+    for group in rename:
+        if group not in groups:
+            problems.append(f"{where}: rename of {group!r}, not captured by the source")
+    unknown = set(entry) - {"source", "target", "ops", "rename", "note"}
+    if unknown:
+        problems.append(f"{where}: unknown fields {sorted(unknown)}")
+    return Rule(index, source, targets, op_names, rename, entry.get("note", ""))
+
+
+def _compile_drop(entry: dict, problems: list[str]) -> Drop:
+    where = f"drop ({entry.get('source', '?')})"
+    if not entry.get("reason"):
+        problems.append(f"{where}: every drop needs a reason")
+    return Drop(_compile(entry.get("source", "(?!)"), where, problems), entry.get("reason", ""))
+
+
+def _compile_expected_missing(entry: dict, problems: list[str]) -> ExpectedMissing:
+    where = f"expected_missing ({entry.get('target', '?')})"
+    if not entry.get("reason"):
+        problems.append(f"{where}: every expected-missing entry needs a reason")
+    return ExpectedMissing(_compile(entry.get("target", "(?!)"), where, problems), entry.get("reason", ""))
+
+
+def build_plan(
+    table: MappingTable,
+    source_tensors: dict[str, torch.Tensor],
+    expected_targets: dict[str, torch.Tensor],
+    ctx: ops.OpContext,
+) -> Plan:
+    """Match every source key, apply the operations to shapes only, and check the result against
+    the target model's parameters and buffers. Collects every problem before failing."""
+    problems: list[str] = []
+    steps: list[Step] = []
+    dropped: dict[str, str] = {}
+    for key in source_tensors:
+        matches = [rule for rule in table.rules if rule.source.fullmatch(key)]
+        drop_matches = [drop for drop in table.drops if drop.source.fullmatch(key)]
+        if len(matches) + len(drop_matches) == 0:
+            problems.append(f"unmapped source key: {key}")
+        elif len(matches) + len(drop_matches) > 1:
+            names = [f"rule {r.index + 1}" for r in matches] + [f"drop '{d.reason[:40]}'" for d in drop_matches]
+            problems.append(f"ambiguous source key: {key} matches {', '.join(names)}")
+        elif drop_matches:
+            dropped[key] = drop_matches[0].reason
+        else:
+            rule = matches[0]
+            steps.append(Step(key, tuple(rule.targets_for(rule.source.fullmatch(key))), rule.ops, rule.index))
+
+    target_shapes: dict[str, tuple[int, ...]] = {}
+    target_dtypes: dict[str, torch.dtype] = {}
+    producers: dict[str, str] = {}
+    for step in steps:
+        meta = torch.empty(source_tensors[step.source].shape, dtype=source_tensors[step.source].dtype, device="meta")
+        try:
+            outputs = ops.apply(list(step.ops), meta, ctx)
+        except MappingError as exc:
+            problems.append(f"{step.source}: {exc.message}")
+            continue
+        for target, output in zip(step.targets, outputs):
+            if target in producers:
+                problems.append(f"target collision: {target} produced by both {producers[target]} and {step.source}")
+                continue
+            producers[target] = step.source
+            target_shapes[target] = tuple(output.shape)
+            target_dtypes[target] = output.dtype
+
+    for target, shape in target_shapes.items():
+        expected = expected_targets.get(target)
+        if expected is None:
+            problems.append(f"unexpected target: {target} (from {producers[target]}) is not in the transformers model")
+        elif tuple(expected.shape) != shape:
+            problems.append(
+                f"shape mismatch: {target} from {producers[target]} is {list(shape)}, the model expects {list(expected.shape)}"
+            )
+    for target in expected_targets:
+        if target not in target_shapes and not any(m.target.fullmatch(target) for m in table.expected_missing):
+            problems.append(f"missing target: {target} is produced by no source key")
+
+    if problems:
+        raise MappingError(
+            f"the mapping does not cover this checkpoint ({len(problems)} problems)",
+            problems,
+            hint="see the list above; configs/mapping.toml declares every rule and drop",
+        )
+    return Plan(steps, dropped, target_shapes, target_dtypes)
