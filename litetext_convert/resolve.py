@@ -1,0 +1,123 @@
+"""Resolve `--checkpoint` (alias, `REPO_ID:PATH/IN/REPO`, or a local file) to a file on disk.
+
+Hub files come through `huggingface_hub.hf_hub_download`, so its cache, `HF_HUB_OFFLINE` and
+its progress bars apply unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError
+from .paths import configs_dir
+
+_HUB_REFERENCE = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+):(?P<path>.+)")
+
+
+@dataclass(frozen=True)
+class Registry:
+    repo_id: str
+    revision: str
+    folder: str
+    license: str | None
+    aliases: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Where the bytes are, and where they came from (for the conversion record)."""
+
+    path: Path
+    repo_id: str | None
+    filename: str
+    revision: str | None
+    alias: str | None
+    license: str | None
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.repo_id}:{self.filename}" if self.repo_id else str(self.path)
+
+    def to_json(self) -> dict:
+        return {
+            "repo_id": self.repo_id,
+            "filename": self.filename,
+            "revision": self.revision,
+            "alias": self.alias,
+            "local_path": str(self.path),
+            "license": self.license,
+        }
+
+
+def load_registry() -> Registry:
+    data = tomllib.loads((configs_dir() / "checkpoints.toml").read_text())
+    hub = data["hub"]
+    return Registry(hub["repo_id"], hub["revision"], hub["folder"], hub.get("license"), dict(data["aliases"]))
+
+
+def resolve(
+    checkpoint: str, *, repo_id: str | None = None, revision: str | None = None
+) -> ResolvedCheckpoint:
+    registry = load_registry()
+    if checkpoint in registry.aliases:
+        return _download(
+            repo_id or registry.repo_id,
+            registry.aliases[checkpoint],
+            revision or registry.revision,
+            alias=checkpoint,
+            license=registry.license if repo_id in (None, registry.repo_id) else None,
+        )
+    local = Path(checkpoint).expanduser()
+    if local.exists():
+        return _local(local)
+    hub = _HUB_REFERENCE.fullmatch(checkpoint)
+    if hub:
+        license = registry.license if hub["repo"] == registry.repo_id else None
+        return _download(hub["repo"], hub["path"], revision, alias=None, license=license)
+    if "/" in checkpoint or checkpoint.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        raise CheckpointError(f"checkpoint file not found: {checkpoint}")
+    raise CheckpointError(
+        f"unknown checkpoint alias {checkpoint!r}",
+        hint=f"known aliases: {', '.join(registry.aliases)}; or give a local path or REPO_ID:PATH",
+    )
+
+
+def _local(path: Path) -> ResolvedCheckpoint:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    return ResolvedCheckpoint(path.resolve(), None, path.name, None, None, None)
+
+
+def _download(repo_id: str, filename: str, revision: str | None, *, alias: str | None, license: str | None):
+    # Imported here: huggingface_hub is only needed when something lives on the Hub.
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}:{filename}" + (f"@{revision}" if revision else "")
+    try:
+        path = hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{where} is not in the Hugging Face cache and the Hub cannot be reached",
+            hint="go online once, unset HF_HUB_OFFLINE, or pass a local file",
+        ) from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"{where}: no such file in the repository") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"{where}: no such revision") from None
+    except GatedRepoError:
+        raise CheckpointError(f"{where}: the repository is gated", hint="accept its terms and log in") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{where}: repository not found or private", hint="check the id or log in") from None
+    except OSError as exc:
+        raise CheckpointError(f"{where}: download failed: {exc}") from None
+    return ResolvedCheckpoint(Path(path), repo_id, filename, revision, alias, license)
