@@ -292,7 +292,12 @@ def infer_detector(tensors: dict[str, torch.Tensor]) -> DetectorArchitecture:
         mask_upsampling_stages=Fact(
             len(_layer_indices(keys, "detector.segmentation_head.pixel_decoder.conv_layers.")), "weights"
         ),
-        attention_heads=Fact(8, "default (SAM3; not observable in the weights)"),
+        # The decoder's box relative-position MLP emits one bias per head; the other fusion modules
+        # show no head count, and SAM3 uses one count throughout.
+        attention_heads=Fact(
+            _shape(tensors, "detector.transformer.decoder.boxRPB_embed_x.layers.1.weight")[0],
+            "weights (decoder box-RPB heads; assumed for every fusion module)",
+        ),
     )
 
 

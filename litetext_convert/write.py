@@ -238,7 +238,11 @@ def atomic_folder(target: Path, *, force: bool) -> Iterator[Path]:
 def _mkdtemp(parent: Path, name: str) -> str:
     import tempfile
 
-    return tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    folder = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)  # mkdtemp's 0700 would leak into the final folder
+    return folder
 
 
 def _swap_into_place(temporary: Path, target: Path) -> None:

@@ -1,0 +1,267 @@
+"""The conversion pipeline: resolve/load -> infer -> map -> validate -> write -> verify.
+
+`prepare` does everything that needs no output (inspect and parity use it too); `convert` streams
+the mapped tensors into safetensors shards inside a temporary folder, checks what it wrote, and
+only then renames the folder into place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__, ops
+from .errors import LitetextError, OutputError
+from .hf_config import build_config, meta_model_tensors
+from .infer import Architecture, infer_architecture
+from .load import TORCH_ZIP, LoadedCheckpoint, load_checkpoint
+from .mapping import MappingTable, Plan, build_plan, load_table
+from .processor import load_tokenizer, save_processor
+from .resolve import ResolvedCheckpoint, resolve
+from .write import (
+    INDEX_FILE,
+    TensorEntry,
+    atomic_folder,
+    parse_size,
+    plan_shards,
+    release_source_pages,
+    write_index,
+    write_json,
+    write_shard,
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+CONVERSION_RECORD = "conversion_record.json"
+
+
+@dataclass
+class Prepared:
+    resolved: ResolvedCheckpoint
+    loaded: LoadedCheckpoint
+    arch: Architecture
+    config: object  # transformers.Sam3LiteTextConfig
+    expected: dict[str, torch.Tensor]  # the model's parameters and buffers, on the meta device
+    plan: Plan
+    ctx: ops.OpContext
+    table: MappingTable
+
+
+def prepare(
+    checkpoint: str,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    context_length: int | None = None,
+    num_heads: int | None = None,
+    table_path: Path | None = None,
+) -> Prepared:
+    resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
+    loaded = load_checkpoint(resolved.path)
+    arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
+    config = build_config(arch)
+    expected = meta_model_tensors(config)
+    ctx = ops.OpContext(arch.context_length)
+    table = load_table(table_path)
+    plan = build_plan(table, loaded.tensors, expected, ctx)
+    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table)
+
+
+@dataclass
+class ConversionResult:
+    folder: Path
+    record: dict
+    shards: list[str]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def target_dtype(source: torch.dtype, requested: str) -> torch.dtype:
+    if requested == "keep" or not source.is_floating_point:
+        return source
+    return DTYPES[requested]
+
+
+def target_entries(prepared: Prepared, dtype: str) -> list[TensorEntry]:
+    plan = prepared.plan
+    return [
+        TensorEntry(target, plan.target_shapes[target], target_dtype(plan.target_dtypes[target], dtype))
+        for step in plan.steps
+        for target in step.targets
+    ]
+
+
+class _TargetProducer:
+    """Produces target tensors in plan order; each source is read once and its pages released
+    as soon as its last target is written."""
+
+    def __init__(self, prepared: Prepared, dtype: str, release_pages: bool):
+        self.prepared = prepared
+        self.dtype = dtype
+        self.release_pages = release_pages
+        self.pending: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str) -> torch.Tensor:
+        if name not in self.pending:
+            step = self.prepared.plan.step_of_target[name]
+            source = self.prepared.loaded.tensors[step.source]
+            outputs = ops.apply(list(step.ops), source, self.prepared.ctx)
+            self.pending.update(zip(step.targets, outputs))
+        tensor = self.pending.pop(name)
+        return tensor.to(target_dtype(tensor.dtype, self.dtype)).contiguous()
+
+    def written(self, entry: TensorEntry) -> None:
+        step = self.prepared.plan.step_of_target[entry.name]
+        if self.release_pages and entry.name == step.targets[-1]:
+            release_source_pages(self.prepared.loaded.tensors[step.source])
+
+
+def _sha256_in_background(path: Path) -> tuple[threading.Thread, dict]:
+    # hashlib releases the GIL on large buffers, so this overlaps with writing.
+    result: dict = {}
+
+    def work():
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(16 << 20):
+                digest.update(chunk)
+        result["sha256"] = digest.hexdigest()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def convert(
+    prepared: Prepared,
+    output_dir: Path,
+    *,
+    dtype: str = "keep",
+    max_shard_size: str = "5GB",
+    tokenizer: str | None = None,
+    force: bool = False,
+    verify_load: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ConversionResult:
+    if dtype != "keep" and dtype not in DTYPES:
+        raise LitetextError(f"unknown --dtype {dtype!r}; choose keep, {', '.join(DTYPES)}")
+    started = time.perf_counter()
+    tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)  # fail before writing anything
+    entries = target_entries(prepared, dtype)
+    shards = plan_shards(entries, parse_size(max_shard_size))
+    hasher, digest = _sha256_in_background(prepared.resolved.path)
+    producer = _TargetProducer(prepared, dtype, release_pages=prepared.loaded.format == TORCH_ZIP)
+    metadata = {"format": "pt"}
+
+    def written(entry: TensorEntry) -> None:
+        producer.written(entry)
+        if on_bytes:
+            on_bytes(entry.nbytes)
+
+    with atomic_folder(output_dir, force=force) as folder:
+        checksums: dict[str, int] = {}
+        for shard in shards:
+            checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written))
+        write_index(folder, shards, {})
+        config = prepared.config
+        config.dtype = _config_dtype(entries)
+        config.save_pretrained(str(folder))
+        save_processor(folder, prepared.arch, tokenizer_object)
+        verify_written(folder, shards, checksums)
+        warnings = verify_with_transformers(folder) if verify_load else []
+        hasher.join()
+        record = conversion_record(prepared, entries, dtype, digest["sha256"])
+        write_json(folder / CONVERSION_RECORD, record)
+    return ConversionResult(Path(output_dir), record, [s.filename for s in shards], time.perf_counter() - started, warnings)
+
+
+def _config_dtype(entries: list[TensorEntry]) -> str:
+    floating = {entry.dtype for entry in entries if entry.dtype.is_floating_point}
+    return str(floating.pop()).removeprefix("torch.") if len(floating) == 1 else "float32"
+
+
+def verify_written(folder: Path, shards, checksums: dict[str, int]) -> None:
+    """Read every shard back through the safetensors library: names, shapes, dtypes and bytes."""
+    from safetensors import safe_open
+
+    problems = []
+    for shard in shards:
+        with safe_open(str(folder / shard.filename), framework="pt") as handle:
+            if set(handle.keys()) != {entry.name for entry in shard.entries}:
+                problems.append(f"{shard.filename}: tensor names differ from the plan")
+                continue
+            for entry in shard.entries:
+                tensor = handle.get_tensor(entry.name)
+                if tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
+                    problems.append(f"{entry.name}: read back as {list(tensor.shape)} {tensor.dtype}")
+                elif zlib.crc32(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()) != checksums[entry.name]:
+                    problems.append(f"{entry.name}: bytes read back differ from the bytes written")
+    if len(shards) > 1 and not (folder / INDEX_FILE).exists():
+        problems.append("index file missing")
+    if problems:
+        raise OutputError(f"the written weights failed the read-back check: {'; '.join(problems[:5])}")
+
+
+def verify_with_transformers(folder: Path) -> list[str]:
+    """--verify-load: what users will do. No missing, unexpected or mismatched keys allowed."""
+    import warnings as _warnings
+
+    from transformers import Sam3LiteTextModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        model, info = Sam3LiteTextModel.from_pretrained(str(folder), output_loading_info=True)
+    bad = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
+    if bad or info.get("error_msgs"):
+        raise OutputError(f"transformers reloads the folder with problems: {bad or info['error_msgs']}")
+    del model
+    return [str(w.message) for w in caught]
+
+
+def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str, sha256: str) -> dict:
+    plan = prepared.plan
+    return {
+        "tool": {"name": "litetext", "version": __version__},
+        "source": {
+            **prepared.resolved.to_json(),
+            "sha256": sha256,
+            "bytes": prepared.loaded.bytes,
+            "format": prepared.loaded.format,
+            "wrapper": prepared.loaded.wrapper,
+            "stripped_prefix": prepared.loaded.stripped_prefix,
+        },
+        "variant": prepared.arch.variant,
+        "context_length": prepared.arch.context_length,
+        "architecture": prepared.arch.to_json(),
+        "keys": {
+            "source": len(prepared.loaded.tensors),
+            "mapped": plan.mapped_sources,
+            "dropped": plan.drops_by_reason(),
+            "target": len(entries),
+            "missing": 0,
+            "unexpected": 0,
+        },
+        "parameters": sum(_numel(entry.shape) for entry in entries if entry.dtype.is_floating_point),
+        "dtype": dtype if dtype != "keep" else _config_dtype(entries),
+        "mapping_table": {
+            "file": prepared.table.path.name,
+            "sha256": hashlib.sha256(prepared.table.path.read_bytes()).hexdigest(),
+        },
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count

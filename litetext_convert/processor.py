@@ -1,0 +1,74 @@
+"""The processor saved beside the weights: a CLIP tokenizer cut to the context + Sam3's image processor."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tomllib
+from pathlib import Path
+
+from .errors import LitetextError
+from .infer import Architecture
+from .paths import configs_dir
+
+
+def processor_settings() -> dict:
+    return tomllib.loads((configs_dir() / "processor.toml").read_text())
+
+
+def load_tokenizer(source: str | None, context_length: int):
+    """A CLIP tokenizer from a folder or a Hub repo (through the HF cache), cut to the context."""
+    from transformers import CLIPTokenizer
+
+    settings = processor_settings()["tokenizer"]
+    source = source or settings["default_source"]
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=context_length)
+    except (OSError, ValueError) as exc:
+        offline = "offline" in str(exc).lower() or "connect" in str(exc).lower() or "cache" in str(exc).lower()
+        raise LitetextError(
+            f"cannot load the tokenizer {source!r}"
+            + (" (not in the Hugging Face cache and the Hub cannot be reached)" if offline else ""),
+            hint="pass --tokenizer with a local folder holding vocab.json and merges.txt",
+        ) from None
+    if tokenizer.convert_tokens_to_ids(settings["pad_token"]) != 0:
+        raise LitetextError(f"tokenizer {source!r} is not a CLIP vocabulary: {settings['pad_token']!r} is not id 0")
+    tokenizer.pad_token = settings["pad_token"]
+    return tokenizer
+
+
+def image_processor_fields(arch: Architecture) -> dict:
+    patches = arch.detector.image_size.value // arch.detector.patch_size.value
+    fields = dict(processor_settings()["image_processor"])
+    fields["size"] = {"height": arch.detector.image_size.value, "width": arch.detector.image_size.value}
+    fields["mask_size"] = {"height": patches * 4, "width": patches * 4}
+    return fields
+
+
+def save_processor(folder: Path, arch: Architecture, tokenizer) -> None:
+    if importlib.util.find_spec("torchvision") is not None:
+        _save_with_transformers(folder, arch, tokenizer)
+    else:
+        _save_as_data(folder, arch, tokenizer)
+
+
+def _save_with_transformers(folder: Path, arch: Architecture, tokenizer) -> None:
+    from transformers import Sam3ImageProcessor, Sam3Processor
+
+    fields = image_processor_fields(arch)
+    fields.pop("image_processor_type")
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(**fields), tokenizer=tokenizer)
+    processor.save_pretrained(str(folder))
+
+
+def _save_as_data(folder: Path, arch: Architecture, tokenizer) -> None:
+    """Without torchvision, Sam3ImageProcessor cannot be instantiated; its saved form is plain data."""
+    tokenizer.save_pretrained(str(folder))
+    settings = processor_settings()["processor"]
+    config = {
+        "image_processor": dict(sorted(image_processor_fields(arch).items())),
+        "point_pad_value": settings["point_pad_value"],
+        "processor_class": settings["processor_class"],
+        "target_size": arch.detector.image_size.value,
+    }
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
