@@ -23,7 +23,11 @@ def load_tokenizer(source: str | None, context_length: int):
     settings = processor_settings()["tokenizer"]
     source = source or settings["default_source"]
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=context_length)
+        # split_special_tokens: the pad token "!" must stay an ordinary character inside text
+        # ("bird!" ends in "!</w>" upstream); only padding uses its id.
+        tokenizer = CLIPTokenizer.from_pretrained(
+            source, model_max_length=context_length, split_special_tokens=settings["split_special_tokens"]
+        )
     except (OSError, ValueError) as exc:
         offline = "offline" in str(exc).lower() or "connect" in str(exc).lower() or "cache" in str(exc).lower()
         raise LitetextError(

@@ -1,0 +1,69 @@
+"""The original side of parity, chosen once, named in every report.
+
+Order of preference: the upstream efficientsam3 fork when importable (it provides
+`sam3.backbones.mobile_clip`), else our clean-room re-implementation. Neither imports transformers
+or reads the mapping table: both take the ORIGINAL checkpoint keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .text_encoder import ReferenceTextEncoder, TextTrace
+from .tokenizer import UpstreamTokenizer
+
+CLEAN_ROOM = f"clean-room reference (litetext_convert.reference, litetext {__version__})"
+
+
+def upstream_fork_available() -> bool:
+    try:
+        return importlib.util.find_spec("sam3.backbones.mobile_clip") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def load_original_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype: torch.dtype):
+    """(callable ids -> TextTrace, description) for the original student text encoder."""
+    if upstream_fork_available():
+        from .upstream import load_upstream_text_encoder
+
+        return load_upstream_text_encoder(state_dict, arch, dtype)
+    model = ReferenceTextEncoder.from_original_state_dict(
+        state_dict,
+        variant=arch.text.family.value,
+        num_heads=arch.text.num_heads.value,
+        context_length=arch.context_length,
+        dtype=dtype,
+    )
+    return model, {"name": CLEAN_ROOM, "kind": "clean-room", "version": __version__}
+
+
+def merges_from_folder(folder: Path) -> list[tuple[str, str]]:
+    """The BPE merges saved with the converted tokenizer (tokenizer.json, else merges.txt)."""
+    tokenizer_json = folder / "tokenizer.json"
+    if tokenizer_json.is_file():
+        merges = json.loads(tokenizer_json.read_text())["model"]["merges"]
+        return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+    merges_txt = folder / "merges.txt"
+    if merges_txt.is_file():
+        lines = merges_txt.read_text(encoding="utf-8").split("\n")
+        return [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#version")]
+    raise FileNotFoundError(f"{folder} holds neither tokenizer.json nor merges.txt")
+
+
+def load_upstream_tokenizer(folder: Path):
+    """(callable (texts, context) -> ids, description). The vocabulary is data shared by both
+    sides; the algorithm (cleaning, pre-tokenizing, BPE, padding, truncation) is upstream's."""
+    if upstream_fork_available():
+        from .upstream import load_upstream_tokenizer as load_fork_tokenizer
+
+        return load_fork_tokenizer()
+    return UpstreamTokenizer(merges_from_folder(folder)), f"{CLEAN_ROOM}: upstream SimpleTokenizer semantics, vocabulary from {folder.name}"
+
+
+__all__ = ["CLEAN_ROOM", "ReferenceTextEncoder", "TextTrace", "load_original_text_encoder", "load_upstream_tokenizer"]

@@ -1,0 +1,319 @@
+"""Text-encoder parity: the converted folder (through from_pretrained) against the original.
+
+The original side never touches transformers or the mapping table: it is the upstream fork's
+`TextStudentEncoder` when importable, else our clean-room reference, both fed the ORIGINAL keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .compare import StageDiff, compare, first_failure
+from .convert import Prepared
+from .errors import LitetextError
+from .infer import TEXT
+from .reference import load_original_text_encoder, load_upstream_tokenizer
+
+PARITY_RECORD = "parity_record.json"
+DEFAULT_TOLERANCES = {"float32": (1e-5, 1e-5), "float64": (1e-10, 0.0)}
+SOT, EOT = 49406, 49407
+
+# Prompts that stress tokenization: punctuation, unicode, numbers, case, whitespace, empty, too long.
+PROMPT_CORPUS = [
+    "a cat",
+    "the red car on the left.",
+    "Dog, cat & bird!!! (3x)",
+    "person wearing a hat; 2 umbrellas",
+    "café crème brûlée",
+    "日本の猫",
+    "emoji 🐱 here",
+    "  MIXED   Case\tand\nwhitespace  ",
+    "3.14159 and 1,000,000 items",
+    "",
+    "a very long prompt that keeps going well past the context length of the student text encoder "
+    "so that truncation has to happen somewhere near the end of it",
+]
+
+
+@dataclass
+class ParityOptions:
+    dtype: str = "float32"
+    batch: int = 2
+    seed: int = 0
+    prompts: list[str] = field(default_factory=list)
+    atol: float | None = None
+    rtol: float | None = None
+
+    def tolerances(self) -> tuple[float, float]:
+        default_atol, default_rtol = DEFAULT_TOLERANCES[self.dtype]
+        return (self.atol if self.atol is not None else default_atol, self.rtol if self.rtol is not None else default_rtol)
+
+
+@dataclass
+class ParityResult:
+    scope: str
+    dtype: str
+    atol: float
+    rtol: float
+    original: dict
+    inputs: dict
+    stages: list[StageDiff]
+    tokenizer: dict | None = None
+    padded_prompts: dict | None = None
+    detector: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        tokenizer_ok = self.tokenizer is None or self.tokenizer["equal"]
+        detector_ok = self.detector is None or self.detector["passed"]
+        return all(stage.passed for stage in self.stages) and tokenizer_ok and detector_ok
+
+    @property
+    def first_failure(self) -> StageDiff | None:
+        return first_failure(self.stages)
+
+    def to_json(self) -> dict:
+        failure = self.first_failure
+        return {
+            "passed": self.passed,
+            "scope": self.scope,
+            "dtype": self.dtype,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "original": self.original,
+            "inputs": self.inputs,
+            "first_failure": failure.name if failure else None,
+            "stages": [stage.to_json() for stage in self.stages],
+            "tokenizer": self.tokenizer,
+            "padded_prompts": self.padded_prompts,
+            "detector": self.detector,
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
+
+
+def text_state_dict(prepared: Prepared) -> dict[str, torch.Tensor]:
+    """The original text keys, relative to the language backbone, unchanged."""
+    return {key[len(TEXT) :]: value for key, value in prepared.loaded.tensors.items() if key.startswith(TEXT)}
+
+
+def dummy_ids(batch: int, context: int, seed: int) -> torch.Tensor:
+    """Seeded ids with no padding: start token, random ordinary tokens, end token last."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, SOT, (batch, context), generator=generator)
+    ids[:, 0] = SOT
+    ids[:, -1] = EOT
+    return ids
+
+
+def load_converted(folder: Path, dtype: torch.dtype):
+    """The converted folder as users load it; a damaged folder is an error, never random weights."""
+    from transformers import Sam3LiteTextModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if not (folder / "config.json").is_file():
+        raise LitetextError(f"{folder} is not a converted folder (no config.json)")
+    try:
+        model, info = Sam3LiteTextModel.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise LitetextError(f"the converted folder {folder} cannot be loaded: {' '.join(str(exc).split())[:200]}") from None
+    problems = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
+    if problems or info.get("error_msgs"):
+        summary = "; ".join(f"{name}: {', '.join(map(str, keys))[:120]}" for name, keys in problems.items())
+        raise LitetextError(f"the converted folder {folder} is damaged ({summary or info['error_msgs']})")
+    return model.eval()
+
+
+class HFTextTrace:
+    """The same stages as the original's TextTrace, captured from Sam3LiteTextModel by hooks."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        encoder = self.model.text_encoder
+        captured: dict[str, torch.Tensor] = {}
+        layers: list[torch.Tensor] = []
+
+        def keep(name):
+            return lambda module, args, output: captured.__setitem__(name, _tensor(output))
+
+        handles = [
+            encoder.embeddings.register_forward_hook(keep("embeddings")),
+            encoder.final_layer_norm.register_forward_hook(keep("final_norm")),
+            encoder.projection.register_forward_hook(keep("pooled")),
+        ]
+        handles += [layer.register_forward_hook(lambda m, a, o: layers.append(_tensor(o))) for layer in encoder.layers]
+        try:
+            # get_text_features is what Sam3LiteTextModel.forward calls for the detector.
+            features = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        finally:
+            for handle in handles:
+                handle.remove()
+        captured["layers"] = layers
+        captured["text_features"] = features.pooler_output
+        return captured
+
+
+def _tensor(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def compare_text(
+    original_trace, hf: dict, hf_mask, layer_kinds: list[str], atol: float, rtol: float, prefix: str = "text"
+) -> list[StageDiff]:
+    diffs = [compare(f"{prefix}.embeddings", original_trace.embeddings, hf["embeddings"], atol=atol, rtol=rtol)]
+    for index, (ours, theirs) in enumerate(zip(original_trace.layers, hf["layers"])):
+        kind = layer_kinds[index]
+        diffs.append(compare(f"{prefix}.layer.{index} ({kind})", ours, theirs, atol=atol, rtol=rtol))
+    if len(original_trace.layers) != len(hf["layers"]):
+        diffs.append(
+            StageDiff(f"{prefix}.layer count", float("inf"), float("inf"), float("inf"), 0.0, 0.0, [], False, atol, rtol,
+                      f"original {len(original_trace.layers)} vs converted {len(hf['layers'])}")
+        )
+    diffs.append(compare(f"{prefix}.final_norm", original_trace.final_norm, hf["final_norm"], atol=atol, rtol=rtol))
+    diffs.append(
+        compare(f"{prefix}.features (detector-facing)", original_trace.text_features, hf["text_features"], atol=atol, rtol=rtol)
+    )
+    diffs.append(compare(f"{prefix}.pooled (CLIP-style)", original_trace.pooled, hf["pooled"], atol=atol, rtol=rtol))
+    hf_padding = torch.zeros_like(original_trace.padding_mask) if hf_mask is None else ~hf_mask.bool()
+    diffs.append(compare(f"{prefix}.padding_mask", original_trace.padding_mask, hf_padding, atol=0.0, rtol=0.0))
+    return diffs
+
+
+def layer_kinds(model) -> list[str]:
+    return ["repmixer" if "RepMixer" in type(layer).__name__ else "attention" for layer in model.text_encoder.layers]
+
+
+def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) -> ParityResult:
+    started = time.perf_counter()
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[options.dtype]
+    atol, rtol = options.tolerances()
+    arch = prepared.arch
+    original, original_info = load_original_text_encoder(text_state_dict(prepared), arch, torch_dtype)
+    model = load_converted(folder, torch_dtype)
+    hf_trace = HFTextTrace(model)
+    kinds = layer_kinds(model)
+
+    ids = dummy_ids(options.batch, arch.context_length, options.seed)
+    with torch.no_grad():
+        original_trace = original(ids)
+    stages = compare_text(original_trace, hf_trace(ids), None, kinds, atol, rtol)
+    inputs = {"kind": "dummy ids", "batch": options.batch, "seed": options.seed, "context_length": arch.context_length}
+
+    tokenizer_report = None
+    padded_report = None
+    if options.prompts:
+        tokenizer_report, padded_report, prompt_stages = _prompt_parity(
+            prepared, folder, original, hf_trace, kinds, options.prompts, atol, rtol
+        )
+        stages += prompt_stages
+        inputs["prompts"] = options.prompts
+    else:
+        tokenizer_report = tokenizer_equivalence(folder, arch.context_length, PROMPT_CORPUS)
+
+    notes = list(arch.notes)
+    return ParityResult(
+        scope="text",
+        dtype=options.dtype,
+        atol=atol,
+        rtol=rtol,
+        original=original_info,
+        inputs=inputs,
+        stages=stages,
+        tokenizer=tokenizer_report,
+        padded_prompts=padded_report,
+        notes=notes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def hf_tokenizer(folder: Path, context_length: int):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise LitetextError(f"the converted folder {folder} has no usable tokenizer: {' '.join(str(exc).split())[:160]}") from None
+
+
+def tokenize_hf(tokenizer, prompts: list[str], context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = tokenizer(prompts, padding="max_length", truncation=True, max_length=context_length, return_tensors="pt")
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+def tokenizer_equivalence(folder: Path, context_length: int, prompts: list[str]) -> dict:
+    """Ids of the upstream tokenizer vs the tokenizer saved in the folder, prompt by prompt."""
+    upstream, upstream_name = load_upstream_tokenizer(folder)
+    hf = hf_tokenizer(folder, context_length)
+    up_ids = upstream(prompts, context_length)
+    hf_ids, _ = tokenize_hf(hf, prompts, context_length)
+    differences = []
+    for prompt, ours, theirs in zip(prompts, up_ids.tolist(), hf_ids.tolist()):
+        if ours != theirs:
+            differences.append({"prompt": prompt, "upstream": ours, "converted": theirs, "why": _why_different(ours, theirs)})
+    return {
+        "equal": not differences,
+        "upstream": upstream_name,
+        "converted": f"{type(hf).__name__} from {folder.name}",
+        "prompts": len(prompts),
+        "differences": differences,
+    }
+
+
+def _why_different(upstream: list[int], converted: list[int]) -> str:
+    if upstream[-1] == EOT and converted[-1] != EOT and 0 not in upstream:
+        return "truncation: upstream forces the end token into the last position, the HF tokenizer cuts before it"
+    if [t for t in upstream if t] == [t for t in converted if t not in (0,)]:
+        return "padding only"
+    return "different tokens"
+
+
+def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, rtol):
+    """Real prompts: each side tokenizes with its own tokenizer; padded positions show what the
+    attention mask does (transformers masks them, upstream attends to them)."""
+    context = prepared.arch.context_length
+    tokenizer_report = tokenizer_equivalence(folder, context, prompts)
+    upstream, _ = load_upstream_tokenizer(folder)
+    up_ids = upstream(prompts, context)
+    hf_ids, hf_mask = tokenize_hf(hf_tokenizer(folder, context), prompts, context)
+    with torch.no_grad():
+        original_trace = original(up_ids)
+    # Faithful recipe: no attention mask into the text encoder (upstream attends to padding).
+    faithful = hf_trace(hf_ids)
+    stages = compare_text(original_trace, faithful, hf_mask, kinds, atol, rtol, prefix="prompts.text")
+    # What Sam3LiteTextModel.forward does by default: the tokenizer's mask goes into the encoder.
+    masked = hf_trace(hf_ids, hf_mask)
+    real = ~original_trace.padding_mask
+    padded = {
+        "description": (
+            "Sam3LiteTextModel.forward passes attention_mask into its text encoder, so padded positions are masked; "
+            "upstream attends to them. Measured on real tokens only (positions that are not padding)."
+        ),
+        "prompts_with_padding": int(original_trace.padding_mask.any(dim=1).sum()),
+        "masked_vs_upstream_real_tokens_max_abs": _masked_max(original_trace.text_features, masked["text_features"], real),
+        "unmasked_vs_upstream_real_tokens_max_abs": _masked_max(original_trace.text_features, faithful["text_features"], real),
+        "recipe": "text_embeds = model.get_text_features(input_ids=ids).pooler_output; "
+        "model(pixel_values=..., text_embeds=text_embeds, attention_mask=mask)",
+    }
+    return tokenizer_report, padded, stages
+
+
+def _masked_max(reference: torch.Tensor, candidate: torch.Tensor, keep: torch.Tensor) -> float:
+    diff = (reference.double() - candidate.double()).abs()[keep]
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def save_record(result: ParityResult, *paths: Path) -> None:
+    text = json.dumps(result.to_json(), indent=2, default=str) + "\n"
+    for path in paths:
+        path.write_text(text)
