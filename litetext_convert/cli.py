@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .errors import EXIT_INTERRUPTED, LitetextError, MappingError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PARITY_FAILED, LitetextError, MappingError, ParityFailure
 
 app = typer.Typer(
     name="litetext",
@@ -102,6 +102,131 @@ def convert_command(
         _emit_json({"folder": str(result.folder), "seconds": result.seconds, "shards": result.shards, "record": result.record})
     else:
         render_convert(stdout, result.record, str(result.folder), result.seconds, result.shards)
+
+
+def _parse_box(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise LitetextError(f"--box {text!r}: expected cx,cy,w,h (four numbers, normalised 0..1)")
+    return values
+
+
+@app.command("parity")
+def parity_command(
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Alias, REPO_ID:PATH or local file.")] = "s0_ctx16",
+    converted: Annotated[
+        Optional[Path], typer.Option(help="An existing converted folder; else convert into a temporary one.")
+    ] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer for the temporary conversion.")] = None,
+    repo_id: RepoIdOpt = None,
+    revision: RevisionOpt = None,
+    context_length: ContextOpt = None,
+    num_heads: HeadsOpt = None,
+    scope: Annotated[str, typer.Option(help="text | detector | all")] = "text",
+    dtype: Annotated[str, typer.Option(help="float32 | float64 (both sides)")] = "float32",
+    batch: Annotated[int, typer.Option(min=1)] = 2,
+    seed: int = 0,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Real prompt (repeatable).")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="Image for --scope detector (default: seeded noise).")] = None,
+    box: Annotated[Optional[list[str]], typer.Option("--box", help="Box prompt cx,cy,w,h (repeatable).")] = None,
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance (default by dtype).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default by dtype).")] = None,
+    debug_intermediates: Annotated[bool, typer.Option("--debug-intermediates", help="Per-layer table.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the whole record to this file.")] = None,
+) -> None:
+    """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
+    from .parity_run import run_parity
+
+    if scope not in ("text", "detector", "all"):
+        raise LitetextError(f"--scope {scope!r}: choose text, detector or all")
+    if dtype not in ("float32", "float64"):
+        raise LitetextError(f"--dtype {dtype!r}: choose float32 or float64")
+    record = run_parity(
+        checkpoint,
+        converted=converted,
+        tokenizer=tokenizer,
+        repo_id=repo_id,
+        revision=revision,
+        context_length=context_length,
+        num_heads=num_heads,
+        scope=scope,
+        dtype=dtype,
+        batch=batch,
+        seed=seed,
+        prompts=prompt or [],
+        image=image,
+        boxes=[_parse_box(b) for b in box or []],
+        atol=atol,
+        rtol=rtol,
+        json_path=json_path,
+        console=stdout,
+        debug=debug_intermediates,
+    )
+    if not record["passed"]:
+        raise ParityFailure(f"parity failed: first diverging stage {record['first_failure'] or 'tokenizer/detector'}")
+
+
+@app.command("convert-all")
+def convert_all_command(
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="One subfolder per checkpoint.")],
+    source: Annotated[
+        Optional[str], typer.Option(help="A local folder of *.pt files; default: the Hub repo's sam3_litetext/*.pt.")
+    ] = None,
+    repo_id: RepoIdOpt = None,
+    revision: RevisionOpt = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="CLIP tokenizer folder or Hub repo.")] = None,
+    num_heads: HeadsOpt = None,
+    dtype: Annotated[str, typer.Option(help="keep | float32 | bfloat16 | float16")] = "keep",
+    force: Annotated[bool, typer.Option("--force", help="Replace existing subfolders.")] = False,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run text parity on each and keep its record.")] = True,
+    push_to_hub: Annotated[bool, typer.Option("--push-to-hub", help="Push each converted, verified folder.")] = False,
+    namespace: Annotated[Optional[str], typer.Option(help="Hub user/org for pushed repos (default: whoami).")] = None,
+    private: Annotated[bool, typer.Option("--private")] = False,
+    token: Annotated[Optional[str], typer.Option(help="Hub token (else HF_TOKEN or the login cache).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert every LiteText checkpoint of the Hub folder (or a local folder); one failure does not stop the rest."""
+    from .batch import convert_all
+    from .report import render_convert_all
+
+    rows = convert_all(
+        output_dir,
+        source=source,
+        repo_id=repo_id,
+        revision=revision,
+        tokenizer=tokenizer,
+        num_heads=num_heads,
+        dtype=dtype,
+        force=force,
+        verify=verify,
+        push=push_to_hub,
+        namespace=namespace,
+        private=private,
+        token=token,
+    )
+    if as_json:
+        _emit_json({"results": rows})
+    else:
+        render_convert_all(stdout, rows)
+    failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]
+    if failed:
+        raise typer.Exit(EXIT_PARITY_FAILED if all(r["status"] == "parity failed" for r in failed) else EXIT_BAD_INPUT)
+
+
+@app.command("demo")
+def demo_command(
+    workdir: Annotated[Optional[Path], typer.Option(help="Keep the demo files here (default: a temporary folder).")] = None,
+) -> None:
+    """Offline end to end on an embedded default: build a small upstream-layout S0 checkpoint, inspect,
+    convert, and prove parity (float32 and float64)."""
+    from .demo import run_demo
+
+    passed = run_demo(stdout, workdir)
+    if not passed:
+        raise ParityFailure("demo parity failed")
 
 
 class _byte_progress:

@@ -288,9 +288,11 @@ def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, r
     hf_ids, hf_mask = tokenize_hf(hf_tokenizer(folder, context), prompts, context)
     with torch.no_grad():
         original_trace = original(up_ids)
-    # Faithful recipe: no attention mask into the text encoder (upstream attends to padding).
+    # Faithful recipe: no attention mask into the text encoder (upstream attends to padding), and
+    # upstream's own padding mask (ids == 0) for the detector.
     faithful = hf_trace(hf_ids)
-    stages = compare_text(original_trace, faithful, hf_mask, kinds, atol, rtol, prefix="prompts.text")
+    recipe_mask = hf_ids != 0
+    stages = compare_text(original_trace, faithful, recipe_mask, kinds, atol, rtol, prefix="prompts.text")
     # What Sam3LiteTextModel.forward does by default: the tokenizer's mask goes into the encoder.
     masked = hf_trace(hf_ids, hf_mask)
     real = ~original_trace.padding_mask
@@ -302,8 +304,11 @@ def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, r
         "prompts_with_padding": int(original_trace.padding_mask.any(dim=1).sum()),
         "masked_vs_upstream_real_tokens_max_abs": _masked_max(original_trace.text_features, masked["text_features"], real),
         "unmasked_vs_upstream_real_tokens_max_abs": _masked_max(original_trace.text_features, faithful["text_features"], real),
-        "recipe": "text_embeds = model.get_text_features(input_ids=ids).pooler_output; "
-        "model(pixel_values=..., text_embeds=text_embeds, attention_mask=mask)",
+        # Upstream's mask is ids == 0, and id 0 is "!" in CLIP: a literal "!" counts as padding there.
+        "tokenizer_mask_vs_upstream_mask_positions": int((hf_mask.bool() == original_trace.padding_mask).sum()),
+        "recipe": "ids = tokenizer(prompts, padding='max_length', max_length=CONTEXT, truncation=True).input_ids; "
+        "text_embeds = model.get_text_features(input_ids=ids).pooler_output; "
+        "model(pixel_values=..., text_embeds=text_embeds, attention_mask=(ids != 0))",
     }
     return tokenizer_report, padded, stages
 

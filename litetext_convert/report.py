@@ -101,3 +101,77 @@ def render_convert_all(console: Console, rows: list[dict]) -> None:
             row.get("push") or "-",
         )
     console.print(table)
+
+
+def _stage_table(title: str, stages: list[dict], first_failure: str | None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("stage", "max abs", "mean abs", "max rel", "cosine", "result"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in stages:
+        highlight = "bold red" if stage["name"] == first_failure else None
+        result = Text("pass", style="green") if stage["passed"] else Text("FAIL", style="bold red")
+        table.add_row(
+            Text(stage["name"] + (f"  [{stage['note']}]" if stage.get("note") else ""), style=highlight or ""),
+            f"{stage['max_abs']:.3e}",
+            f"{stage['mean_abs']:.3e}",
+            f"{stage['max_rel']:.2e}",
+            f"{stage['cosine']:.9f}",
+            result,
+        )
+    return table
+
+
+def render_parity(console: Console, record: dict, *, debug: bool) -> None:
+    verdict = Text("PASS", style="bold green") if record["passed"] else Text("FAIL", style="bold red")
+    console.print(Text.assemble("parity: ", verdict, f"  scope {record['scope']}, {record['dtype']}, "
+                                f"atol {record['atol']:g}, rtol {record['rtol']:g}, {record['seconds']:.1f} s"))
+    console.print(f"original: {record['original']['name']}")
+    inputs = record["inputs"]
+    console.print(f"inputs: {inputs['kind']}, batch {inputs['batch']}, seed {inputs['seed']}, context {inputs['context_length']}")
+    stages = record["stages"]
+    worst = max(stages, key=lambda s: s["max_abs"]) if stages else None
+    if record["first_failure"]:
+        failed = next(s for s in stages if s["name"] == record["first_failure"])
+        console.print(f"[bold red]first diverging stage: {failed['name']}[/bold red] (max abs {failed['max_abs']:.3e})")
+    elif worst:
+        console.print(f"{len(stages)} text stages within tolerance; largest max abs {worst['max_abs']:.3e} at {worst['name']}")
+    if debug or record["first_failure"]:
+        console.print(_stage_table("Text encoder, stage by stage", stages, record["first_failure"]))
+    tokenizer = record.get("tokenizer")
+    if tokenizer:
+        state = "[green]equal[/green]" if tokenizer["equal"] else f"[red]{len(tokenizer['differences'])} prompts differ[/red]"
+        console.print(f"tokenizer ids ({tokenizer['prompts']} prompts): {state}; upstream side: {tokenizer['upstream']}")
+        for difference in tokenizer["differences"][:10]:
+            console.print(f"  {difference['prompt']!r}: {difference['why']}")
+    padded = record.get("padded_prompts")
+    if padded:
+        console.print(
+            f"padded prompts ({padded['prompts_with_padding']} with padding), detector-facing features on real tokens: "
+            f"with transformers' attention mask max abs {padded['masked_vs_upstream_real_tokens_max_abs']:.3e}; "
+            f"without it (upstream behaviour) {padded['unmasked_vs_upstream_real_tokens_max_abs']:.3e}"
+        )
+        if padded["tokenizer_mask_vs_upstream_mask_positions"]:
+            console.print(
+                f"  the tokenizer's attention_mask differs from upstream's padding mask (ids == 0) at "
+                f"{padded['tokenizer_mask_vs_upstream_mask_positions']} positions: a literal '!' is id 0, padding to upstream"
+            )
+        console.print(f"  recipe that reproduces upstream: {padded['recipe']}")
+    detector = record.get("detector")
+    if detector:
+        render_detector(console, detector, debug=debug)
+    for note in record.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def render_detector(console: Console, detector: dict, *, debug: bool) -> None:
+    verdict = "[green]PASS[/green]" if detector["passed"] else "[bold red]FAIL[/bold red]"
+    console.print(f"whole detector: {verdict}  original: {detector.get('original_name', '?')}")
+    stages = detector.get("stages", [])
+    failure = next((s["name"] for s in stages if not s["passed"]), None)
+    if debug or failure:
+        console.print(_stage_table("Whole detector, stage by stage", stages, failure))
+    naive = detector.get("naive_text_only")
+    if naive and debug:
+        console.print(_stage_table("For reference: transformers' text-only call (geometry encoder skipped)", naive, None))
+    for workaround in detector.get("workarounds", []):
+        console.print(f"  CPU workaround on the original side: {workaround}")
