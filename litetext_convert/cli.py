@@ -216,6 +216,48 @@ def convert_all_command(
         raise typer.Exit(EXIT_PARITY_FAILED if all(r["status"] == "parity failed" for r in failed) else EXIT_BAD_INPUT)
 
 
+@app.command("push")
+def push_command(
+    folder: Annotated[Path, typer.Argument(help="A converted folder.")],
+    repo_id: Annotated[
+        Optional[str], typer.Option("--repo-id", help="ORG/NAME; default <whoami>/sam3-litetext-<variant>-ctx<N>.")
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repository as private.")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Branch to push to (created if missing).")] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    commit_message: Annotated[Optional[str], typer.Option(help="Commit message.")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Hub token (else HF_TOKEN or the login cache); never printed.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the exact plan; no network.")] = False,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Publish without a passing parity record (the card says so).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a converted folder to the Hub with a model card carrying its parity record."""
+    from .publish import PushOptions, push_folder, render_plan
+
+    options = PushOptions(
+        repo_id=repo_id,
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=commit_message,
+        token=token,
+        dry_run=dry_run,
+        allow_unverified=allow_unverified,
+    )
+    result = push_folder(folder, options)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        if result.plan is not None:
+            stdout.print(render_plan(result.plan), markup=False, highlight=False, soft_wrap=True)
+        if result.status != "failed" and result.status != "refused":
+            stdout.print(f"{result.status}: {result.message}", markup=False)
+    if result.error is not None:
+        raise result.error
+
+
 @app.command("demo")
 def demo_command(
     workdir: Annotated[Optional[Path], typer.Option(help="Keep the demo files here (default: a temporary folder).")] = None,

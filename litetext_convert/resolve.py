@@ -47,7 +47,6 @@ class ResolvedCheckpoint:
             "filename": self.filename,
             "revision": self.revision,
             "alias": self.alias,
-            "local_path": str(self.path),
             "license": self.license,
         }
 

@@ -54,7 +54,7 @@ def summarize(prepared: Prepared, *, scan: bool = True) -> dict:
     plan = prepared.plan
     return {
         "file": str(prepared.resolved.path),
-        "source": prepared.resolved.to_json(),
+        "source": {**prepared.resolved.to_json(), "local_path": str(prepared.resolved.path)},
         "format": loaded.format,
         "wrapper": loaded.wrapper,
         "stripped_prefix": loaded.stripped_prefix,

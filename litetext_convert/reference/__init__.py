@@ -21,9 +21,11 @@ CLEAN_ROOM = f"clean-room reference (litetext_convert.reference, litetext {__ver
 
 
 def upstream_fork_available() -> bool:
+    # find_spec imports the parent package; the fork's sam3/__init__ can fail on its own imports,
+    # and Meta's PyPI `sam3` has the same name without the student text encoder.
     try:
         return importlib.util.find_spec("sam3.backbones.mobile_clip") is not None
-    except ModuleNotFoundError:
+    except Exception:
         return False
 
 

@@ -1,0 +1,609 @@
+"""Publish a converted, verified folder to the Hugging Face Hub.
+
+plan_push() works out what a push would do (offline for --dry-run); push_folder() does it,
+sending only files whose content differs from the remote, retrying transient Hub failures and
+turning every other Hub failure into a one-line HubError. The token is never put into any
+message, plan or result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, NamedTuple, TypeVar
+
+from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import validate_repo_id
+
+from litetext_convert import __version__
+from litetext_convert.errors import EXIT_OK, HubError, LitetextError
+from litetext_convert.model_card import (
+    CARD_FILENAME,
+    CONFIG,
+    FolderRecords,
+    load_records,
+    parity_problem,
+    render_model_card,
+    unverified_refusal,
+)
+
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    import httpx as _http
+
+MAX_ATTEMPTS = 4
+BASE_DELAY_S = 1.0
+MAX_DELAY_S = 30.0
+DEFAULT_BRANCH = "main"
+USER_PLACEHOLDER = "<your-hub-user>"
+LOGIN_HINT = "run `hf auth login` or pass --token"
+ACCESS_HINT = "check the repo id / your write access"
+
+Status = Literal["pushed", "unchanged", "refused", "failed", "planned"]
+T = TypeVar("T")
+
+
+class FileDigest(NamedTuple):
+    """What identifies a file's content locally and on the Hub.
+
+    sha256 is what an LFS/Xet pointer records; git_sha1 is the git blob id, the only id
+    the Hub keeps for small files stored directly in git. Remote entries lack one or the other.
+    """
+
+    size: int
+    sha256: str | None
+    git_sha1: str | None
+
+
+@dataclass
+class PushOptions:
+    repo_id: str | None = None
+    private: bool = False
+    revision: str | None = None
+    create_pr: bool = False
+    commit_message: str | None = None
+    token: str | None = field(default=None, repr=False)  # repr=False: keeps it out of logs and tracebacks
+    dry_run: bool = False
+    allow_unverified: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.repo_id,
+            "private": self.private,
+            "revision": self.revision,
+            "create_pr": self.create_pr,
+            "commit_message": self.commit_message,
+            "token": "provided" if self.token else None,
+            "dry_run": self.dry_run,
+            "allow_unverified": self.allow_unverified,
+        }
+
+
+@dataclass
+class PlannedFile:
+    path: str
+    size: int
+    sha256: str
+    git_sha1: str  # kept for comparing with small remote files; not part of the printed plan
+    action: Literal["upload", "unchanged"]
+
+    @property
+    def digest(self) -> FileDigest:
+        return FileDigest(self.size, self.sha256, self.git_sha1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "action": self.action}
+
+
+@dataclass
+class PushPlan:
+    folder: Path
+    repo_id: str
+    branch: str
+    create_pr: bool
+    private: bool
+    commit_message: str
+    files: list[PlannedFile]
+    card: str
+    verified: bool
+    unverified_reason: str | None
+    remote_checked: bool  # False in a dry run: every file is listed as an upload
+    repo_exists: bool | None = None
+    branch_exists: bool | None = None
+    remote_only: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def to_send(self) -> list[str]:
+        return [f.path for f in self.files if f.action == "upload"]
+
+    @property
+    def repo_creation(self) -> Literal["yes", "no", "if missing"]:
+        if self.repo_exists is None:
+            return "if missing"
+        return "no" if self.repo_exists else "yes"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "repo_id": self.repo_id,
+            "branch": self.branch,
+            "create_pr": self.create_pr,
+            "private": self.private,
+            "create_repo": self.repo_creation,
+            "create_branch": None if self.branch_exists is None else not self.branch_exists,
+            "commit_message": self.commit_message,
+            "verified": self.verified,
+            "unverified_reason": self.unverified_reason,
+            "remote_checked": self.remote_checked,
+            "files": [f.to_json() for f in self.files],
+            "to_send": self.to_send,
+            "remote_only": self.remote_only,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class PushResult:
+    status: Status
+    folder: Path
+    repo_id: str | None = None
+    commit_url: str | None = None
+    pr_url: str | None = None
+    files_sent: list[str] = field(default_factory=list)
+    message: str = ""
+    plan: PushPlan | None = None
+    error: LitetextError | None = field(default=None, repr=False)  # for the CLI: raise it to get its exit code
+
+    @property
+    def exit_code(self) -> int:
+        return self.error.exit_code if self.error else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "folder": str(self.folder),
+            "repo_id": self.repo_id,
+            "commit_url": self.commit_url,
+            "pr_url": self.pr_url,
+            "files_sent": self.files_sent,
+            "message": self.message,
+            "plan": self.plan.to_json() if self.plan else None,
+        }
+
+
+# ---------------------------------------------------------------- content identity
+
+
+def digest_bytes(data: bytes) -> FileDigest:
+    git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return FileDigest(len(data), hashlib.sha256(data).hexdigest(), git_sha1)
+
+
+def digest_file(path: Path, chunk_size: int = 8 << 20) -> FileDigest:
+    """Both hashes in one read: weights are large and read once."""
+    size = path.stat().st_size
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(b"blob %d\0" % size)
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            sha256.update(chunk)
+            sha1.update(chunk)
+    return FileDigest(size, sha256.hexdigest(), sha1.hexdigest())
+
+
+def remote_digest(entry: RepoFile) -> FileDigest:
+    sha256 = entry.lfs.sha256 if entry.lfs else None
+    return FileDigest(entry.size, sha256, entry.blob_id)
+
+
+def files_to_upload(
+    local: Mapping[str, tuple[int, str | None, str | None]], remote: Mapping[str, tuple[int, str | None, str | None]]
+) -> list[str]:
+    """Local paths whose content the remote does not already hold, sorted.
+
+    Both maps are {path: (size, sha256, git_sha1)}; FileDigest is such a tuple.
+    """
+    return sorted(path for path, digest in local.items() if not _same_content(digest, remote.get(path)))
+
+
+def _same_content(
+    local: tuple[int, str | None, str | None], remote: tuple[int, str | None, str | None] | None
+) -> bool:
+    if remote is None:
+        return False
+    local_size, local_sha256, local_git_sha1 = local
+    remote_size, remote_sha256, remote_git_sha1 = remote
+    if remote_size != local_size:
+        return False
+    if remote_sha256 is not None:  # LFS/Xet file: its pointer records the content's sha256
+        return remote_sha256 == local_sha256
+    return remote_git_sha1 is not None and remote_git_sha1 == local_git_sha1
+
+
+# ---------------------------------------------------------------- secrets
+
+
+_TOKEN_PATTERN = re.compile(r"\bhf_(?:oauth_)?[A-Za-z0-9]{20,}\b")
+
+
+def redact(text: str, token: str | None) -> str:
+    """`text` without `token` and without anything shaped like a Hugging Face token."""
+    if token:
+        text = text.replace(token, "***")
+    return _TOKEN_PATTERN.sub("***", text)
+
+
+def _redact_all(text: str, options: PushOptions) -> str:
+    # The Hub may echo whichever token was used: the explicit one or the one from HF_TOKEN / the login cache.
+    for secret in (options.token, *_ambient_tokens()):
+        text = redact(text, secret)
+    return text
+
+
+def _ambient_tokens() -> list[str]:
+    # Read directly: huggingface_hub.get_token() may refresh an OAuth token over the network.
+    tokens = [os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
+    try:
+        tokens.append(Path(constants.HF_TOKEN_PATH).read_text(encoding="utf-8"))
+    except OSError:
+        pass  # not logged in
+    return [t.strip() for t in tokens if t and t.strip()]
+
+
+# ---------------------------------------------------------------- the folder
+
+
+def local_files(folder: Path) -> list[str]:
+    """Files to publish, as posix paths: everything but hidden paths and the card (regenerated)."""
+    paths = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            paths.append(relative.as_posix())
+    return sorted(p for p in paths if p != CARD_FILENAME)
+
+
+def _check_complete(folder: Path, paths: list[str]) -> None:
+    # A half-written folder (interrupted conversion) must not reach the Hub.
+    if CONFIG not in paths or not any(p.startswith("model") and p.endswith(".safetensors") for p in paths):
+        raise LitetextError(
+            f"refusing to publish {folder}: it lacks config.json or model*.safetensors",
+            hint="re-run the conversion into this folder",
+        )
+
+
+def default_repo_id(user: str, records: FolderRecords) -> str:
+    return f"{user}/sam3-litetext-{records.variant}-ctx{records.context_length}"
+
+
+def _default_commit_message(records: FolderRecords) -> str:
+    return f"Upload SAM3-LiteText {records.variant} ctx{records.context_length} (litetext {__version__})"
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_push(
+    folder: Path, options: PushOptions, api: HfApi | None = None, sleep: Callable[[float], None] = time.sleep
+) -> PushPlan:
+    """What a push would do. A dry run touches no network: `api` is not used at all.
+
+    Raises LitetextError for a folder that must not be published, HubError when the Hub fails.
+    """
+    folder = Path(folder)
+    records = load_records(folder)
+    if parity_problem(records) and not options.allow_unverified:
+        raise unverified_refusal(records, folder)  # before any Hub call: refusing costs nothing
+    if options.dry_run:
+        return _local_plan(folder, records, options, _dry_run_repo_id(options, records))
+    api = api or HfApi(token=options.token)
+    repo_id = options.repo_id or default_repo_id(_whoami(api, options, sleep), records)
+    plan = _local_plan(folder, records, options, repo_id)
+    return _with_remote_state(plan, api, options, sleep)
+
+
+def _dry_run_repo_id(options: PushOptions, records: FolderRecords) -> str:
+    # whoami needs the network, so a dry run without --repo-id shows the default with a placeholder user.
+    return options.repo_id or default_repo_id(USER_PLACEHOLDER, records)
+
+
+def _local_plan(folder: Path, records: FolderRecords, options: PushOptions, repo_id: str) -> PushPlan:
+    if USER_PLACEHOLDER not in repo_id:
+        _validate_repo_id(repo_id)
+    paths = local_files(folder)
+    _check_complete(folder, paths)
+    problem = parity_problem(records)
+    card = render_model_card(folder, repo_id=repo_id, allow_unverified=options.allow_unverified)
+    files = [_planned(path, digest_file(folder / path)) for path in paths]
+    files.append(_planned(CARD_FILENAME, digest_bytes(card.encode("utf-8"))))
+    notes = []
+    if USER_PLACEHOLDER in repo_id:
+        notes.append(
+            f"{USER_PLACEHOLDER} becomes your Hub user name at push time (a dry run does not call whoami); "
+            f"the {CARD_FILENAME} hash changes with it. Pass --repo-id for an exact plan."
+        )
+    if options.dry_run:
+        notes.append("dry run: the remote was not consulted, so every file is listed as an upload")
+    return PushPlan(
+        folder=folder,
+        repo_id=repo_id,
+        branch=options.revision or DEFAULT_BRANCH,
+        create_pr=options.create_pr,
+        private=options.private,
+        commit_message=options.commit_message or _default_commit_message(records),
+        files=sorted(files, key=lambda f: f.path),
+        card=card,
+        verified=problem is None,
+        unverified_reason=problem,
+        remote_checked=False,
+        notes=notes,
+    )
+
+
+def _planned(path: str, digest: FileDigest) -> PlannedFile:
+    return PlannedFile(path, digest.size, digest.sha256 or "", digest.git_sha1 or "", action="upload")
+
+
+def _validate_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"invalid repo id {repo_id!r}: {err}", hint="use ORG/NAME") from None
+    if "/" not in repo_id:
+        raise HubError(f"invalid repo id {repo_id!r}", hint="use ORG/NAME")
+
+
+def _with_remote_state(plan: PushPlan, api: HfApi, options: PushOptions, sleep: Callable[[float], None]) -> PushPlan:
+    repo_exists, branch_exists, remote = _remote_files(api, plan.repo_id, options, sleep)
+    if options.private and repo_exists and not _is_private(api, plan.repo_id, options, sleep):
+        # create_repo only sets visibility on creation: without this, --private would publish in public.
+        raise LitetextError(
+            f"refusing to push to {plan.repo_id}: it exists and is public, and --private cannot change that",
+            hint="make it private on the Hub first, or drop --private",
+        )
+    local = {f.path: f.digest for f in plan.files}
+    changed = set(files_to_upload(local, remote))
+    for planned in plan.files:
+        planned.action = "upload" if planned.path in changed else "unchanged"
+    plan.remote_checked = True
+    plan.repo_exists = repo_exists
+    plan.branch_exists = branch_exists
+    plan.remote_only = sorted(set(remote) - set(local) - {".gitattributes"})
+    return plan
+
+
+def _remote_files(
+    api: HfApi, repo_id: str, options: PushOptions, sleep: Callable[[float], None]
+) -> tuple[bool, bool, dict[str, FileDigest]]:
+    """(repo exists, branch exists, {path: digest}) of the target branch."""
+    branch = options.revision or DEFAULT_BRANCH
+
+    def list_tree() -> list[Any]:
+        return list(api.list_repo_tree(repo_id, recursive=True, revision=branch, token=options.token))
+
+    try:
+        entries = _with_retries(list_tree, sleep)
+    except GatedRepoError as err:
+        raise _hub_error(err, repo_id, options) from None
+    except RepositoryNotFoundError as err:
+        if _status(err) == 401:
+            raise _hub_error(err, repo_id, options) from None
+        return False, False, {}
+    except RevisionNotFoundError:
+        return True, False, {}
+    except Exception as err:
+        raise _as_hub_error(err, repo_id, options) from None
+    files = {e.path: remote_digest(e) for e in entries if isinstance(e, RepoFile)}
+    return True, True, files
+
+
+def _is_private(api: HfApi, repo_id: str, options: PushOptions, sleep: Callable[[float], None]) -> bool:
+    try:
+        return bool(_with_retries(lambda: api.repo_info(repo_id, token=options.token), sleep).private)
+    except Exception as err:
+        raise _as_hub_error(err, repo_id, options) from None
+
+
+def _whoami(api: HfApi, options: PushOptions, sleep: Callable[[float], None]) -> str:
+    try:
+        # cache=True: convert-all asks once per folder, and whoami is tightly rate-limited.
+        return str(_with_retries(lambda: api.whoami(token=options.token, cache=True), sleep)["name"])
+    except Exception as err:
+        raise _as_hub_error(err, None, options) from None
+
+
+# ---------------------------------------------------------------- pushing
+
+
+def push_folder(
+    folder: Path, options: PushOptions, api: HfApi | None = None, sleep: Callable[[float], None] = time.sleep
+) -> PushResult:
+    """Plan, then push what differs. Returns a result for every expected outcome; only bugs raise."""
+    folder = Path(folder)
+    api = api or HfApi(token=options.token)  # constructing it is offline; a dry run never calls it
+    try:
+        plan = plan_push(folder, options, api, sleep)
+    except HubError as err:
+        return _failed(folder, options.repo_id, err, options)
+    except LitetextError as err:  # unverified, incomplete or not a converted folder
+        return PushResult("refused", folder, options.repo_id, message=_redact_all(err.one_line(), options), error=err)
+    if options.dry_run:
+        return PushResult("planned", folder, plan.repo_id, message=_plan_message(plan), plan=plan)
+    _write_card(folder, plan.card)
+    if not plan.to_send:
+        return PushResult("unchanged", folder, plan.repo_id, message="the Hub already holds these files", plan=plan)
+    try:
+        commit = _send(api, plan, options, sleep)
+    except HubError as err:
+        return _failed(folder, plan.repo_id, err, options, plan)
+    return PushResult(
+        "pushed",
+        folder,
+        plan.repo_id,
+        commit_url=commit.commit_url,
+        pr_url=commit.pr_url,
+        files_sent=plan.to_send,
+        message=f"sent {len(plan.to_send)} of {len(plan.files)} files" + (" in a pull request" if commit.pr_url else ""),
+        plan=plan,
+    )
+
+
+def _send(api: HfApi, plan: PushPlan, options: PushOptions, sleep: Callable[[float], None]) -> Any:
+    try:
+        if not plan.repo_exists:
+            _with_retries(
+                lambda: api.create_repo(plan.repo_id, private=options.private, exist_ok=True, token=options.token),
+                sleep,
+            )
+        if not plan.branch_exists and plan.branch != DEFAULT_BRANCH:
+            _with_retries(
+                lambda: api.create_branch(plan.repo_id, branch=plan.branch, exist_ok=True, token=options.token), sleep
+            )
+        # Fresh operations per attempt: an add operation carries upload state from the attempt that made it.
+        # A retried commit cannot duplicate one that landed: huggingface_hub drops adds the remote already holds.
+        return _with_retries(
+            lambda: api.create_commit(
+                plan.repo_id,
+                [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(plan.folder / p)) for p in plan.to_send],
+                commit_message=plan.commit_message,
+                commit_description=_commit_description(plan),
+                revision=options.revision,
+                create_pr=options.create_pr,
+                token=options.token,
+            ),
+            sleep,
+        )
+    except Exception as err:
+        raise _as_hub_error(err, plan.repo_id, options) from None
+
+
+def _commit_description(plan: PushPlan) -> str:
+    verdict = "parity verified" if plan.verified else f"UNVERIFIED ({plan.unverified_reason})"
+    return f"Converted with litetext {__version__}; {verdict}. See conversion_record.json and parity_record.json."
+
+
+def _write_card(folder: Path, card: str) -> None:
+    # The folder keeps the card it was published with; rewriting identical bytes would only churn mtimes.
+    path = folder / CARD_FILENAME
+    if not path.is_file() or path.read_text(encoding="utf-8") != card:
+        path.write_text(card, encoding="utf-8")
+
+
+def _plan_message(plan: PushPlan) -> str:
+    return f"would send {len(plan.to_send)} files to {plan.repo_id}@{plan.branch} (create repo: {plan.repo_creation})"
+
+
+def _failed(
+    folder: Path, repo_id: str | None, err: HubError, options: PushOptions, plan: PushPlan | None = None
+) -> PushResult:
+    return PushResult("failed", folder, repo_id, message=_redact_all(err.one_line(), options), plan=plan, error=err)
+
+
+def render_plan(plan: PushPlan) -> str:
+    """The plan as plain text, one fact per line, for `--dry-run` without `--json`."""
+    lines = [
+        f"repo:        {plan.repo_id} ({'private' if plan.private else 'public'}; create: {plan.repo_creation})",
+        f"branch:      {plan.branch}" + (" (pull request)" if plan.create_pr else ""),
+        f"message:     {plan.commit_message}",
+        f"verified:    {'yes' if plan.verified else 'NO: ' + str(plan.unverified_reason)}",
+        "files:",
+    ]
+    width = max(len(f.path) for f in plan.files)
+    lines += [f"  {f.action:9} {f.path:{width}} {f.size:>14,} B  sha256 {f.sha256}" for f in plan.files]
+    lines += [f"  remote only (left untouched): {p}" for p in plan.remote_only]
+    lines += [f"note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- retries and errors
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): 1, 2, 4, ... capped."""
+    return min(BASE_DELAY_S * 2 ** (attempt - 1), MAX_DELAY_S)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth retrying: the Hub or the network hiccuped, the request itself was fine."""
+    if isinstance(err, OfflineModeIsEnabled):
+        return False  # a setting, not a hiccup
+    if isinstance(err, HfHubHTTPError):
+        status = _status(err)
+        return status is not None and (status >= 500 or status in (408, 429))
+    return isinstance(
+        err, (_http.TimeoutException, _http.NetworkError, _http.RemoteProtocolError, ConnectionError, TimeoutError)
+    )
+
+
+def _with_retries(call: Callable[[], T], sleep: Callable[[float], None], attempts: int = MAX_ATTEMPTS) -> T:
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as err:
+            if attempt == attempts or not is_transient(err):
+                raise
+            sleep(backoff_delay(attempt))
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _status(err: BaseException) -> int | None:
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _as_hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> Exception:
+    """HubError for what the Hub or the network did; anything else is a bug and stays itself."""
+    if isinstance(err, HubError):
+        return err
+    if isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled)) or is_transient(err):
+        return _hub_error(err, repo_id, options)
+    return err
+
+
+def _hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> HubError:
+    """One line saying what failed and how to fix it; secrets redacted."""
+    target = repo_id or "the Hub"
+    status = _status(err)
+    if isinstance(err, OfflineModeIsEnabled):
+        message, hint = "HF_HUB_OFFLINE is set, so nothing can be pushed", "unset it, or use --dry-run"
+    elif isinstance(err, LocalTokenNotFoundError) or status == 401:
+        message, hint = "the Hub did not accept any token (401: missing, invalid or expired)", LOGIN_HINT
+    elif status == 403:
+        message, hint = f"this token may not write to {target} (403){_server_detail(err)}", ACCESS_HINT
+    elif isinstance(err, RevisionNotFoundError):
+        message = f"branch {options.revision} does not exist in {target} (404)"
+        hint = "omit --revision or create the branch"
+    elif status == 404:
+        message, hint = f"{target} was not found or is not visible to this token (404)", ACCESS_HINT
+    elif is_transient(err):
+        message = f"the Hub could not be reached after {MAX_ATTEMPTS} attempts ({_failure_kind(err)})"
+        hint = "check your network and https://status.huggingface.co, then retry; --dry-run works offline"
+    else:
+        message, hint = f"the Hub refused the request to {target} (HTTP {status}){_server_detail(err)}", None
+    return HubError(_redact_all(message, options), hint=hint)
+
+
+def _failure_kind(err: Exception) -> str:
+    status = _status(err)
+    return f"HTTP {status}" if status else type(err).__name__
+
+
+def _server_detail(err: Exception) -> str:
+    detail = getattr(err, "server_message", None)
+    return f": {' '.join(str(detail).split())[:200]}" if detail else ""
