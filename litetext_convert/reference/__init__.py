@@ -19,6 +19,11 @@ from .tokenizer import UpstreamTokenizer
 
 CLEAN_ROOM = f"clean-room reference (litetext_convert.reference, litetext {__version__})"
 
+# Head counts of the released students, as upstream's `_create_student_text_encoder` builds them.
+# Kept here, apart from configs/variants.toml (what the converter uses), so that parity checks the
+# converter's head count against an independent statement instead of sharing it.
+UPSTREAM_HEADS = {("mct", 512, 6): 8, ("base", 512, 12): 8, ("base", 768, 12): 12}
+
 
 def upstream_fork_available() -> bool:
     # find_spec imports the parent package; the fork's sam3/__init__ can fail on its own imports,
@@ -29,20 +34,28 @@ def upstream_fork_available() -> bool:
         return False
 
 
+def original_heads(arch) -> tuple[int, str]:
+    """The original's head count: upstream's own for a released shape, else the converter's (say so)."""
+    text = arch.text
+    shape = (text.family.value, text.hidden_size.value, text.num_layers.value)
+    if shape in UPSTREAM_HEADS:
+        return UPSTREAM_HEADS[shape], "upstream variant builder"
+    return text.num_heads.value, f"not a released shape: taken from the conversion ({text.num_heads.source}), so not independently checked"
+
+
 def load_original_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype: torch.dtype):
     """(callable ids -> TextTrace, description) for the original student text encoder."""
+    heads, heads_source = original_heads(arch)
     if upstream_fork_available():
         from .upstream import load_upstream_text_encoder
 
-        return load_upstream_text_encoder(state_dict, arch, dtype)
-    model = ReferenceTextEncoder.from_original_state_dict(
-        state_dict,
-        variant=arch.text.family.value,
-        num_heads=arch.text.num_heads.value,
-        context_length=arch.context_length,
-        dtype=dtype,
-    )
-    return model, {"name": CLEAN_ROOM, "kind": "clean-room", "version": __version__}
+        encoder, info = load_upstream_text_encoder(state_dict, arch, dtype, heads)
+    else:
+        encoder = ReferenceTextEncoder.from_original_state_dict(
+            state_dict, variant=arch.text.family.value, num_heads=heads, context_length=arch.context_length, dtype=dtype
+        )
+        info = {"name": CLEAN_ROOM, "kind": "clean-room", "version": __version__}
+    return encoder, {**info, "num_heads": heads, "num_heads_source": heads_source}
 
 
 def merges_from_folder(folder: Path) -> list[tuple[str, str]]:

@@ -78,7 +78,7 @@ class UpstreamTextEncoder:
         )
 
 
-def load_upstream_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype: torch.dtype):
+def load_upstream_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype: torch.dtype, num_heads: int):
     from sam3.model.text_encoder_student import TextStudentEncoder
 
     text = arch.text
@@ -89,7 +89,7 @@ def load_upstream_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype:
         "vocab_size": text.vocab_size.value,
         "dim": text.hidden_size.value,
         "ffn_multiplier_per_layer": text.intermediate_size.value / text.hidden_size.value,
-        "n_heads_per_layer": text.num_heads.value,
+        "n_heads_per_layer": num_heads,
         "n_transformer_layers": attention_layers,
         "norm_layer": "layer_norm_fp32",
         "causal_masking": False,
