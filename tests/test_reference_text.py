@@ -14,7 +14,7 @@ from litetext_convert.reference.text_encoder import ReferenceTextEncoder, TextTr
 
 DIM, HEADS, VOCAB, TABLE_ROWS, CONTEXT, KERNEL = 64, 2, 49408, 77, 16, 11
 START, END = 49406, 49407
-S1_KEY_TABLE = Path("/work/shared/data/upstream_keys_s1_text.tsv")
+S1_KEY_TABLE = Path(__file__).resolve().parent.parent / "configs" / "manifest" / "upstream_keys_s1_text.tsv"
 
 
 def _transformer_shapes(dim: int, ffn: int) -> dict[str, tuple[int, ...]]:
@@ -233,7 +233,6 @@ def test_float64_runs_in_float64_throughout():
     torch.testing.assert_close(norm(x), exact, rtol=0, atol=0)
 
 
-@pytest.mark.skipif(not S1_KEY_TABLE.is_file(), reason="shared upstream key table not present")
 def test_hand_written_layout_matches_released_s1_keys():
     prefix = "detector.backbone.language_backbone."
     lines = S1_KEY_TABLE.read_text().splitlines()[1:]
