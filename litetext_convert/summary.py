@@ -33,9 +33,12 @@ def scan_non_finite(tensors: dict[str, torch.Tensor], release_pages: bool) -> di
     bad: dict[str, int] = {}
     for key, tensor in tensors.items():
         if tensor.is_floating_point() or tensor.is_complex():
-            count = int((~torch.isfinite(tensor)).sum())
-            if count:
-                bad[key] = count
+            # A NaN or Inf anywhere makes the sum non-finite: one cheap reduction per tensor, and
+            # the exact count only for the rare tensor that fails it (or overflows the sum).
+            if not bool(torch.isfinite(tensor.sum())):
+                count = int((~torch.isfinite(tensor)).sum())
+                if count:
+                    bad[key] = count
             if release_pages:
                 release_source_pages(tensor)
     return bad
