@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -82,11 +83,12 @@ def convert_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert one checkpoint into a folder that Sam3LiteTextModel.from_pretrained loads."""
-    from .convert import convert, prepare, target_entries
+    from .convert import check_dtype, convert, prepare, target_entries
     from .report import render_convert
 
+    check_dtype(dtype)
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
-    total = sum(entry.nbytes for entry in target_entries(prepared, dtype)) if dtype in ("keep", "float32", "bfloat16", "float16") else 0
+    total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
     with _byte_progress(total, disable=as_json) as on_bytes:
         result = convert(
             prepared,
@@ -302,6 +304,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and an exit code; no tracebacks
     unless LITETEXT_DEBUG is set."""
     debug = bool(os.environ.get("LITETEXT_DEBUG"))
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed conversion cleans up like Ctrl-C does
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
@@ -328,6 +331,10 @@ def main() -> None:
             soft_wrap=True,
         )
         sys.exit(3)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _one_line(exc: LitetextError) -> str:

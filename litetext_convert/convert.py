@@ -83,6 +83,11 @@ class ConversionResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_dtype(requested: str) -> None:
+    if requested != "keep" and requested not in DTYPES:
+        raise LitetextError(f"unknown --dtype {requested!r}; choose keep, {', '.join(DTYPES)}")
+
+
 def target_dtype(source: torch.dtype, requested: str) -> torch.dtype:
     if requested == "keep" or not source.is_floating_point:
         return source
@@ -150,8 +155,7 @@ def convert(
     verify_load: bool = False,
     on_bytes: Callable[[int], None] | None = None,
 ) -> ConversionResult:
-    if dtype != "keep" and dtype not in DTYPES:
-        raise LitetextError(f"unknown --dtype {dtype!r}; choose keep, {', '.join(DTYPES)}")
+    check_dtype(dtype)
     started = time.perf_counter()
     tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)  # fail before writing anything
     entries = target_entries(prepared, dtype)

@@ -56,6 +56,9 @@ WORKAROUNDS: tuple[str, ...] = (
     "float64 only: ViT RoPE in float64: vitdet.apply_rotary_enc without its float32 cast of q/k, and each "
     "stored complex64 freqs_cis table (checked to equal vitdet.compute_axial_cis) recomputed by that formula "
     "in float64",
+    "float64 only: constants Meta computes in float32 whatever the model dtype (torch.arange(dtype=float32) "
+    "in the sine position encodings, their frequency tables and the box-RPB coordinates) made in float64, "
+    "and the float32 caches built at construction emptied",
     "float64 only: roi_align's boxes are cast to the features' dtype (Meta passes boxes.float(), which the "
     "float64 kernel refuses); the coordinates were rounded to float32 by Meta's code",
     "float64 only: the Prompt's empty default point/box coordinate tensors (float32) are cast to float64",
@@ -91,10 +94,18 @@ def _op_name(func) -> str:
 
 class _CpuDeviceMode(torch.overrides.TorchFunctionMode):
     """Meta's code on a CPU: 'cuda' tensors are created on the CPU, pin_memory is a no-op, and
-    roi_align gets its boxes in the features' dtype (Meta passes boxes.float(): float64 runs only)."""
+    roi_align gets its boxes in the features' dtype (Meta passes boxes.float(): float64 runs only).
+    With `float64_constants`, float32 aranges (sine position encodings, their frequencies, box-RPB
+    coordinates) are made in float64."""
+
+    def __init__(self, float64_constants: bool = False):
+        super().__init__()
+        self.float64_constants = float64_constants
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if self.float64_constants and func is torch.arange and kwargs.get("dtype") == torch.float32:
+            kwargs["dtype"] = torch.float64
         if func is torch.Tensor.pin_memory:
             return args[0]
         if _op_name(func) == "torchvision::roi_align" and args[1].dtype != args[0].dtype:
@@ -112,7 +123,7 @@ def original_runtime(dtype: torch.dtype = torch.float32) -> Iterator[None]:
         stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
-        stack.enter_context(_CpuDeviceMode())
+        stack.enter_context(_CpuDeviceMode(float64_constants=dtype == torch.float64))
         if dtype == torch.float64:
             stack.enter_context(_rope_in_model_dtype())
         yield
@@ -639,6 +650,16 @@ def _cast_real_tensors(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return casts[dtype]()
 
 
+def _drop_float32_caches(model: nn.Module) -> None:
+    """Position encodings and box-RPB coordinates cached in float32 at construction; emptied so a
+    float64 run recomputes them (in float64, see _CpuDeviceMode)."""
+    model.backbone.vision_backbone.position_encoding.cache.clear()
+    model.geometry_encoder.pos_enc.cache.clear()
+    decoder = model.transformer.decoder
+    decoder.compilable_cord_cache, decoder.compilable_stored_size = None, None
+    decoder.coord_cache.clear()
+
+
 def build_original_detector(state_dict: Mapping[str, Tensor], arch, *, dtype: torch.dtype = torch.float32) -> OriginalDetector:
     """Meta's Sam3Image at the sizes of `arch` (litetext's inferred Architecture), original keys loaded.
 
@@ -657,6 +678,7 @@ def build_original_detector(state_dict: Mapping[str, Tensor], arch, *, dtype: to
     model = _cast_real_tensors(model, dtype).eval().requires_grad_(False)
     if dtype == torch.float64:
         _float64_rope_tables(model)
+        _drop_float32_caches(model)
     stored_rows = detector_keys[TEXT_PREFIX + "encoder.positional_embedding.pos_embed.pos_embed"].shape[2]
     note = (f"text positional table sliced from {stored_rows} to {arch.context_length} rows (upstream inference)"
             if stored_rows != arch.context_length else "")
