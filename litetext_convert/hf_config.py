@@ -30,6 +30,7 @@ def build_config(arch: Architecture):
             "pretrain_image_size": det.pretrain_image_size.value,
             "window_size": det.window_size.value,
             "global_attn_indexes": list(det.global_attn_indexes.value),
+            "layer_norm_eps": det.vit_layer_norm_eps.value,
         },
     }
     text_config = {

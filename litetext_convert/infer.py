@@ -75,6 +75,7 @@ class DetectorArchitecture:
     num_queries: Fact
     mask_upsampling_stages: Fact
     attention_heads: Fact
+    vit_layer_norm_eps: Fact
 
 
 @dataclass
@@ -297,6 +298,10 @@ def infer_detector(tensors: dict[str, torch.Tensor]) -> DetectorArchitecture:
         attention_heads=Fact(
             _shape(tensors, "detector.transformer.decoder.boxRPB_embed_x.layers.1.weight")[0],
             "weights (decoder box-RPB heads; assumed for every fusion module)",
+        ),
+        vit_layer_norm_eps=Fact(
+            tomllib.loads((configs_dir() / "detector.toml").read_text())["vit_layer_norm_eps"],
+            "SAM3 ViT code (configs/detector.toml; not observable in the weights)",
         ),
     )
 

@@ -251,7 +251,7 @@ def _parity_section(parity: dict[str, Any] | None) -> str:
     detector = parity.get("detector")
     if detector:
         verdict = "passed" if detector.get("passed") else "FAILED"
-        parts.append(f"Whole detector compared with **{detector.get('original_name', 'the original')}**: **{verdict}**.")
+        parts.append(f"Whole detector compared with **{detector.get('original', 'the original')}**: **{verdict}**.")
         if detector.get("stages"):
             parts.append(_stage_table(detector["stages"]))
     notes = parity.get("notes") or []

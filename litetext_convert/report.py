@@ -165,13 +165,22 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
 
 def render_detector(console: Console, detector: dict, *, debug: bool) -> None:
     verdict = "[green]PASS[/green]" if detector["passed"] else "[bold red]FAIL[/bold red]"
-    console.print(f"whole detector: {verdict}  original: {detector.get('original_name', '?')}")
+    console.print(f"whole detector: {verdict}  original: {detector['original']}")
     stages = detector.get("stages", [])
     failure = next((s["name"] for s in stages if not s["passed"]), None)
+    if stages and not failure:
+        worst = max(stages, key=lambda s: s["max_rel"])
+        console.print(f"  {len(stages)} detector stages within tolerance; largest relative difference {worst['max_rel']:.2e} at {worst['name']}")
+    if debug:
+        for name, value in (detector.get("facts") or {}).items():
+            console.print(f"  {name}: {value}")
     if debug or failure:
         console.print(_stage_table("Whole detector, stage by stage", stages, failure))
     naive = detector.get("naive_text_only")
-    if naive and debug:
-        console.print(_stage_table("For reference: transformers' text-only call (geometry encoder skipped)", naive, None))
+    if naive and naive["stages"]:
+        worst = max(naive["stages"], key=lambda s: s["max_abs"])
+        console.print(f"  for reference, {naive['meaning']}: largest difference {worst['max_abs']:.3e} at {worst['name']}")
+        if debug:
+            console.print(_stage_table("transformers' text-only call (geometry encoder skipped)", naive["stages"], None))
     for workaround in detector.get("workarounds", []):
         console.print(f"  CPU workaround on the original side: {workaround}")

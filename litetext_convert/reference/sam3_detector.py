@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import upstream_fork_available
 from .text_encoder import ReferenceTextEncoder
 
 DETECTOR_PREFIX = "detector."
@@ -72,14 +73,6 @@ def original_unavailable_reason() -> str | None:
     if importlib.util.find_spec("sam3") is None or importlib.util.find_spec("torchvision") is None:
         return UNAVAILABLE_REASON
     return None
-
-
-def upstream_fork_available() -> bool:
-    """The LiteText fork adds sam3.backbones.mobile_clip; Meta's PyPI package does not have it."""
-    try:
-        return importlib.util.find_spec("sam3.backbones.mobile_clip") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 # ----------------------------------------------------------------------------------------------

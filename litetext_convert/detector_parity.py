@@ -1,0 +1,405 @@
+"""Whole-detector parity: the converted folder (what users download) against the ORIGINAL detector.
+
+Both sides get the same image and the same token ids; each stage is captured with forward hooks
+and compared with `compare`. The original is Meta's sam3 detector at the checkpoint's sizes with
+the student text encoder (reference/sam3_detector.py).
+
+Prompt semantics (the one known difference in meaning): for a text-only prompt Meta's detector
+runs its geometry encoder on the EMPTY prompt and appends that encoder's CLS token to the prompt
+tokens; `Sam3LiteTextModel.forward` skips its geometry encoder when no boxes are given. The faithful
+call gives transformers ONE masked dummy box (label -10), which makes it run the geometry encoder on
+an empty prompt too. The default comparison is that faithful call; the naive text-only call is
+measured separately (`naive_text_only`): a property of the transformers API, not of the conversion.
+
+Text semantics: upstream's text encoder attends to padded positions (it gets no mask) while the
+detector masks them (ids == 0). Transformers does the same when the text features come from
+`get_text_features(input_ids)` without a mask and the detector gets `attention_mask = ids != 0`;
+that is how both calls here feed text (the tokenizer-padding question is the text parity's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .compare import StageDiff, compare
+from .reference.sam3_detector import ForwardCapture
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+START_ID, END_ID = 49406, 49407
+DUMMY_BOX = (0.5, 0.5, 1.0, 1.0)  # masked out, so its value never reaches a valid token
+MASKED_BOX_LABEL = -10  # transformers' "padding box" label
+IMAGE_MEAN = IMAGE_STD = 0.5  # Sam3ImageProcessor normalisation
+
+# Tolerances: "rel" = max|ref - cand| <= value * max|ref| (the stage's magnitude); "abs" = max abs.
+# float32 values from measurement (tiny + full-size S0, synthetic weights at both scales, 2 CPU
+# cores); see scripts/detector_parity_fullsize.py. First matching pattern wins.
+FP32_TOLERANCES: tuple[tuple[str, str, float], ...] = (
+    (r"^pred_boxes$", "abs", 1e-4),
+    (r"^pred_logits$", "abs", 1e-4),
+    (r"^presence_logits$", "abs", 1e-4),
+    (r"^(pred_masks|semantic_seg)$", "rel", 1e-4),
+    (r".*", "rel", 1e-4),
+)
+FP64_TOLERANCES: tuple[tuple[str, str, float], ...] = ((r".*", "rel", 1e-9),)
+
+
+# ----------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass
+class DetectorParityResult:
+    dtype: str
+    stages: list[StageDiff]
+    naive_text_only: list[StageDiff]  # transformers called without the dummy box (empty when boxes given)
+    workarounds: list[str]
+    original_name: str
+    tolerances: dict[str, str]
+    seconds: dict[str, float]
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(stage.passed for stage in self.stages)
+
+    def first_failure(self) -> StageDiff | None:
+        return next((stage for stage in self.stages if not stage.passed), None)
+
+    def to_json(self) -> dict:
+        return {
+            "scope": "detector",
+            "dtype": self.dtype,
+            "passed": self.passed,
+            "original": self.original_name,
+            "stages": [stage.to_json() for stage in self.stages],
+            "naive_text_only": {
+                "meaning": "transformers called with text only (no dummy box): it skips the geometry encoder that "
+                "Meta's detector runs on the empty prompt; a difference of API semantics, not of the conversion",
+                "stages": [stage.to_json() for stage in self.naive_text_only],
+            },
+            "tolerances": self.tolerances,
+            "workarounds": self.workarounds,
+            "seconds": self.seconds,
+            "facts": self.facts,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def seeded_image(size: int, seed: int) -> Tensor:
+    """A random 8-bit RGB image, normalised like Sam3ImageProcessor: [1, 3, size, size]."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (1, 3, size, size), generator=generator).float() / 255.0
+    return (pixels - IMAGE_MEAN) / IMAGE_STD
+
+
+def load_image(path: str | Path, size: int) -> Tensor:
+    """An image file resized (bilinear) to size x size and normalised like Sam3ImageProcessor."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
+    return ((pixels.permute(2, 0, 1).float() / 255.0 - IMAGE_MEAN) / IMAGE_STD).unsqueeze(0)
+
+
+def seeded_input_ids(context_length: int, vocab_size: int, seed: int, words: int = 5) -> Tensor:
+    """[start, words random ids, end, 0...]: upstream's layout (zero padding) for one prompt."""
+    words = max(0, min(words, context_length - 2))
+    generator = torch.Generator().manual_seed(seed + 1)
+    body = torch.randint(1, min(vocab_size, START_ID), (words,), generator=generator)
+    ids = torch.zeros(1, context_length, dtype=torch.long)
+    ids[0, : words + 2] = torch.cat([torch.tensor([START_ID]), body, torch.tensor([END_ID])])
+    return ids
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """'cx,cy,w,h' normalised to [0, 1] (the CLI's --box)."""
+    values = tuple(float(part) for part in text.split(","))
+    if len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"--box wants cx,cy,w,h in [0, 1], got {text!r}")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# The transformers side
+
+
+def _valid(batch_first: Tensor, valid: Tensor | None) -> Tensor:
+    """[B, N, C] -> [B, n_valid, C] (every batch item has n_valid valid tokens)."""
+    if valid is None:
+        return batch_first
+    return torch.stack([batch_first[b][valid[b].bool()] for b in range(batch_first.shape[0])])
+
+
+def _hf_stages(outputs, seen: dict, text_features: Tensor, vision_output) -> dict[str, Tensor]:
+    stages: dict[str, Tensor] = {}
+    for level, feature in enumerate(vision_output.fpn_hidden_states[:-1]):  # the model drops the last level
+        stages[f"vision.fpn.{level}"] = feature
+    stages["text.features"] = text_features
+    if "geometry" in seen:
+        _, geometry = seen["geometry"]
+        stages["geometry.prompt"] = _valid(geometry.last_hidden_state, geometry.attention_mask)
+    encoder_kwargs, encoder = seen["encoder"]
+    stages["prompt.tokens"] = _valid(encoder_kwargs["text_features"], encoder_kwargs.get("text_mask"))
+    stages["detr.encoder"] = encoder.last_hidden_state
+    _, decoder = seen["decoder"]
+    for layer in range(decoder.intermediate_hidden_states.shape[0]):
+        stages[f"detr.decoder.layer{layer}"] = decoder.intermediate_hidden_states[layer]
+    stages["detr.reference_boxes"] = decoder.reference_boxes
+    stages["pred_boxes"] = outputs.pred_boxes
+    stages["pred_logits"] = outputs.pred_logits
+    stages["presence_logits"] = outputs.presence_logits
+    stages["pred_masks"] = outputs.pred_masks
+    stages["semantic_seg"] = outputs.semantic_seg
+    return {name: tensor.detach() for name, tensor in stages.items()}
+
+
+TRANSFORMERS_FLOAT64_WORKAROUNDS = (
+    "transformers side, float64 only: ViT RoPE in float64: each layer's position_ids and "
+    "Sam3ViTRotaryEmbedding's inv_freq recomputed by the same formulas in float64, and "
+    "apply_rotary_pos_emb_2d without its float32 cast of q/k",
+)
+
+
+@contextlib.contextmanager
+def float64_rope(model) -> Iterator[None]:
+    """transformers' Sam3 ViT computes RoPE angles and rotations in float32 whatever the model dtype;
+    float64 parity needs them in float64 (the original side does the same, see sam3_detector)."""
+    from transformers.models.sam3 import modeling_sam3
+
+    def rotary_forward(self, x, position_ids):
+        freqs = position_ids[..., None].to(torch.float64) * self.inv_freq.to(torch.float64)
+        return self.recomposition_frequencies(freqs.cos()), self.recomposition_frequencies(freqs.sin())
+
+    def apply_rotary(q, k, cos, sin):
+        rotate = modeling_sam3.rotate_pairwise
+        return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+    saved = [(modeling_sam3.Sam3ViTRotaryEmbedding, "forward"), (modeling_sam3, "apply_rotary_pos_emb_2d")]
+    originals = [getattr(owner, name) for owner, name in saved]
+    buffers = _float64_rope_buffers(model)
+    modeling_sam3.Sam3ViTRotaryEmbedding.forward = rotary_forward
+    modeling_sam3.apply_rotary_pos_emb_2d = apply_rotary
+    try:
+        yield
+    finally:
+        for (owner, name), original in zip(saved, originals):
+            setattr(owner, name, original)
+        for module, name, value in buffers:
+            setattr(module, name, value)
+
+
+def _float64_rope_buffers(model) -> list[tuple[torch.nn.Module, str, Tensor]]:
+    """Swap in float64 inv_freq / position_ids; returns what to put back."""
+    from transformers.models.sam3 import modeling_sam3
+
+    saved = []
+    for module in model.modules():
+        if isinstance(module, modeling_sam3.Sam3ViTRotaryEmbedding):
+            config = module.config
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            spatial = head_dim // 2
+            theta = config.rope_parameters["rope_theta"]
+            saved.append((module, "inv_freq", module.inv_freq))
+            module.inv_freq = 1.0 / (theta ** (torch.arange(0, spatial, 2, dtype=torch.float64) / spatial))
+        elif isinstance(getattr(module, "position_ids", None), Tensor) and hasattr(module, "precompute_positions"):
+            side = math.isqrt(module.position_ids.shape[0])
+            scale = module.config.window_size / side  # precompute_positions' factor
+            saved.append((module, "position_ids", module.position_ids))
+            module.position_ids = torch.round(module.position_ids.to(torch.float64) / scale) * scale
+    return saved
+
+
+@dataclass
+class _HfRun:
+    faithful: dict[str, Tensor]
+    naive: dict[str, Tensor]
+    seconds: dict[str, float]
+
+
+def load_converted(folder: str | Path, dtype: torch.dtype):
+    from transformers import Sam3LiteTextModel
+
+    model = Sam3LiteTextModel.from_pretrained(str(folder))
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tensor | None,
+                     box_labels: Tensor | None) -> _HfRun:
+    """The faithful call (dummy masked box when there are no boxes), then the naive text-only one
+    on the same vision features."""
+    seconds = {}
+    hooks = {"geometry": model.geometry_encoder, "encoder": model.detr_encoder, "decoder": model.detr_decoder}
+    started = time.perf_counter()
+    text = model.get_text_features(input_ids=input_ids)  # no mask inside the text encoder (upstream)
+    detector_mask = (input_ids != 0).long()
+    vision = model.get_vision_features(pixel_values=pixel_values)
+    if boxes is None:
+        batch = pixel_values.shape[0]
+        boxes = torch.tensor([[DUMMY_BOX]], dtype=pixel_values.dtype).expand(batch, 1, 4)
+        box_labels = torch.full((batch, 1), MASKED_BOX_LABEL, dtype=torch.long)
+        with ForwardCapture(hooks) as seen:
+            outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask,
+                            input_boxes=boxes, input_boxes_labels=box_labels)
+        faithful = _hf_stages(outputs, seen, text.pooler_output, vision)
+        seconds["transformers_forward"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with ForwardCapture(hooks) as seen:
+            outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask)
+        naive = _hf_stages(outputs, seen, text.pooler_output, vision)
+        seconds["transformers_naive_heads"] = time.perf_counter() - started
+        return _HfRun(faithful, naive, seconds)
+    labels = torch.ones(boxes.shape[:2], dtype=torch.long) if box_labels is None else box_labels
+    with ForwardCapture(hooks) as seen:
+        outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask,
+                        input_boxes=boxes, input_boxes_labels=labels)
+    seconds["transformers_forward"] = time.perf_counter() - started
+    return _HfRun(_hf_stages(outputs, seen, text.pooler_output, vision), {}, seconds)
+
+
+# ----------------------------------------------------------------------------------------------
+# The original side
+
+
+def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: Tensor,
+                 boxes: Tensor | None, box_labels: Tensor | None):
+    from .reference.sam3_detector import build_original_detector
+
+    started = time.perf_counter()
+    detector = build_original_detector(prepared.loaded.tensors, prepared.arch, dtype=dtype)
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    stages = detector.run(pixel_values.to(dtype), input_ids, boxes=boxes, box_labels=box_labels)
+    seconds = {"original_build": built, "original_forward": time.perf_counter() - started}
+    facts = {"original_keys": detector.keys.to_json()}
+    return stages, seconds, facts, detector.workarounds, detector.original_name
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparison
+
+
+def tolerance_for(stage: str, dtype: str) -> tuple[str, float]:
+    table = FP64_TOLERANCES if dtype == "float64" else FP32_TOLERANCES
+    for pattern, kind, value in table:
+        if re.match(pattern, stage):
+            return kind, value
+    raise AssertionError("the tolerance tables end with a catch-all")
+
+
+def describe_tolerances(dtype: str) -> dict[str, str]:
+    table = FP64_TOLERANCES if dtype == "float64" else FP32_TOLERANCES
+    words = {"abs": "max |ref - cand| <=", "rel": "max |ref - cand| / max |ref| <="}
+    return {pattern: f"{words[kind]} {value:g}" for pattern, kind, value in table}
+
+
+def compare_stages(reference: dict[str, Tensor], candidate: dict[str, Tensor], dtype: str,
+                   notes: dict[str, str] | None = None) -> list[StageDiff]:
+    notes = notes or {}
+    diffs = []
+    for name, ref in reference.items():
+        if name not in candidate:
+            diffs.append(StageDiff(name, float("inf"), float("inf"), float("inf"), 0.0, float(ref.abs().max()),
+                                   list(ref.shape), False, 0.0, 0.0, notes.get(name, "stage not computed by transformers")))
+            continue
+        kind, value = tolerance_for(name, dtype)
+        magnitude = float(ref.abs().max()) if ref.numel() else 0.0
+        atol = value * magnitude if kind == "rel" else value
+        diffs.append(compare(name, ref, candidate[name].to(ref.dtype), atol=atol, rtol=0.0, note=notes.get(name, "")))
+    return diffs
+
+
+def _prompt_facts(reference: dict[str, Tensor], faithful: dict[str, Tensor], naive: dict[str, Tensor]) -> dict:
+    facts = {
+        "prompt_tokens_original": list(reference["prompt.tokens"].shape),
+        "prompt_tokens_transformers": list(faithful["prompt.tokens"].shape),
+        "geometry_tokens_original": list(reference["geometry.prompt"].shape),
+        "geometry_tokens_transformers": list(faithful["geometry.prompt"].shape),
+    }
+    if naive:
+        facts["prompt_tokens_transformers_naive"] = list(naive["prompt.tokens"].shape)
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run_detector_parity(
+    checkpoint,
+    converted_folder: str | Path,
+    *,
+    dtype: str = "float32",
+    seed: int = 0,
+    image: str | Path | None = None,
+    boxes: list[tuple[float, float, float, float]] | None = None,
+    box_labels: list[int] | None = None,
+    input_ids: Tensor | None = None,
+    num_heads: int | None = None,
+    context_length: int | None = None,
+) -> DetectorParityResult:
+    """`checkpoint`: a litetext `Prepared` or anything `prepare` accepts (path, alias).
+
+    Sides run one after the other and each is freed before the next, so peak memory is one model.
+    """
+    from transformers import AutoConfig
+
+    from .convert import Prepared, prepare
+
+    if dtype not in DTYPES:
+        raise ValueError(f"detector parity runs in {', '.join(DTYPES)}, not {dtype!r}")
+    torch_dtype = DTYPES[dtype]
+    started = time.perf_counter()
+    prepared = checkpoint if isinstance(checkpoint, Prepared) else prepare(
+        str(checkpoint), num_heads=num_heads, context_length=context_length)
+    config = AutoConfig.from_pretrained(str(converted_folder))
+    size = config.vision_config.backbone_config.image_size
+    pixel_values = (load_image(image, size) if image else seeded_image(size, seed)).to(torch_dtype)
+    if input_ids is None:
+        input_ids = seeded_input_ids(prepared.arch.context_length, config.text_config.vocab_size, seed)
+    box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
+    label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
+
+    reference, seconds, facts, workarounds, original_name = run_original(
+        prepared, torch_dtype, pixel_values, input_ids, box_tensor, label_tensor)
+    gc.collect()
+    load_started = time.perf_counter()
+    model = load_converted(converted_folder, torch_dtype)
+    seconds["transformers_load"] = time.perf_counter() - load_started
+    with float64_rope(model) if dtype == "float64" else contextlib.nullcontext():
+        hf = run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
+    if dtype == "float64":
+        workarounds = [*workarounds, *TRANSFORMERS_FLOAT64_WORKAROUNDS]
+    del model
+    gc.collect()
+    seconds.update(hf.seconds)
+
+    stages = compare_stages(reference, hf.faithful, dtype)
+    naive_notes = {"geometry.prompt": "transformers skipped the geometry encoder (no boxes given)"}
+    naive = compare_stages(reference, hf.naive, dtype, naive_notes) if hf.naive else []
+    seconds["total"] = time.perf_counter() - started
+    facts.update(_prompt_facts(reference, hf.faithful, hf.naive))
+    facts.update({
+        "image": str(image) if image else f"seeded random 8-bit image, seed {seed}",
+        "image_size": size,
+        "input_ids": input_ids.tolist(),
+        "boxes": boxes or [],
+        "transformers_prompt": "user boxes" if boxes else f"one masked dummy box {DUMMY_BOX}, label {MASKED_BOX_LABEL}",
+        "text_feeding": "get_text_features(input_ids) without a mask; detector attention_mask = ids != 0",
+        "threads": torch.get_num_threads(),
+    })
+    return DetectorParityResult(dtype, stages, naive, list(workarounds), original_name,
+                                describe_tolerances(dtype), seconds, facts)
