@@ -27,13 +27,13 @@ def list_checkpoints(source: str | None, repo_id: str | None, revision: str | No
     registry = load_registry()
     repo_id = repo_id or registry.repo_id
     from huggingface_hub import list_repo_files
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
         files = list_repo_files(repo_id, revision=revision or registry.revision)
     except RepositoryNotFoundError:
         raise LitetextError(f"repository {repo_id} not found or private") from None
-    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
+    except Exception as exc:  # offline mode, HTTP errors and the HTTP client's own transport errors
         raise LitetextError(
             f"cannot list {repo_id} on the Hub ({type(exc).__name__})", hint="go online, or pass --source with a local folder"
         ) from None

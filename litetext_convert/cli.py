@@ -215,7 +215,11 @@ def convert_all_command(
         render_convert_all(stdout, rows)
     failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]
     if failed:
-        raise typer.Exit(EXIT_PARITY_FAILED if all(r["status"] == "parity failed" for r in failed) else EXIT_BAD_INPUT)
+        names = ", ".join(f"{row['checkpoint']} ({row['status'] if row['status'] != 'ok' else row['push']})" for row in failed)
+        error = LitetextError(f"{len(failed)} of {len(rows)} checkpoints did not convert, verify or push: {names}")
+        if all(row["status"] == "parity failed" for row in failed):
+            error = ParityFailure(error.message)
+        raise error
 
 
 @app.command("push")
@@ -314,14 +318,14 @@ def main() -> None:
             raise
         stderr.print(f"error: {_one_line(exc)}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C into Abort
         stderr.print("error: interrupted; nothing was left behind", markup=False)
         sys.exit(EXIT_INTERRUPTED)
-    except typer.Abort:
-        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # usage errors and real bugs
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors (typer vendors click)
-            exc.show()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors (typer vendors click)
+            command = getattr(getattr(exc, "ctx", None), "command_path", "litetext")
+            message = " ".join(exc.format_message().split())
+            stderr.print(f"error: {message} (see '{command} --help')", markup=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         if debug:
             raise

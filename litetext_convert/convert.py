@@ -24,7 +24,7 @@ from .hf_config import build_config, meta_model_tensors
 from .infer import Architecture, infer_architecture
 from .load import TORCH_ZIP, LoadedCheckpoint, load_checkpoint
 from .mapping import MappingTable, Plan, build_plan, load_table
-from .processor import load_tokenizer, save_processor
+from .processor import load_tokenizer, merges_fingerprint, processor_settings, save_processor, vocabulary_name
 from .resolve import ResolvedCheckpoint, resolve
 from .write import (
     INDEX_FILE,
@@ -35,6 +35,7 @@ from .write import (
     release_source_pages,
     write_index,
     write_json,
+    write_errors,
     write_shard,
 )
 
@@ -176,12 +177,15 @@ def convert(
         write_index(folder, shards, {})
         config = prepared.config
         config.dtype = _config_dtype(entries)
-        config.save_pretrained(str(folder))
-        save_processor(folder, prepared.arch, tokenizer_object)
+        with write_errors(folder / "config.json"):
+            config.save_pretrained(str(folder))
+        with write_errors(folder / "processor_config.json"):
+            save_processor(folder, prepared.arch, tokenizer_object)
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
         hasher.join()
         record = conversion_record(prepared, entries, dtype, digest["sha256"])
+        record["tokenizer"] = tokenizer_record(folder, tokenizer)
         write_json(folder / CONVERSION_RECORD, record)
     return ConversionResult(Path(output_dir), record, [s.filename for s in shards], time.perf_counter() - started, warnings)
 
@@ -261,6 +265,17 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "sha256": hashlib.sha256(prepared.table.path.read_bytes()).hexdigest(),
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def tokenizer_record(folder: Path, source: str | None) -> dict:
+    from .reference import merges_from_folder
+
+    fingerprint = merges_fingerprint(merges_from_folder(folder))
+    return {
+        "source": source or processor_settings()["tokenizer"]["default_source"],
+        "merges_sha256": fingerprint,
+        "vocabulary": vocabulary_name(fingerprint) or "unknown (neither CLIP's nor the synthetic test vocabulary)",
     }
 
 

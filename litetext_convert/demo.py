@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from .convert import convert, prepare
+from .errors import OutputError
 from .parity import ParityOptions, run_text_parity
 from .parity_run import parity_record
 from .reference.synthetic_vocab import write_hf_clip_tokenizer
@@ -24,7 +25,10 @@ DEMO_CONTEXT = 16
 def run_demo(console: Console, workdir: Path | None = None) -> bool:
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
         root = Path(workdir) if workdir else Path(scratch)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot use {root} as the demo folder: {exc.strerror or exc}") from None
         return _run(console, root)
 
 

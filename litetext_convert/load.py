@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ def sniff_format(path: Path) -> str:
         header_length = struct.unpack("<Q", head[:8])[0]
         if 0 < header_length < path.stat().st_size:
             return SAFETENSORS
-    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode, as torch's legacy format starts
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode, as torch's legacy format starts
         return TORCH_LEGACY
     raise CheckpointError(f"{path} is not a checkpoint: not a torch file or safetensors (first bytes {head[:8].hex()})")
 
@@ -75,14 +75,27 @@ def _load_torch(path: Path, kind: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == TORCH_ZIP)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
         raise CheckpointError(
-            f"{path} holds objects that a weights-only load refuses to unpickle ({first_line[:160]})",
+            f"{path} holds objects that a weights-only load refuses to unpickle ({_refused_global(str(exc))})",
             hint="litetext never runs code from a checkpoint; re-save it as a plain state dict",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, struct.error) as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+    except Exception as exc:  # a damaged file can make torch's reader fail in many ways
+        reason = _plain(str(exc))[:160] or type(exc).__name__
         raise CheckpointError(f"{path} is damaged or truncated ({reason})") from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(text: str) -> str:
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def _refused_global(message: str) -> str:
+    """The part of torch's long refusal that says what was refused (e.g. 'Unsupported global: GLOBAL io.open')."""
+    plain = _plain(message)
+    match = re.search(r"(Unsupported (?:global|operand)[^.]*?)(?:\. |$)", plain)
+    return match.group(1)[:160] if match else plain[:160] or "unsupported content"
 
 
 def _load_safetensors(path: Path):

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from .compare import StageDiff, compare, first_failure
-from .convert import Prepared
+from .convert import CONVERSION_RECORD, Prepared
+from .processor import merges_fingerprint, vocabulary_name
 from .errors import LitetextError
 from .infer import TEXT
-from .reference import load_original_text_encoder, load_upstream_tokenizer
+from .reference import load_original_text_encoder, load_upstream_tokenizer, merges_from_folder
 
 PARITY_RECORD = "parity_record.json"
 DEFAULT_TOLERANCES = {"float32": (1e-5, 1e-5), "float64": (1e-10, 0.0)}
@@ -121,10 +122,15 @@ def load_converted(folder: Path, dtype: torch.dtype):
     hf_logging.disable_progress_bar()
     if not (folder / "config.json").is_file():
         raise LitetextError(f"{folder} is not a converted folder (no config.json)")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line answer
     try:
         model, info = Sam3LiteTextModel.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise LitetextError(f"the converted folder {folder} cannot be loaded: {' '.join(str(exc).split())[:200]}") from None
+    except Exception as exc:  # a damaged folder fails inside transformers/safetensors in many ways
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise LitetextError(f"the converted folder {folder} cannot be loaded: {reason}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     problems = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
     if problems or info.get("error_msgs"):
         summary = "; ".join(f"{name}: {', '.join(map(str, keys))[:120]}" for name, keys in problems.items())
@@ -251,13 +257,29 @@ def tokenize_hf(tokenizer, prompts: list[str], context_length: int) -> tuple[tor
     return encoded["input_ids"], encoded["attention_mask"]
 
 
+def vocabulary_problems(folder: Path) -> tuple[str | None, list[dict]]:
+    """The clean-room upstream tokenizer reads the folder's own merges, so check the vocabulary
+    itself: it must be upstream's (or the offline stand-in) and the one recorded at conversion."""
+    fingerprint = merges_fingerprint(merges_from_folder(folder))
+    name = vocabulary_name(fingerprint)
+    problems = []
+    if name is None:
+        problems.append({"prompt": "(vocabulary)", "why": f"the saved tokenizer's merges (sha256 {fingerprint[:12]}) are not CLIP's"})
+    record_path = folder / CONVERSION_RECORD
+    if record_path.is_file():
+        recorded = json.loads(record_path.read_text()).get("tokenizer", {}).get("merges_sha256")
+        if recorded and recorded != fingerprint:
+            problems.append({"prompt": "(vocabulary)", "why": "the tokenizer was replaced after conversion (merges differ from the record)"})
+    return name, problems
+
+
 def tokenizer_equivalence(folder: Path, context_length: int, prompts: list[str]) -> dict:
     """Ids of the upstream tokenizer vs the tokenizer saved in the folder, prompt by prompt."""
+    vocabulary, differences = vocabulary_problems(folder)
     upstream, upstream_name = load_upstream_tokenizer(folder)
     hf = hf_tokenizer(folder, context_length)
     up_ids = upstream(prompts, context_length)
     hf_ids, _ = tokenize_hf(hf, prompts, context_length)
-    differences = []
     for prompt, ours, theirs in zip(prompts, up_ids.tolist(), hf_ids.tolist()):
         if ours != theirs:
             differences.append({"prompt": prompt, "upstream": ours, "converted": theirs, "why": _why_different(ours, theirs)})
@@ -265,6 +287,7 @@ def tokenizer_equivalence(folder: Path, context_length: int, prompts: list[str])
         "equal": not differences,
         "upstream": upstream_name,
         "converted": f"{type(hf).__name__} from {folder.name}",
+        "vocabulary": vocabulary,
         "prompts": len(prompts),
         "differences": differences,
     }

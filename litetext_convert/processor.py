@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import tomllib
@@ -35,6 +36,13 @@ def load_tokenizer(source: str | None, context_length: int):
             + (" (not in the Hugging Face cache and the Hub cannot be reached)" if offline else ""),
             hint="pass --tokenizer with a local folder holding vocab.json and merges.txt",
         ) from None
+    if len(tokenizer) < 1000:
+        # transformers builds an empty tokenizer rather than failing when the files are missing.
+        raise LitetextError(
+            f"cannot load the tokenizer {source!r}: no vocabulary found (not a folder with vocab.json/merges.txt or "
+            "tokenizer.json, and not in the Hugging Face cache; offline?)",
+            hint="pass --tokenizer with a local folder holding vocab.json and merges.txt",
+        )
     if tokenizer.convert_tokens_to_ids(settings["pad_token"]) != 0:
         raise LitetextError(f"tokenizer {source!r} is not a CLIP vocabulary: {settings['pad_token']!r} is not id 0")
     tokenizer.pad_token = settings["pad_token"]
@@ -76,3 +84,19 @@ def _save_as_data(folder: Path, arch: Architecture, tokenizer) -> None:
         "target_size": arch.detector.image_size.value,
     }
     (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def merges_fingerprint(merges: list[tuple[str, str]]) -> str:
+    return hashlib.sha256("\n".join(f"{a} {b}" for a, b in merges).encode()).hexdigest()
+
+
+def vocabulary_name(fingerprint: str) -> str | None:
+    """Which known vocabulary a merge list is: upstream's CLIP one, or the synthetic stand-in the
+    offline tests and demo use; None for anything else."""
+    from .reference.synthetic_vocab import synthetic_merges
+
+    if fingerprint == processor_settings()["vocabulary"]["clip_merges_sha256"]:
+        return "CLIP (upstream's bpe_simple_vocab_16e6)"
+    if fingerprint == merges_fingerprint(list(synthetic_merges())):
+        return "litetext synthetic test vocabulary (offline stand-in for CLIP's)"
+    return None

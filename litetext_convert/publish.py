@@ -445,13 +445,14 @@ def push_folder(
         return PushResult("refused", folder, options.repo_id, message=_redact_all(err.one_line(), options), error=err)
     if options.dry_run:
         return PushResult("planned", folder, plan.repo_id, message=_plan_message(plan), plan=plan)
-    _write_card(folder, plan.card)
     if not plan.to_send:
+        _write_card(folder, plan.card)
         return PushResult("unchanged", folder, plan.repo_id, message="the Hub already holds these files", plan=plan)
     try:
         commit = _send(api, plan, options, sleep)
     except HubError as err:
         return _failed(folder, plan.repo_id, err, options, plan)
+    _write_card(folder, plan.card)  # only once the Hub has it: a failed push leaves the folder as it was
     return PushResult(
         "pushed",
         folder,
@@ -480,7 +481,7 @@ def _send(api: HfApi, plan: PushPlan, options: PushOptions, sleep: Callable[[flo
         return _with_retries(
             lambda: api.create_commit(
                 plan.repo_id,
-                [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(plan.folder / p)) for p in plan.to_send],
+                [CommitOperationAdd(path_in_repo=p, path_or_fileobj=_content(plan, p)) for p in plan.to_send],
                 commit_message=plan.commit_message,
                 commit_description=_commit_description(plan),
                 revision=options.revision,
@@ -491,6 +492,11 @@ def _send(api: HfApi, plan: PushPlan, options: PushOptions, sleep: Callable[[flo
         )
     except Exception as err:
         raise _as_hub_error(err, plan.repo_id, options) from None
+
+
+def _content(plan: PushPlan, path: str) -> str | bytes:
+    # The card is sent from memory: the folder's copy is only rewritten after a successful push.
+    return plan.card.encode("utf-8") if path == CARD_FILENAME else str(plan.folder / path)
 
 
 def _commit_description(plan: PushPlan) -> str:

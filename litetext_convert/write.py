@@ -128,7 +128,7 @@ def write_shard(
 ) -> dict[str, int]:
     """Write one shard; returns crc32 per tensor so the read-back check compares real bytes."""
     checksums: dict[str, int] = {}
-    with _write_errors(path), path.open("wb") as handle:
+    with write_errors(path), path.open("wb") as handle:
         handle.write(_header(shard, metadata))
         for entry in shard.entries:
             tensor = produce(entry.name)
@@ -146,7 +146,7 @@ def write_shard(
 
 
 @contextlib.contextmanager
-def _write_errors(path: Path) -> Iterator[None]:
+def write_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
@@ -168,7 +168,7 @@ def write_index(folder: Path, shards: list[Shard], metadata: dict[str, str]) -> 
 
 
 def write_json(path: Path, data: dict) -> None:
-    with _write_errors(path):
+    with write_errors(path):
         path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
