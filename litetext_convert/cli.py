@@ -38,7 +38,12 @@ HeadsOpt = Annotated[Optional[int], typer.Option("--num-heads", min=1, help="Tex
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
+_json_emitted = False
+
+
 def _emit_json(data: dict) -> None:
+    global _json_emitted
+    _json_emitted = True
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
@@ -87,7 +92,9 @@ def convert_command(
     from .report import render_convert
 
     check_dtype(dtype)
-    prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    prepared = prepare(
+        checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
+    )
     total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
     with _byte_progress(total, disable=as_json) as on_bytes:
         result = convert(
@@ -307,16 +314,22 @@ class _byte_progress:
 def main() -> None:
     """Entry point: user errors become one line on stderr and an exit code; no tracebacks
     unless LITETEXT_DEBUG is set."""
+    global _json_emitted
+    _json_emitted = False
     debug = bool(os.environ.get("LITETEXT_DEBUG"))
     signal.signal(signal.SIGTERM, _interrupt)  # a killed conversion cleans up like Ctrl-C does
     try:
         code = app(standalone_mode=False)
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130), which standalone_mode=False returns
+            stderr.print("error: interrupted; nothing was left behind", markup=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except LitetextError as exc:
         if debug:
             raise
         stderr.print(f"error: {_one_line(exc)}", markup=False, soft_wrap=True)
+        if "--json" in sys.argv and not _json_emitted:  # machine readers get every mapping problem too
+            _emit_json({"error": exc.one_line(), "exit_code": exc.exit_code, "problems": getattr(exc, "problems", [])})
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):  # click turns Ctrl-C into Abort
         stderr.print("error: interrupted; nothing was left behind", markup=False)

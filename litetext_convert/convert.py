@@ -11,7 +11,6 @@ import datetime as _dt
 import hashlib
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,8 @@ from .write import (
     release_source_pages,
     write_index,
     write_json,
+    fingerprint,
+    tensor_bytes,
     write_errors,
     write_shard,
 )
@@ -53,6 +54,7 @@ class Prepared:
     plan: Plan
     ctx: ops.OpContext
     table: MappingTable
+    source_hash: "SourceHash | None" = None
 
 
 def prepare(
@@ -63,8 +65,12 @@ def prepare(
     context_length: int | None = None,
     num_heads: int | None = None,
     table_path: Path | None = None,
+    hash_source: bool = False,
 ) -> Prepared:
+    """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
+    model; only conversion needs it."""
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
+    source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
     config = build_config(arch)
@@ -72,7 +78,7 @@ def prepare(
     ctx = ops.OpContext(arch.context_length)
     table = load_table(table_path)
     plan = build_plan(table, loaded.tensors, expected, ctx)
-    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table)
+    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
 
 
 @dataclass
@@ -129,20 +135,26 @@ class _TargetProducer:
             release_source_pages(self.prepared.loaded.tensors[step.source])
 
 
-def _sha256_in_background(path: Path) -> tuple[threading.Thread, dict]:
-    # hashlib releases the GIL on large buffers, so this overlaps with writing.
-    result: dict = {}
+class SourceHash:
+    """sha256 of the source file in a thread (hashlib releases the GIL on large buffers)."""
 
-    def work():
+    def __init__(self, path: Path):
+        self._digest: str | None = None
+        self._thread = threading.Thread(target=self._work, args=(path,), daemon=True)
+        self._thread.start()
+
+    def _work(self, path: Path) -> None:
         digest = hashlib.sha256()
         with path.open("rb") as handle:
             while chunk := handle.read(16 << 20):
                 digest.update(chunk)
-        result["sha256"] = digest.hexdigest()
+        self._digest = digest.hexdigest()
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    return thread, result
+    def result(self) -> str:
+        self._thread.join()
+        if self._digest is None:
+            raise LitetextError("could not read the source checkpoint to hash it")
+        return self._digest
 
 
 def convert(
@@ -161,7 +173,7 @@ def convert(
     tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)  # fail before writing anything
     entries = target_entries(prepared, dtype)
     shards = plan_shards(entries, parse_size(max_shard_size))
-    hasher, digest = _sha256_in_background(prepared.resolved.path)
+    source_hash = prepared.source_hash or SourceHash(prepared.resolved.path)
     producer = _TargetProducer(prepared, dtype, release_pages=prepared.loaded.format == TORCH_ZIP)
     metadata = {"format": "pt"}
 
@@ -183,8 +195,7 @@ def convert(
             save_processor(folder, prepared.arch, tokenizer_object)
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
-        hasher.join()
-        record = conversion_record(prepared, entries, dtype, digest["sha256"])
+        record = conversion_record(prepared, entries, dtype, source_hash.result())
         record["tokenizer"] = tokenizer_record(folder, tokenizer)
         write_json(folder / CONVERSION_RECORD, record)
     return ConversionResult(Path(output_dir), record, [s.filename for s in shards], time.perf_counter() - started, warnings)
@@ -209,7 +220,7 @@ def verify_written(folder: Path, shards, checksums: dict[str, int]) -> None:
                 tensor = handle.get_tensor(entry.name)
                 if tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
                     problems.append(f"{entry.name}: read back as {list(tensor.shape)} {tensor.dtype}")
-                elif zlib.crc32(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()) != checksums[entry.name]:
+                elif fingerprint(tensor_bytes(tensor)) != checksums[entry.name]:
                     problems.append(f"{entry.name}: bytes read back differ from the bytes written")
     if len(shards) > 1 and not (folder / INDEX_FILE).exists():
         problems.append("index file missing")

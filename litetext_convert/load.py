@@ -94,8 +94,8 @@ def _plain(text: str) -> str:
 def _refused_global(message: str) -> str:
     """The part of torch's long refusal that says what was refused (e.g. 'Unsupported global: GLOBAL io.open')."""
     plain = _plain(message)
-    match = re.search(r"(Unsupported (?:global|operand)[^.]*?)(?:\. |$)", plain)
-    return match.group(1)[:160] if match else plain[:160] or "unsupported content"
+    match = re.search(r"Unsupported (?:global|operand):? (?:GLOBAL )?\S+", plain)
+    return match.group(0)[:160] if match else plain[:160] or "unsupported content"
 
 
 def _load_safetensors(path: Path):

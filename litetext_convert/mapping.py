@@ -224,8 +224,8 @@ def build_plan(
 
     if problems:
         raise MappingError(
-            f"the mapping does not cover this checkpoint ({len(problems)} problems)",
+            f"the mapping does not cover this checkpoint ({len(problems)} problem{'s' if len(problems) > 1 else ''})",
             problems,
-            hint="see the list above; configs/mapping.toml declares every rule and drop",
+            hint="configs/mapping.toml declares every rule and drop; --json lists every problem",
         )
     return Plan(steps, dropped, target_shapes, target_dtypes)

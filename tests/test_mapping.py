@@ -73,7 +73,7 @@ def test_points_projectors_renamed_onto_boxes_is_a_collision(tmp_path):
 
 def test_positional_table_not_cut_to_the_context_is_caught(tmp_path):
     table = mutate(tmp_path, 'ops = ["slice_text_context"]\n', "")
-    with pytest.raises(MappingError, match="problems") as caught:
+    with pytest.raises(MappingError, match="does not cover") as caught:
         plan_for(meta_layout("s0"), table, tmp_path)  # the S0 layout stores 77 rows
     assert any("position_embedding" in p and "[1, 1, 77, 512]" in p for p in caught.value.problems)
 

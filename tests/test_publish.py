@@ -187,7 +187,8 @@ class FakeHub:
         files = self.repos[repo_id].setdefault(target, dict(self.repos[repo_id][revision or "main"]))
         for op in operations:
             assert isinstance(op, CommitOperationAdd)
-            files[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+            content = op.path_or_fileobj
+            files[op.path_in_repo] = content if isinstance(content, bytes) else Path(content).read_bytes()
         self.last_commit = SimpleNamespace(message=commit_message, paths=[op.path_in_repo for op in operations])
         return SimpleNamespace(
             commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
@@ -279,7 +280,7 @@ def test_card_metadata_source_parity_table_and_usage(folder):
 def test_card_shows_tokenizer_and_whole_detector_results(tmp_path):
     detector = {
         "passed": True,
-        "original_name": "efficientsam3 upstream",
+        "original": "efficientsam3 upstream",
         "stages": [{"name": "detector.pred_masks", "max_abs": 3.2e-06, "mean_abs": 1e-07, "cosine": 1.0, "passed": True}],
     }
     folder = make_folder(tmp_path, parity={**PARITY, "scope": "all", "tokenizer": {"equal": True}, "detector": detector})

@@ -1,0 +1,206 @@
+"""Bad inputs for tests/test_bad_inputs.py, and a way to run `litetext` as users do.
+
+Every builder writes one file, starting from the tiny synthetic checkpoint in the exact upstream
+layout, so each bad input differs from a good one in exactly the way its name says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import random
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from litetext_convert import synthetic
+from litetext_convert.infer import TEXT, TRUNK
+
+TINY_HEADS = synthetic.TINY_TEXT_PRESETS["s0"].heads  # tiny head dim is not 64: --num-heads is needed
+QKV_KEY = TEXT + "encoder.transformer.1.pre_norm_mha.1.qkv_proj.weight"
+POS_KEY = TEXT + "encoder.positional_embedding.pos_embed.pos_embed"
+FINAL_NORM_KEY = TEXT + "encoder.final_layer_norm.weight"
+
+State = dict[str, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the CLI
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_in_process(args: list[str], capsys, monkeypatch) -> CliResult:
+    """`cli.main()` itself (the function that formats errors), with argv patched: no start-up cost.
+
+    What a real process would also print on stderr is kept: library log handlers are pointed at
+    the captured stderr, and Python warnings are appended as the default hook would print them.
+    """
+    from litetext_convert import cli
+
+    capsys.readouterr()  # drop anything printed before
+    monkeypatch.setattr(sys, "argv", ["litetext", *args])
+    for handler in _library_log_handlers():
+        monkeypatch.setattr(handler, "stream", sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    captured = capsys.readouterr()
+    printed = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+    return CliResult(code, captured.out, captured.err + printed)
+
+
+def _library_log_handlers() -> list[logging.StreamHandler]:
+    """Stream handlers bound, at import, to whatever sys.stderr was then."""
+    loggers = [logging.getLogger(), logging.getLogger("transformers"), logging.getLogger("huggingface_hub")]
+    return [h for logger in loggers for h in logger.handlers if type(h) is logging.StreamHandler]
+
+
+def subprocess_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "litetext_convert.cli", *args]
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The current environment without LITETEXT_DEBUG (it would turn errors into tracebacks)."""
+    env = {key: value for key, value in os.environ.items() if key != "LITETEXT_DEBUG"}
+    env.update(overrides)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence that nothing was touched or left behind
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def listing(folder: Path) -> set[str]:
+    return {entry.name for entry in Path(folder).iterdir()} if Path(folder).is_dir() else set()
+
+
+def partial_leftovers(folder: Path) -> list[str]:
+    return sorted(name for name in listing(folder) if ".partial-" in name or ".old-" in name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint builders
+
+
+def tiny_state(context: int = 16, pos_rows: int | None = None, dtype: torch.dtype = torch.float32) -> State:
+    text = synthetic.tiny_text("s0", context, pos_rows)
+    return synthetic.build_state_dict(text, synthetic.TINY_DETECTOR, dtype=dtype)
+
+
+def save_wrapped(path: Path, state: dict, wrapper: str | None = "model") -> Path:
+    """As the released files are saved: `{"model": state_dict}` in torch's zip format."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({wrapper: state} if wrapper else state, path)
+    return path
+
+
+def save_safetensors(path: Path, state: State) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    return path
+
+
+def truncate_copy(source: Path, target: Path, keep_bytes: int) -> Path:
+    target.write_bytes(Path(source).read_bytes()[:keep_bytes])
+    return target
+
+
+def random_bytes_file(path: Path, size: int, seed: int = 0) -> Path:
+    data = bytearray(random.Random(seed).randbytes(size))
+    data[0] = 0x42  # neither a zip, a pickle PROTO, nor a plausible safetensors header
+    path.write_bytes(bytes(data))
+    return path
+
+
+class _CreatesMarker:
+    """Unpickling this calls open(marker, "w"): the file exists afterwards if code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def code_executing_torch_file(path: Path, marker: Path) -> Path:
+    """A torch zip whose pickle would call open(marker, "w") on a full (unsafe) load."""
+    torch.save({"model": {"x": torch.zeros(1)}, "payload": _CreatesMarker(marker)}, path)
+    return path
+
+
+def code_executing_legacy_pickle(path: Path, marker: Path) -> Path:
+    """A bare protocol-2 pickle (sniffed as torch's legacy format) with the same payload."""
+    path.write_bytes(pickle.dumps(_CreatesMarker(marker), protocol=2))
+    return path
+
+
+def ddp_prefixed(state: State) -> State:
+    return {f"module.{key}": value for key, value in state.items()}
+
+
+def with_non_finite(state: State) -> State:
+    poisoned = dict(state)
+    table = poisoned[FINAL_NORM_KEY].clone()
+    table[0], table[1] = float("nan"), float("inf")
+    poisoned[FINAL_NORM_KEY] = table
+    return poisoned
+
+
+def plain_sam3(state: State) -> State:
+    """SAM3's own 24-layer CLIP text encoder keys where LiteText's student would be."""
+    vision = {key: value for key, value in state.items() if not key.startswith(TEXT)}
+    clip = {
+        TEXT + "encoder.token_embedding.weight": torch.zeros(49408, 8),
+        TEXT + "encoder.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(24, 8),
+        TEXT + "encoder.ln_final.weight": torch.ones(8),
+        TEXT + "resizer.weight": torch.zeros(8, 8),
+    }
+    return {**vision, **clip}
+
+
+def student_vision(state: State, trunk_key: str) -> State:
+    """A LiteText text encoder beside a student (non-ViT) vision trunk."""
+    kept = {key: value for key, value in state.items() if not key.startswith(TRUNK)}
+    return {**kept, TRUNK + trunk_key: torch.zeros(16, 3, 3, 3)}
+
+
+def sam3_1(state: State) -> State:
+    return {**state, "tracker.multiplex_memory.0.weight": torch.zeros(4, 4)}
+
+
+def without(state: State, predicate) -> State:
+    return {key: value for key, value in state.items() if not predicate(key)}
+
+
+def with_extra_key(state: State, key: str) -> State:
+    return {**state, key: torch.zeros(3)}
+
+
+def with_wrong_qkv(state: State) -> State:
+    rows, width = state[QKV_KEY].shape
+    return {**state, QKV_KEY: torch.zeros(rows, width + 4)}

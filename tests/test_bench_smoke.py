@@ -1,0 +1,26 @@
+"""scripts/bench_convert.py in tiny mode: it runs every step and prints the table (no timing
+assertions: tiny timings are start-up costs, not conversion)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_convert.py"
+STEPS = ("copy", "import torch", "baseline", "convert", "convert --verify-load", "parity")
+
+
+def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--workdir", str(tmp_path), "--size", "tiny"],
+        capture_output=True, text=True, timeout=120,
+    )
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = done.stdout[done.stdout.index("litetext convert benchmark"):]
+    for step in STEPS:
+        assert f"│ {step} " in table
+    assert "floor = copy + import torch" in table and "page cache warmed" in table
+    assert table.count("MET") + table.count("MISS") == 4
+    assert (tmp_path / "tiny" / "scratch" / "ours" / "config.json").is_file()
