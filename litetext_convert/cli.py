@@ -274,13 +274,17 @@ def push_command(
 @app.command("demo")
 def demo_command(
     workdir: Annotated[Optional[Path], typer.Option(help="Keep the demo files here (default: a temporary folder).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Offline end to end on an embedded default: build a small upstream-layout S0 checkpoint, inspect,
     convert, and prove parity (float32 and float64)."""
     from .demo import run_demo
 
-    passed = run_demo(stdout, workdir)
-    if not passed:
+    # With --json the human report goes to stderr and stdout carries only the JSON.
+    result = run_demo(stderr if as_json else stdout, workdir)
+    if as_json:
+        _emit_json(result)
+    if not result["passed"]:
         raise ParityFailure("demo parity failed")
 
 

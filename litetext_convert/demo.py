@@ -22,7 +22,8 @@ DEMO_VARIANT = "s0"
 DEMO_CONTEXT = 16
 
 
-def run_demo(console: Console, workdir: Path | None = None) -> bool:
+def run_demo(console: Console, workdir: Path | None = None) -> dict:
+    """Returns what a --json reader needs: the summary, the conversion record and both parity records."""
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
         root = Path(workdir) if workdir else Path(scratch)
         try:
@@ -32,7 +33,7 @@ def run_demo(console: Console, workdir: Path | None = None) -> bool:
         return _run(console, root)
 
 
-def _run(console: Console, root: Path) -> bool:
+def _run(console: Console, root: Path) -> dict:
     checkpoint = root / f"demo_mobileclip_{DEMO_VARIANT}_ctx{DEMO_CONTEXT}.pt"
     heads = TINY_TEXT_PRESETS[DEMO_VARIANT].heads
     console.print(Rule("1. build: a small S0 checkpoint in the exact upstream layout (seeded, every tensor non-trivial)"))
@@ -43,7 +44,8 @@ def _run(console: Console, root: Path) -> bool:
 
     console.print(Rule("2. inspect"))
     prepared = prepare(str(checkpoint), num_heads=heads)
-    render_inspect(console, summarize(prepared))
+    summary = summarize(prepared)
+    render_inspect(console, summary)
 
     console.print(Rule("3. convert"))
     folder = root / "converted"
@@ -51,6 +53,7 @@ def _run(console: Console, root: Path) -> bool:
     render_convert(console, result.record, str(folder), result.seconds, result.shards)
 
     passed = True
+    records = {}
     for dtype in ("float32", "float64"):
         console.print(Rule(f"4. parity, {dtype}, against the original"))
         prompts = ["a cat", "the red car on the left", "person wearing a hat; 2 umbrellas"] if dtype == "float32" else []
@@ -58,5 +61,6 @@ def _run(console: Console, root: Path) -> bool:
         record = parity_record(text, None, "text", [])
         render_parity(console, record, debug=True)
         passed = passed and record["passed"]
+        records[dtype] = record
     console.print(Rule("PASS" if passed else "FAIL", style="green" if passed else "red"))
-    return passed
+    return {"passed": passed, "inspect": summary, "conversion": result.record, "parity": records}
