@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from litetext_convert.reference.text_encoder import ReferenceTextEncoder, TextTrace
+from litetext_convert.reference.upstream import KeepFloat64
 
 DIM, HEADS, VOCAB, TABLE_ROWS, CONTEXT, KERNEL = 64, 2, 49408, 77, 16, 11
 START, END = 49406, 49407
@@ -246,24 +246,6 @@ def test_hand_written_layout_matches_released_s1_keys():
 # Parity with the real upstream code (EfficientSAM3 fork, branch sam3_litetext), when importable.
 
 
-class _KeepFloat64(TorchFunctionMode):
-    """Turns upstream's float64 -> float32 casts (LayerNormFP32 input, softmax input) into no-ops, so
-    an upstream model cast to float64 runs (unpatched, its LayerNorm raises 'mixed dtype') and stays
-    float64. This is the only change made to upstream, and only for the float64 comparison."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in (torch.Tensor.float, torch.Tensor.to) and _casts_float64_to_float32(func, args, kwargs):
-            return args[0]
-        return func(*args, **kwargs)
-
-
-def _casts_float64_to_float32(func, args, kwargs) -> bool:
-    if not (args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float64):
-        return False
-    return func is torch.Tensor.float or torch.float32 in (*args[1:], kwargs.get("dtype"))
-
-
 def _upstream_modules():
     mobile_clip = pytest.importorskip(
         "sam3.backbones.mobile_clip",
@@ -344,7 +326,7 @@ def test_matches_real_upstream(tmp_path, variant: str, transformer_layers: int, 
         state_dict, variant=variant, num_heads=HEADS, context_length=CONTEXT, dtype=dtype
     )
     ids = prompt_ids([3, 14, 0, 6])
-    cast_guard = _KeepFloat64() if dtype == torch.float64 else contextlib.nullcontext()
+    cast_guard = KeepFloat64() if dtype == torch.float64 else contextlib.nullcontext()
     with torch.no_grad(), cast_guard:
         theirs = _upstream_trace(upstream, ids)
     diffs = max_differences(ours(ids), theirs)
