@@ -113,16 +113,6 @@ def convert_command(
         render_convert(stdout, result.record, str(result.folder), result.seconds, result.shards)
 
 
-def _parse_box(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise LitetextError(f"--box {text!r}: expected cx,cy,w,h (four numbers, normalised 0..1)")
-    return values
-
-
 @app.command("parity")
 def parity_command(
     checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Alias, REPO_ID:PATH or local file.")] = "s0_ctx16",
@@ -147,6 +137,7 @@ def parity_command(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the whole record to this file.")] = None,
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
+    from .detector_parity import parse_box
     from .parity_run import run_parity
 
     if scope not in ("text", "detector", "all"):
@@ -167,7 +158,7 @@ def parity_command(
         seed=seed,
         prompts=prompt or [],
         image=image,
-        boxes=[_parse_box(b) for b in box or []],
+        boxes=[list(parse_box(b)) for b in box or []],
         atol=atol,
         rtol=rtol,
         json_path=json_path,

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .compare import StageDiff, compare
+from .errors import LitetextError
 from .reference.sam3_detector import ForwardCapture
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -126,9 +127,12 @@ def seeded_input_ids(context_length: int, vocab_size: int, seed: int, words: int
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
     """'cx,cy,w,h' normalised to [0, 1] (the CLI's --box)."""
-    values = tuple(float(part) for part in text.split(","))
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
     if len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values):
-        raise ValueError(f"--box wants cx,cy,w,h in [0, 1], got {text!r}")
+        raise LitetextError(f"--box {text!r}: expected cx,cy,w,h, four numbers in [0, 1]")
     return values
 
 

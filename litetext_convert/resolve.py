@@ -101,7 +101,11 @@ def _download(repo_id: str, filename: str, revision: str | None, *, alias: str |
         RevisionNotFoundError,
     )
 
+    from huggingface_hub.utils import logging as hub_logging
+
     where = f"{repo_id}:{filename}" + (f"@{revision}" if revision else "")
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # its retry warnings would bury the one line that says what to do
     try:
         path = hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
     except LocalEntryNotFoundError:
@@ -119,4 +123,6 @@ def _download(repo_id: str, filename: str, revision: str | None, *, alias: str |
         raise CheckpointError(f"{where}: repository not found or private", hint="check the id or log in") from None
     except OSError as exc:
         raise CheckpointError(f"{where}: download failed: {exc}") from None
+    finally:
+        hub_logging.set_verbosity(verbosity)
     return ResolvedCheckpoint(Path(path), repo_id, filename, revision, alias, license)
