@@ -258,7 +258,11 @@ def _context(filename: str, rows: int, flag: int | None, notes: list[str]) -> Fa
 # ----------------------------------------------------------------------------------------------
 
 
-def infer_detector(tensors: dict[str, torch.Tensor]) -> DetectorArchitecture:
+def detector_facts() -> dict:
+    return tomllib.loads((configs_dir() / "detector.toml").read_text())
+
+
+def infer_detector(tensors: dict[str, torch.Tensor], notes: list[str]) -> DetectorArchitecture:
     keys = list(tensors)
     width, channels, patch, _ = _shape(tensors, TRUNK + "patch_embed.proj.weight")
     depth = len(_layer_indices(keys, TRUNK + "blocks."))
@@ -268,7 +272,7 @@ def infer_detector(tensors: dict[str, torch.Tensor]) -> DetectorArchitecture:
     if pretrain_side * pretrain_side != pos_rows:
         raise CheckpointError(f"ViT position table has {pos_rows + 1} rows, not 1 + a square grid")
 
-    heads, window, image_size, global_blocks = _attention_geometry(tensors, depth, width, patch)
+    heads, window, image_size, global_blocks = _attention_geometry(tensors, depth, width, patch, notes)
     d_model = _shape(tensors, NECK + "0.conv_1x1.weight")[0]
     return DetectorArchitecture(
         vit_width=Fact(width, "weights"),
@@ -300,21 +304,18 @@ def infer_detector(tensors: dict[str, torch.Tensor]) -> DetectorArchitecture:
             "weights (decoder box-RPB heads; assumed for every fusion module)",
         ),
         vit_layer_norm_eps=Fact(
-            tomllib.loads((configs_dir() / "detector.toml").read_text())["vit_layer_norm_eps"],
+            detector_facts()["vit_layer_norm_eps"],
             "SAM3 ViT code (configs/detector.toml; not observable in the weights)",
         ),
     )
 
 
-def _attention_geometry(tensors, depth: int, width: int, patch: int):
+def _attention_geometry(tensors, depth: int, width: int, patch: int, notes: list[str]):
     """The RoPE tables show what the config must say: windowed blocks hold window^2 rows, global
     blocks (H/patch)^2 rows, and the last dimension is head_dim / 2."""
     tables = [tensors.get(f"{TRUNK}blocks.{i}.attn.freqs_cis") for i in range(depth)]
     if any(table is None for table in tables):
-        raise CheckpointError(
-            "the ViT blocks carry no RoPE tables (attn.freqs_cis); window size, global blocks and image size "
-            "cannot be read from this checkpoint"
-        )
+        return _sam3_vit_geometry(width, depth, notes)
     rows = [table.shape[0] for table in tables]
     head_dim = tables[0].shape[-1] * 2
     if width % head_dim:
@@ -334,6 +335,23 @@ def _attention_geometry(tensors, depth: int, width: int, patch: int):
     )
 
 
+def _sam3_vit_geometry(width: int, depth: int, notes: list[str]):
+    sam3 = detector_facts()["vit_without_rope_tables"]
+    if (width, depth) != (sam3["width"], sam3["depth"]):
+        raise CheckpointError(
+            f"the ViT blocks carry no RoPE tables (attn.freqs_cis) and the ViT ({width} wide, {depth} deep) is not "
+            "SAM3's: window size, global blocks and image size cannot be read from this checkpoint"
+        )
+    notes.append("no ViT RoPE tables in the file: window size, global blocks, image size and heads are SAM3's own")
+    source = "SAM3 ViT (configs/detector.toml; the file has no RoPE tables to read it from)"
+    return (
+        Fact(width // sam3["head_dim"], source),
+        Fact(sam3["window_size"], source),
+        Fact(sam3["image_size"], source),
+        Fact(list(sam3["global_attn_indexes"]), source),
+    )
+
+
 def infer_architecture(
     tensors: dict[str, torch.Tensor],
     filename: str,
@@ -344,7 +362,7 @@ def infer_architecture(
     refuse_lookalikes(list(tensors), filename)
     notes: list[str] = []
     text = infer_text(tensors, filename, context_length=context_length, num_heads=num_heads, notes=notes)
-    detector = infer_detector(tensors)
+    detector = infer_detector(tensors, notes)
     if text.detector_width.value != detector.d_model.value:
         raise CheckpointError(
             f"the text projector outputs {text.detector_width.value} features but the detector is {detector.d_model.value} wide"

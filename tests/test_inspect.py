@@ -81,3 +81,19 @@ def test_inspect_human_output_names_sources(tiny_checkpoints, capsys):
     assert code == 0
     assert "Inferred text architecture" in out and "variant table" not in out  # tiny L is a custom shape
     assert "all values finite" in out
+
+
+def test_without_rope_tables_a_sam3_sized_vit_takes_sam3_geometry_and_says_so():
+    tensors = {k: v for k, v in manifest_tensors("s0").items() if not k.endswith("attn.freqs_cis")}
+    arch = infer_architecture(tensors, "x_ctx16.pt")
+    detector = to_plain(arch)["detector"]
+    assert (detector["window_size"], detector["global_attn_indexes"], detector["image_size"]) == (24, [7, 15, 23, 31], 1008)
+    assert arch.detector.window_size.source.startswith("SAM3 ViT") and any("no ViT RoPE tables" in n for n in arch.notes)
+
+
+def test_without_rope_tables_another_vit_is_refused(tiny_checkpoints):
+    from litetext_convert.load import load_checkpoint
+
+    tensors = {k: v for k, v in load_checkpoint(tiny_checkpoints["s0"]).tensors.items() if not k.endswith("attn.freqs_cis")}
+    with pytest.raises(CheckpointError, match="no RoPE tables"):
+        infer_architecture(tensors, "x_ctx16.pt", num_heads=2)
