@@ -95,9 +95,10 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
 
 
 def _push_one(row: dict, namespace: str | None, private: bool, token: str | None) -> str:
-    from .publish import PushOptions, push_folder
+    from .model_card import load_records
+    from .publish import PushOptions, default_repo_id, push_folder
 
     folder = Path(row["folder"])
-    repo_id = f"{namespace}/sam3-litetext-{row['variant']}-ctx{row['context']}" if namespace else None
+    repo_id = default_repo_id(namespace, load_records(folder)) if namespace else None
     result = push_folder(folder, PushOptions(repo_id=repo_id, private=private, token=token))
     return f"{result.status}: {result.repo_id or ''}".strip()

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PARITY_FAILED, LitetextError, MappingError, ParityFailure
+from .errors import EXIT_INTERRUPTED, LitetextError, MappingError, ParityFailure
 
 app = typer.Typer(
     name="litetext",
@@ -96,7 +96,7 @@ def convert_command(
         checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
     )
     total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
-    with _byte_progress(total, disable=as_json) as on_bytes:
+    with ByteProgress(total, disable=as_json) as on_bytes:
         result = convert(
             prepared,
             output_dir,
@@ -279,7 +279,7 @@ def demo_command(
         raise ParityFailure("demo parity failed")
 
 
-class _byte_progress:
+class ByteProgress:
     """A Rich progress bar on stderr, fed with bytes written."""
 
     def __init__(self, total: int, disable: bool):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -269,7 +270,7 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "missing": 0,
             "unexpected": 0,
         },
-        "parameters": sum(_numel(entry.shape) for entry in entries if entry.dtype.is_floating_point),
+        "parameters": sum(math.prod(entry.shape) for entry in entries if entry.dtype.is_floating_point),
         "dtype": dtype if dtype != "keep" else _config_dtype(entries),
         "mapping_table": {
             "file": prepared.table.path.name,
@@ -290,8 +291,3 @@ def tokenizer_record(folder: Path, source: str | None) -> dict:
     }
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count

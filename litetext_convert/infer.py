@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .paths import configs_dir
+from .paths import read_config
 
 TEXT = "detector.backbone.language_backbone."
 TRUNK = "detector.backbone.vision_backbone.trunk."
@@ -109,7 +108,7 @@ def asdict_shallow(obj) -> dict:
 
 
 def refuse_lookalikes(keys: list[str], filename: str) -> None:
-    table = tomllib.loads((configs_dir() / "lookalikes.toml").read_text())
+    table = read_config("lookalikes.toml")
     for entry in table["lookalike"]:
         pattern = re.compile(entry["any_key"])
         hit = next((key for key in keys if pattern.search(key)), None)
@@ -147,7 +146,7 @@ def _shape(tensors: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
 
 
 def load_variant_table() -> dict[str, dict]:
-    return tomllib.loads((configs_dir() / "variants.toml").read_text())
+    return read_config("variants.toml")
 
 
 def infer_text(
@@ -259,7 +258,7 @@ def _context(filename: str, rows: int, flag: int | None, notes: list[str]) -> Fa
 
 
 def detector_facts() -> dict:
-    return tomllib.loads((configs_dir() / "detector.toml").read_text())
+    return read_config("detector.toml")
 
 
 def infer_detector(tensors: dict[str, torch.Tensor], notes: list[str]) -> DetectorArchitecture:

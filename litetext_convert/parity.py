@@ -339,9 +339,3 @@ def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, r
 def _masked_max(reference: torch.Tensor, candidate: torch.Tensor, keep: torch.Tensor) -> float:
     diff = (reference.double() - candidate.double()).abs()[keep]
     return float(diff.max()) if diff.numel() else 0.0
-
-
-def save_record(result: ParityResult, *paths: Path) -> None:
-    text = json.dumps(result.to_json(), indent=2, default=str) + "\n"
-    for path in paths:
-        path.write_text(text)

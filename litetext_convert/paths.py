@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tomllib
+from functools import lru_cache
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -17,3 +19,9 @@ def configs_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise RuntimeError("configs/ not found beside the litetext_convert package")
+
+
+@lru_cache(maxsize=None)
+def read_config(name: str) -> dict:
+    """One TOML table of configs/, read once per process (callers must not mutate it)."""
+    return tomllib.loads((configs_dir() / name).read_text())

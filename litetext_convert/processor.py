@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import tomllib
 from pathlib import Path
 
 from .errors import LitetextError
 from .infer import Architecture
-from .paths import configs_dir
+from .paths import read_config
 
 
 def processor_settings() -> dict:
-    return tomllib.loads((configs_dir() / "processor.toml").read_text())
+    return read_config("processor.toml")
 
 
 def load_tokenizer(source: str | None, context_length: int):

@@ -7,12 +7,11 @@ its progress bars apply unchanged.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
-from .paths import configs_dir
+from .paths import read_config
 
 _HUB_REFERENCE = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+):(?P<path>.+)")
 
@@ -37,10 +36,6 @@ class ResolvedCheckpoint:
     alias: str | None
     license: str | None
 
-    @property
-    def display_name(self) -> str:
-        return f"{self.repo_id}:{self.filename}" if self.repo_id else str(self.path)
-
     def to_json(self) -> dict:
         return {
             "repo_id": self.repo_id,
@@ -52,7 +47,7 @@ class ResolvedCheckpoint:
 
 
 def load_registry() -> Registry:
-    data = tomllib.loads((configs_dir() / "checkpoints.toml").read_text())
+    data = read_config("checkpoints.toml")
     hub = data["hub"]
     return Registry(hub["repo_id"], hub["revision"], hub["folder"], hub.get("license"), dict(data["aliases"]))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections import Counter, defaultdict
 from functools import lru_cache
 
@@ -11,13 +10,13 @@ import torch
 
 from .convert import Prepared
 from .load import TORCH_ZIP
-from .paths import configs_dir
+from .paths import read_config
 from .write import release_source_pages
 
 
 @lru_cache(maxsize=1)
 def _components() -> list[tuple[str, re.Pattern, bool]]:
-    table = tomllib.loads((configs_dir() / "components.toml").read_text())
+    table = read_config("components.toml")
     return [(c["name"], re.compile(c["pattern"]), bool(c.get("extra"))) for c in table["component"]]
 
 

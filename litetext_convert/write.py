@@ -14,10 +14,12 @@ import contextlib
 import ctypes
 import errno
 import json
+import math
 import mmap
 import os
 import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,10 +54,7 @@ class TensorEntry:
 
     @property
     def nbytes(self) -> int:
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count * torch.empty((), dtype=self.dtype).element_size()
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 @dataclass
@@ -255,8 +254,6 @@ def atomic_folder(target: Path, *, force: bool) -> Iterator[Path]:
 
 
 def _mkdtemp(parent: Path, name: str) -> str:
-    import tempfile
-
     folder = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
     umask = os.umask(0)
     os.umask(umask)
