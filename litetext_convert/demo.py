@@ -9,14 +9,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from .convert import convert, prepare
-from .errors import OutputError
-from .parity import ParityOptions, run_text_parity
-from .parity_run import parity_record
-from .reference.synthetic_vocab import write_hf_clip_tokenizer
-from .report import render_convert, render_inspect, render_parity
-from .summary import summarize
-from .synthetic import TINY_TEXT_PRESETS, tiny_checkpoint
+from litetext_convert.errors import OutputError
+from litetext_convert.parity.run import parity_record
+from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.plan.prepare import prepare
+from litetext_convert.plan.summary import summarize
+from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
+from litetext_convert.report import render_convert, render_inspect, render_parity
+from litetext_convert.synthetic.builder import TINY_TEXT_PRESETS, tiny_checkpoint
+from litetext_convert.write.convert import convert
 
 DEMO_VARIANT = "s0"
 DEMO_CONTEXT = 16

@@ -79,8 +79,8 @@ def ensure_inputs(workdir: Path, size: str) -> Inputs:
 
 
 def build_child(size: str, folder: Path) -> None:
-    from litetext_convert import synthetic
     from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
+    from litetext_convert.synthetic import builder as synthetic
 
     folder.mkdir(parents=True, exist_ok=True)
     if size == "full":
@@ -183,8 +183,8 @@ def baseline_child(checkpoint: Path, output: Path, num_heads: int | None) -> Non
     import torch
     from transformers import Sam3LiteTextModel
 
-    from litetext_convert import ops
-    from litetext_convert.convert import prepare
+    from litetext_convert.plan import ops
+    from litetext_convert.plan.prepare import prepare
 
     prepared = prepare(str(checkpoint), num_heads=num_heads)
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=False)

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from litetext_convert.synthetic import (  # noqa: E402
+from litetext_convert.synthetic.builder import (  # noqa: E402
     FULL_DETECTOR,
     SCALES,
     TEXT_PRESETS,

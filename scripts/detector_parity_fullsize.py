@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from litetext_convert.detector_parity import DetectorParityResult, run_detector_parity  # noqa: E402
+from litetext_convert.parity.detector import DetectorParityResult, run_detector_parity  # noqa: E402
 
 CHECKPOINT_NAME = "efficient_sam3_image_encoder_mobileclip_s0_ctx16.pt"
 CONTEXT = 16
@@ -55,15 +54,16 @@ def timed(label: str, seconds: dict[str, float], work):
 
 
 def build_checkpoint(path: Path) -> Path:
-    from litetext_convert.synthetic import FULL_DETECTOR, TEXT_PRESETS, save_checkpoint
+    from litetext_convert.synthetic.builder import FULL_DETECTOR, TEXT_PRESETS, save_checkpoint
 
     text = dataclasses.replace(TEXT_PRESETS["s0"], pos_rows=77)  # as upstream's builder saves it
     return save_checkpoint(path, text, FULL_DETECTOR, seed=0, scale="model")
 
 
 def convert_checkpoint(checkpoint: Path, folder: Path) -> Path:
-    from litetext_convert.convert import convert, prepare
+    from litetext_convert.plan.prepare import prepare
     from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
+    from litetext_convert.write.convert import convert
 
     tokenizer = write_hf_clip_tokenizer(folder.parent / "tokenizer", CONTEXT)
     convert(prepare(str(checkpoint)), folder, tokenizer=str(tokenizer), force=True)

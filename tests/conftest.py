@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from litetext_convert import synthetic
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
+from litetext_convert.synthetic import builder as synthetic
 
 VARIANTS = ("s0", "s1", "l")
 
@@ -49,7 +49,8 @@ def tiny_checkpoints(workdir) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def converted(workdir, tiny_checkpoints, tokenizer_dir) -> dict[str, Path]:
-    from litetext_convert.convert import convert, prepare
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.write.convert import convert
 
     folders = {}
     for variant, path in tiny_checkpoints.items():

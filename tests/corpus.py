@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from litetext_convert import synthetic
-from litetext_convert.infer import TEXT, TRUNK
+from litetext_convert.plan.infer import TEXT, TRUNK
+from litetext_convert.synthetic import builder as synthetic
 
 TINY_HEADS = synthetic.TINY_TEXT_PRESETS["s0"].heads  # tiny head dim is not 64: --num-heads is needed
 QKV_KEY = TEXT + "encoder.transformer.1.pre_norm_mha.1.qkv_proj.weight"

@@ -24,14 +24,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
+import corpus
 import pytest
 import torch
+from corpus import TINY_HEADS, CliResult, run_in_process
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-import corpus
-from corpus import TINY_HEADS, CliResult, run_in_process
-from litetext_convert import publish
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -39,6 +38,7 @@ from litetext_convert.errors import (
     CheckpointError,
     MappingError,
 )
+from litetext_convert.publish import push as publish
 from litetext_convert.reference.synthetic_vocab import synthetic_merges, write_hf_clip_tokenizer
 
 HEADS = ["--num-heads", str(TINY_HEADS)]
@@ -465,7 +465,7 @@ def test_disk_full_while_writing_the_config(ws, cli, monkeypatch):
 
 def test_interrupt_while_writing_shards_in_process(ws, cli, monkeypatch):
     """Ctrl-C as the third shard starts: exit 130, one line, the partial folder removed."""
-    from litetext_convert import convert as convert_module
+    from litetext_convert.write import convert as convert_module
 
     real_write_shard = convert_module.write_shard
     calls = []
@@ -491,7 +491,7 @@ def assert_interrupted(result: CliResult) -> None:
 
 
 def test_interrupt_says_so_in_one_line(ws, cli, monkeypatch):
-    from litetext_convert import convert as convert_module
+    from litetext_convert.write import convert as convert_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -504,7 +504,7 @@ def test_interrupt_says_so_in_one_line(ws, cli, monkeypatch):
 # A slow disk for the real SIGINT: each shard takes 20 ms, so the signal lands mid-shards.
 _SLOW_DISK_BOOTSTRAP = """
 import sys, time
-import litetext_convert.convert as convert
+import litetext_convert.write.convert as convert
 real = convert.write_shard
 def slow(*args, **kwargs):
     time.sleep(0.02)
@@ -893,7 +893,7 @@ def test_push_folder_that_is_not_converted(ws, cli, no_credentials):
 
 @pytest.fixture(scope="module")
 def mapping_inputs(ws):
-    from litetext_convert.convert import prepare
+    from litetext_convert.plan.prepare import prepare
 
     prepared = prepare(str(ws.good), num_heads=TINY_HEADS)
     meta = {key: torch.empty(value.shape, dtype=value.dtype, device="meta") for key, value in ws.state.items()}
@@ -908,7 +908,7 @@ _SHAPES = st.lists(st.integers(0, 70), min_size=0, max_size=4).map(tuple)
 @_PROPERTY
 @given(data=st.data())
 def test_build_plan_converts_or_reports(mapping_inputs, data):
-    from litetext_convert.mapping import build_plan
+    from litetext_convert.plan.mapping import build_plan
 
     keys = sorted(mapping_inputs.source)
     dropped = data.draw(st.sets(st.sampled_from(keys), max_size=40), label="dropped keys")
@@ -935,7 +935,7 @@ def loader_scratch(tmp_path_factory) -> Path:
 
 
 def _load_or_checkpoint_error(path: Path, data: bytes) -> None:
-    from litetext_convert.load import load_checkpoint
+    from litetext_convert.source.load import load_checkpoint
 
     path.write_bytes(data)
     try:

@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import heads, run_cli, sha256
-from litetext_convert import synthetic
+
+from litetext_convert.synthetic import builder as synthetic
 
 
 def load_quietly(loader, folder, **kwargs):

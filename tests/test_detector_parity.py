@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from litetext_convert import synthetic
 from litetext_convert.reference.sam3_detector import original_unavailable_reason
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
+from litetext_convert.synthetic import builder as synthetic
 
 pytestmark = pytest.mark.skipif(original_unavailable_reason() is not None, reason=original_unavailable_reason() or "")
 
@@ -22,7 +22,8 @@ DAMAGED_KEY = "detr_decoder.layers.2.mlp.fc1.weight"
 
 
 def _converted(workdir: Path, scale: str) -> tuple[object, Path]:
-    from litetext_convert.convert import convert, prepare
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.write.convert import convert
 
     checkpoint = synthetic.tiny_checkpoint(workdir / f"tiny_s0_ctx{CONTEXT}_{scale}.pt", "s0", CONTEXT, pos_rows=77, scale=scale)
     tokenizer = write_hf_clip_tokenizer(workdir / "detector_tokenizer", CONTEXT)
@@ -43,7 +44,7 @@ def converted(detector_workdir) -> dict[str, tuple[object, Path]]:
 
 
 def _parity(converted, scale: str = "default", **kwargs):
-    from litetext_convert.detector_parity import run_detector_parity
+    from litetext_convert.parity.detector import run_detector_parity
 
     prepared, folder = converted[scale]
     return run_detector_parity(prepared, folder, **kwargs)
@@ -102,7 +103,7 @@ def test_a_damaged_decoder_layer_fails_at_that_stage(converted, detector_workdir
     weights[DAMAGED_KEY] = weights[DAMAGED_KEY] * 1.01  # a 1% error in one tensor
     save_file(weights, str(damaged / "model.safetensors"), metadata={"format": "pt"})
 
-    from litetext_convert.detector_parity import run_detector_parity
+    from litetext_convert.parity.detector import run_detector_parity
 
     result = run_detector_parity(prepared, damaged, dtype="float32")
     first = result.first_failure()

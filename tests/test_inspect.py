@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import heads, run_cli
-from litetext_convert import synthetic
+
 from litetext_convert.errors import CheckpointError
-from litetext_convert.infer import infer_architecture, to_plain
+from litetext_convert.plan.infer import infer_architecture, to_plain
+from litetext_convert.synthetic import builder as synthetic
 
 
 def manifest_tensors(variant: str, pos_rows: int | None = None) -> dict[str, torch.Tensor]:
@@ -92,7 +92,7 @@ def test_without_rope_tables_a_sam3_sized_vit_takes_sam3_geometry_and_says_so():
 
 
 def test_without_rope_tables_another_vit_is_refused(tiny_checkpoints):
-    from litetext_convert.load import load_checkpoint
+    from litetext_convert.source.load import load_checkpoint
 
     tensors = {k: v for k, v in load_checkpoint(tiny_checkpoints["s0"]).tensors.items() if not k.endswith("attn.freqs_cis")}
     with pytest.raises(CheckpointError, match="no RoPE tables"):

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from litetext_convert import ops, synthetic
 from litetext_convert.errors import MappingError
-from litetext_convert.hf_config import build_config, meta_model_tensors
-from litetext_convert.infer import infer_architecture
-from litetext_convert.mapping import build_plan, default_table_path, load_table
+from litetext_convert.plan import ops
+from litetext_convert.plan.hf_config import build_config, meta_model_tensors
+from litetext_convert.plan.infer import infer_architecture
+from litetext_convert.plan.mapping import build_plan, default_table_path, load_table
+from litetext_convert.synthetic import builder as synthetic
 
 TABLE = default_table_path().read_text()
 
@@ -124,7 +125,7 @@ def test_every_converted_tensor_inverts_exactly_to_its_source(converted, tiny_ch
     """Reload the written folder with from_pretrained and undo each operation: bit-exact."""
     from transformers import Sam3LiteTextModel
 
-    from litetext_convert.convert import prepare
+    from litetext_convert.plan.prepare import prepare
 
     prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=2)
     model = Sam3LiteTextModel.from_pretrained(str(converted["s0"]))

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import VARIANTS, heads, run_cli
 from safetensors.torch import load_file, save_file
 
-from conftest import VARIANTS, heads, run_cli
-from litetext_convert import synthetic
-from litetext_convert.convert import convert, prepare
-from litetext_convert.parity import PROMPT_CORPUS, ParityOptions, run_text_parity, tokenizer_equivalence
+from litetext_convert.parity.text import PROMPT_CORPUS, ParityOptions, run_text_parity, tokenizer_equivalence
+from litetext_convert.plan.prepare import prepare
+from litetext_convert.synthetic import builder as synthetic
+from litetext_convert.write.convert import convert
 
 
 @pytest.fixture(scope="module")

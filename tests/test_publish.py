@@ -23,10 +23,10 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 
-from litetext_convert import publish
 from litetext_convert.errors import EXIT_BAD_INPUT, EXIT_PARITY_FAILED, HubError
-from litetext_convert.model_card import render_model_card, usage_snippet
-from litetext_convert.publish import (
+from litetext_convert.publish import push as publish
+from litetext_convert.publish.model_card import render_model_card, usage_snippet
+from litetext_convert.publish.push import (
     ACCESS_HINT,
     LOGIN_HINT,
     MAX_ATTEMPTS,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from litetext_convert.paths import configs_dir
-from litetext_convert.synthetic import (
+from litetext_convert.synthetic.builder import (
     FULL_DETECTOR,
     TEXT_PREFIX,
     TEXT_PRESETS,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from .text_encoder import ReferenceTextEncoder, TextTrace
-from .tokenizer import UpstreamTokenizer
+from litetext_convert import __version__
+from litetext_convert.reference.text_encoder import ReferenceTextEncoder, TextTrace
+from litetext_convert.reference.tokenizer import UpstreamTokenizer
 
 CLEAN_ROOM = f"clean-room reference (litetext_convert.reference, litetext {__version__})"
 
@@ -47,7 +47,7 @@ def load_original_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype:
     """(callable ids -> TextTrace, description) for the original student text encoder."""
     heads, heads_source = original_heads(arch)
     if upstream_fork_available():
-        from .upstream import load_upstream_text_encoder
+        from litetext_convert.reference.upstream import load_upstream_text_encoder
 
         encoder, info = load_upstream_text_encoder(state_dict, arch, dtype, heads)
     else:
@@ -75,7 +75,7 @@ def load_upstream_tokenizer(folder: Path):
     """(callable (texts, context) -> ids, description). The vocabulary is data shared by both
     sides; the algorithm (cleaning, pre-tokenizing, BPE, padding, truncation) is upstream's."""
     if upstream_fork_available():
-        from .upstream import load_upstream_tokenizer as load_fork_tokenizer
+        from litetext_convert.reference.upstream import load_upstream_tokenizer as load_fork_tokenizer
 
         return load_fork_tokenizer()
     return UpstreamTokenizer(merges_from_folder(folder)), f"{CLEAN_ROOM}: upstream SimpleTokenizer semantics, vocabulary from {folder.name}"

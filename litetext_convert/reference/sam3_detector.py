@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import upstream_fork_available
-from .text_encoder import ReferenceTextEncoder
+from litetext_convert.reference import upstream_fork_available
+from litetext_convert.reference.text_encoder import ReferenceTextEncoder
 
 DETECTOR_PREFIX = "detector."
 TEXT_PREFIX = "backbone.language_backbone."

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .text_encoder import TextTrace
+from litetext_convert.reference.text_encoder import TextTrace
 
 BPE_ASSET = Path("assets") / "bpe_simple_vocab_16e6.txt.gz"
 

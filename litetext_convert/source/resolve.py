@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
-from .paths import read_config
+from litetext_convert.errors import CheckpointError
+from litetext_convert.paths import read_config
 
 _HUB_REFERENCE = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+):(?P<path>.+)")
 
@@ -95,7 +95,6 @@ def _download(repo_id: str, filename: str, revision: str | None, *, alias: str |
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-
     from huggingface_hub.utils import logging as hub_logging
 
     where = f"{repo_id}:{filename}" + (f"@{revision}" if revision else "")

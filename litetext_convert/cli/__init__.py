@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .errors import EXIT_INTERRUPTED, LitetextError, MappingError, ParityFailure
+from litetext_convert.errors import EXIT_INTERRUPTED, LitetextError, MappingError, ParityFailure
 
 app = typer.Typer(
     name="litetext",
@@ -58,9 +58,9 @@ def inspect_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Summarise a checkpoint: components, inferred architecture with sources, mapping coverage, NaN/Inf."""
-    from .convert import prepare
-    from .report import render_inspect
-    from .summary import summarize
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.plan.summary import summarize
+    from litetext_convert.report import render_inspect
 
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
     summary = summarize(prepared, scan=not no_scan)
@@ -88,8 +88,9 @@ def convert_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert one checkpoint into a folder that Sam3LiteTextModel.from_pretrained loads."""
-    from .convert import check_dtype, convert, prepare, target_entries
-    from .report import render_convert
+    from litetext_convert.plan.prepare import check_dtype, prepare
+    from litetext_convert.report import render_convert
+    from litetext_convert.write.convert import convert, target_entries
 
     check_dtype(dtype)
     prepared = prepare(
@@ -137,8 +138,8 @@ def parity_command(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the whole record to this file.")] = None,
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
-    from .detector_parity import parse_box
-    from .parity_run import run_parity
+    from litetext_convert.parity.detector import parse_box
+    from litetext_convert.parity.run import run_parity
 
     if scope not in ("text", "detector", "all"):
         raise LitetextError(f"--scope {scope!r}: choose text, detector or all")
@@ -189,8 +190,8 @@ def convert_all_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert every LiteText checkpoint of the Hub folder (or a local folder); one failure does not stop the rest."""
-    from .batch import convert_all
-    from .report import render_convert_all
+    from litetext_convert.convert_all import convert_all
+    from litetext_convert.report import render_convert_all
 
     rows = convert_all(
         output_dir,
@@ -238,7 +239,7 @@ def push_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish a converted folder to the Hub with a model card carrying its parity record."""
-    from .publish import PushOptions, push_folder, render_plan
+    from litetext_convert.publish.push import PushOptions, push_folder, render_plan
 
     options = PushOptions(
         repo_id=repo_id,
@@ -269,7 +270,7 @@ def demo_command(
 ) -> None:
     """Offline end to end on an embedded default: build a small upstream-layout S0 checkpoint, inspect,
     convert, and prove parity (float32 and float64)."""
-    from .demo import run_demo
+    from litetext_convert.demo import run_demo
 
     # With --json the human report goes to stderr and stdout carries only the JSON.
     result = run_demo(stderr if as_json else stdout, workdir)

@@ -1,6 +1,6 @@
-"""The conversion pipeline: resolve/load -> infer -> map -> validate -> write -> verify.
+"""The conversion pipeline's second half: write -> verify.
 
-`prepare` does everything that needs no output (inspect and parity use it too); `convert` streams
+`plan.prepare` does everything that needs no output (inspect and parity stop there); `convert` streams
 the mapped tensors into safetensors shards inside a temporary folder, checks what it wrote, and
 only then renames the folder into place.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,68 +17,33 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, ops
-from .errors import LitetextError, OutputError
-from .hf_config import build_config, meta_model_tensors
-from .infer import Architecture, infer_architecture
-from .load import TORCH_ZIP, LoadedCheckpoint, load_checkpoint
-from .mapping import MappingTable, Plan, build_plan, load_table
-from .processor import load_tokenizer, merges_fingerprint, processor_settings, save_processor, vocabulary_name
-from .resolve import ResolvedCheckpoint, resolve
-from .write import (
+from litetext_convert import __version__
+from litetext_convert.errors import OutputError
+from litetext_convert.folder import CONVERSION_RECORD
+from litetext_convert.plan import ops
+from litetext_convert.plan.prepare import Prepared, SourceHash, check_dtype, target_dtype
+from litetext_convert.source.load import TORCH_ZIP
+from litetext_convert.write.processor import (
+    load_tokenizer,
+    merges_fingerprint,
+    processor_settings,
+    save_processor,
+    vocabulary_name,
+)
+from litetext_convert.write.shards import (
     INDEX_FILE,
     TensorEntry,
     atomic_folder,
+    fingerprint,
     parse_size,
     plan_shards,
     release_source_pages,
-    write_index,
-    write_json,
-    fingerprint,
     tensor_bytes,
     write_errors,
+    write_index,
+    write_json,
     write_shard,
 )
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-CONVERSION_RECORD = "conversion_record.json"
-
-
-@dataclass
-class Prepared:
-    resolved: ResolvedCheckpoint
-    loaded: LoadedCheckpoint
-    arch: Architecture
-    config: object  # transformers.Sam3LiteTextConfig
-    expected: dict[str, torch.Tensor]  # the model's parameters and buffers, on the meta device
-    plan: Plan
-    ctx: ops.OpContext
-    table: MappingTable
-    source_hash: "SourceHash | None" = None
-
-
-def prepare(
-    checkpoint: str,
-    *,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    context_length: int | None = None,
-    num_heads: int | None = None,
-    table_path: Path | None = None,
-    hash_source: bool = False,
-) -> Prepared:
-    """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
-    model; only conversion needs it."""
-    resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
-    source_hash = SourceHash(resolved.path) if hash_source else None
-    loaded = load_checkpoint(resolved.path)
-    arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
-    config = build_config(arch)
-    expected = meta_model_tensors(config)
-    ctx = ops.OpContext(arch.context_length)
-    table = load_table(table_path)
-    plan = build_plan(table, loaded.tensors, expected, ctx)
-    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
 
 
 @dataclass
@@ -89,17 +53,6 @@ class ConversionResult:
     shards: list[str]
     seconds: float
     warnings: list[str] = field(default_factory=list)
-
-
-def check_dtype(requested: str) -> None:
-    if requested != "keep" and requested not in DTYPES:
-        raise LitetextError(f"unknown --dtype {requested!r}; choose keep, {', '.join(DTYPES)}")
-
-
-def target_dtype(source: torch.dtype, requested: str) -> torch.dtype:
-    if requested == "keep" or not source.is_floating_point:
-        return source
-    return DTYPES[requested]
 
 
 def target_entries(prepared: Prepared, dtype: str) -> list[TensorEntry]:
@@ -134,28 +87,6 @@ class _TargetProducer:
         step = self.prepared.plan.step_of_target[entry.name]
         if self.release_pages and entry.name == step.targets[-1]:
             release_source_pages(self.prepared.loaded.tensors[step.source])
-
-
-class SourceHash:
-    """sha256 of the source file in a thread (hashlib releases the GIL on large buffers)."""
-
-    def __init__(self, path: Path):
-        self._digest: str | None = None
-        self._thread = threading.Thread(target=self._work, args=(path,), daemon=True)
-        self._thread.start()
-
-    def _work(self, path: Path) -> None:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(16 << 20):
-                digest.update(chunk)
-        self._digest = digest.hexdigest()
-
-    def result(self) -> str:
-        self._thread.join()
-        if self._digest is None:
-            raise LitetextError("could not read the source checkpoint to hash it")
-        return self._digest
 
 
 def convert(
@@ -281,7 +212,7 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
 
 
 def tokenizer_record(folder: Path, source: str | None) -> dict:
-    from .reference import merges_from_folder
+    from litetext_convert.reference import merges_from_folder
 
     fingerprint = merges_fingerprint(merges_from_folder(folder))
     return {

@@ -14,9 +14,8 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from litetext_convert.errors import LitetextError, ParityFailure
+from litetext_convert.folder import CONVERSION_RECORD, PARITY_RECORD
 
-CONVERSION_RECORD = "conversion_record.json"
-PARITY_RECORD = "parity_record.json"
 CONFIG = "config.json"
 CARD_FILENAME = "README.md"
 

@@ -31,7 +31,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from litetext_convert import __version__
 from litetext_convert.errors import EXIT_OK, HubError, LitetextError
-from litetext_convert.model_card import (
+from litetext_convert.publish.model_card import (
     CARD_FILENAME,
     CONFIG,
     FolderRecords,

@@ -7,9 +7,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from .errors import LitetextError
-from .infer import Architecture
-from .paths import read_config
+from litetext_convert.errors import LitetextError
+from litetext_convert.paths import read_config
+from litetext_convert.plan.infer import Architecture
 
 
 def processor_settings() -> dict:
@@ -92,7 +92,7 @@ def merges_fingerprint(merges: list[tuple[str, str]]) -> str:
 def vocabulary_name(fingerprint: str) -> str | None:
     """Which known vocabulary a merge list is: upstream's CLIP one, or the synthetic stand-in the
     offline tests and demo use; None for anything else."""
-    from .reference.synthetic_vocab import synthetic_merges
+    from litetext_convert.reference.synthetic_vocab import synthetic_merges
 
     if fingerprint == processor_settings()["vocabulary"]["clip_merges_sha256"]:
         return "CLIP (upstream's bpe_simple_vocab_16e6)"

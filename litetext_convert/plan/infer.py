@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .paths import read_config
+from litetext_convert.errors import CheckpointError
+from litetext_convert.paths import read_config
 
 TEXT = "detector.backbone.language_backbone."
 TRUNK = "detector.backbone.vision_backbone.trunk."

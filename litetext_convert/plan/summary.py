@@ -8,10 +8,10 @@ from functools import lru_cache
 
 import torch
 
-from .convert import Prepared
-from .load import TORCH_ZIP
-from .paths import read_config
-from .write import release_source_pages
+from litetext_convert.paths import read_config
+from litetext_convert.plan.prepare import Prepared
+from litetext_convert.source.load import TORCH_ZIP
+from litetext_convert.write.shards import release_source_pages
 
 
 @lru_cache(maxsize=1)

@@ -7,11 +7,13 @@ import json
 import time
 from pathlib import Path
 
-from .convert import convert, prepare
-from .errors import LitetextError
-from .parity import PARITY_RECORD, ParityOptions, run_text_parity
-from .parity_run import parity_record
-from .resolve import load_registry
+from litetext_convert.errors import LitetextError
+from litetext_convert.folder import PARITY_RECORD
+from litetext_convert.parity.run import parity_record
+from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.plan.prepare import prepare
+from litetext_convert.source.resolve import load_registry
+from litetext_convert.write.convert import convert
 
 
 def list_checkpoints(source: str | None, repo_id: str | None, revision: str | None) -> list[tuple[str, str]]:
@@ -95,8 +97,8 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
 
 
 def _push_one(row: dict, namespace: str | None, private: bool, token: str | None) -> str:
-    from .model_card import load_records
-    from .publish import PushOptions, default_repo_id, push_folder
+    from litetext_convert.publish.model_card import load_records
+    from litetext_convert.publish.push import PushOptions, default_repo_id, push_folder
 
     folder = Path(row["folder"])
     repo_id = default_repo_id(namespace, load_records(folder)) if namespace else None

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import ops
-from .errors import MappingError
-from .paths import configs_dir
+from litetext_convert.errors import MappingError
+from litetext_convert.paths import configs_dir
+from litetext_convert.plan import ops
 
 _PLACEHOLDER = re.compile(r"\{(?P<group>[A-Za-z_]\w*)(?P<offset>[+-]\d+)?\}")
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .compare import StageDiff, compare
-from .errors import LitetextError
-from .reference.sam3_detector import ForwardCapture
+from litetext_convert.errors import LitetextError
+from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.reference.sam3_detector import ForwardCapture
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 START_ID, END_ID = 49406, 49407
@@ -280,7 +280,7 @@ def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tens
 
 def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: Tensor,
                  boxes: Tensor | None, box_labels: Tensor | None):
-    from .reference.sam3_detector import build_original_detector
+    from litetext_convert.reference.sam3_detector import build_original_detector
 
     started = time.perf_counter()
     detector = build_original_detector(prepared.loaded.tensors, prepared.arch, dtype=dtype)
@@ -361,7 +361,7 @@ def run_detector_parity(
     """
     from transformers import AutoConfig
 
-    from .convert import Prepared, prepare
+    from litetext_convert.plan.prepare import Prepared, prepare
 
     if dtype not in DTYPES:
         raise ValueError(f"detector parity runs in {', '.join(DTYPES)}, not {dtype!r}")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .convert import CONVERSION_RECORD, Prepared, convert, prepare
-from .errors import LitetextError
-from .parity import PARITY_RECORD, ParityOptions, run_text_parity
-from .report import render_parity
+from litetext_convert.errors import LitetextError
+from litetext_convert.folder import CONVERSION_RECORD, PARITY_RECORD
+from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.plan.prepare import Prepared, prepare
+from litetext_convert.report import render_parity
+from litetext_convert.write.convert import convert
 
 
 def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
@@ -92,13 +94,13 @@ def run_parity(
 
 
 def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> dict:
-    from .reference.sam3_detector import original_unavailable_reason
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
     reason = original_unavailable_reason()
     if reason:
         raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
     try:
-        from .detector_parity import run_detector_parity
+        from litetext_convert.parity.detector import run_detector_parity
     except ImportError as exc:  # pragma: no cover - the module itself imports without sam3
         raise LitetextError(f"whole-detector parity is unavailable: {exc}") from None
     result = run_detector_parity(prepared, folder, dtype=dtype, seed=seed, image=image, boxes=boxes or None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .infer import Architecture
+from litetext_convert.plan.infer import Architecture
 
 
 def build_config(arch: Architecture):

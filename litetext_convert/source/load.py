@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from litetext_convert.errors import CheckpointError
 
 TORCH_ZIP = "torch zip"
 TORCH_LEGACY = "torch legacy pickle"

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .compare import StageDiff, compare, first_failure
-from .convert import CONVERSION_RECORD, Prepared
-from .processor import merges_fingerprint, vocabulary_name
-from .errors import LitetextError
-from .infer import TEXT
-from .reference import load_original_text_encoder, load_upstream_tokenizer, merges_from_folder
+from litetext_convert.errors import LitetextError
+from litetext_convert.folder import CONVERSION_RECORD
+from litetext_convert.parity.compare import StageDiff, compare, first_failure
+from litetext_convert.plan.infer import TEXT
+from litetext_convert.plan.prepare import Prepared
+from litetext_convert.reference import load_original_text_encoder, load_upstream_tokenizer, merges_from_folder
+from litetext_convert.write.processor import merges_fingerprint, vocabulary_name
 
-PARITY_RECORD = "parity_record.json"
 DEFAULT_TOLERANCES = {"float32": (1e-5, 1e-5), "float64": (1e-10, 0.0)}
 SOT, EOT = 49406, 49407
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import OutputError
+from litetext_convert.errors import OutputError
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MappingError
+from litetext_convert.errors import MappingError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Proof: compare, text, detector (and tracker), run, report helpers."""

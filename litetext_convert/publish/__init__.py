@@ -1,0 +1,1 @@
+"""Publishing to the Hub: push and the model card."""

@@ -1,0 +1,1 @@
+"""Writing a converted folder: shards, processor, the atomic folder swap, the convert pipeline."""
