@@ -3,13 +3,15 @@ its own subfolder, one failure never stopping the others."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.folder import PARITY_RECORD
-from litetext_convert.parity.run import parity_record
+from litetext_convert.folder import write_parity_record
+from litetext_convert.parity.run import parity_record, remember_source
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.source.resolve import load_registry
@@ -26,19 +28,19 @@ def list_checkpoints(source: str | None, repo_id: str | None, revision: str | No
         if not files:
             raise LitetextError(f"--source {source}: no *.pt files")
         return [(path.name, str(path)) for path in files]
+    from huggingface_hub import list_repo_files
+
+    from litetext_convert.publish import hub
+
     registry = load_registry()
     repo_id = repo_id or registry.repo_id
-    from huggingface_hub import list_repo_files
-    from huggingface_hub.errors import RepositoryNotFoundError
-
+    if not hub.cache_only_if_unreachable():
+        raise hub.unreachable_error(f"list {repo_id}", hint="go online, or pass --source with a local folder")
     try:
-        files = list_repo_files(repo_id, revision=revision or registry.revision)
-    except RepositoryNotFoundError:
-        raise LitetextError(f"repository {repo_id} not found or private") from None
-    except Exception as exc:  # offline mode, HTTP errors and the HTTP client's own transport errors
-        raise LitetextError(
-            f"cannot list {repo_id} on the Hub ({type(exc).__name__})", hint="go online, or pass --source with a local folder"
-        ) from None
+        with hub.quiet():
+            files = list_repo_files(repo_id, revision=revision or registry.revision)
+    except Exception as exc:  # noqa: BLE001 - the Hub table says what happened; bugs keep their type
+        raise hub.as_litetext_error(exc, repo_id) from None
     names = sorted(f for f in files if f.startswith(registry.folder + "/") and f.endswith(".pt"))
     return [(Path(name).name, f"{repo_id}:{name}") for name in names]
 
@@ -46,8 +48,7 @@ def list_checkpoints(source: str | None, repo_id: str | None, revision: str | No
 def convert_all(
     output_dir: Path,
     *,
-    source: str | None,
-    repo_id: str | None,
+    checkpoints: list[tuple[str, str]],
     revision: str | None,
     tokenizer: str | None,
     num_heads: int | None,
@@ -58,23 +59,34 @@ def convert_all(
     namespace: str | None,
     private: bool,
     token: str | None,
+    max_shard_size: str = "5GB",
+    verify_load: bool = False,
+    dry_run: bool = False,
+    status: Callable[[str], ContextManager] | None = None,
 ) -> list[dict]:
+    status = status or (lambda message: contextlib.nullcontext())
     rows = []
-    for name, checkpoint in list_checkpoints(source, repo_id, revision):
-        rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision))
+    for index, (name, checkpoint) in enumerate(checkpoints, 1):
+        with status(f"[{index}/{len(checkpoints)}] {name}: converting" + (" and verifying" if verify else "")):
+            rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision,
+                                     max_shard_size, verify_load))
     if push:
         for row in rows:
-            row["push"] = _push_one(row, namespace, private, token) if row["status"] == "ok" else "skipped"
+            row["push"] = _push_one(row, namespace, private, token, dry_run) if row["status"] == "ok" else "skipped"
     return rows
 
 
-def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision) -> dict:
+def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision, max_shard_size, verify_load) -> dict:
+    from litetext_convert.publish.model_card import write_folder_card
+
     started = time.perf_counter()
     row: dict = {"checkpoint": name, "status": "ok"}
     try:
         prepared = prepare(checkpoint, revision=revision, num_heads=num_heads)
         folder = output_dir / Path(name).stem
-        result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force)
+        result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force,
+                         max_shard_size=max_shard_size, verify_load=verify_load)
+        remember_source(folder, checkpoint, prepared, num_heads=num_heads, context_length=None)
         row.update(
             folder=str(folder),
             variant=result.record["variant"],
@@ -85,9 +97,10 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
         )
         if verify:
             parity = parity_record(run_text_parity(prepared, folder, ParityOptions()), None, "text", [])
-            (folder / PARITY_RECORD).write_text(json.dumps(parity, indent=2, default=str) + "\n")
+            write_parity_record(folder, parity)
             if not parity["passed"]:
-                row.update(status="parity failed", error=parity["first_failure"] or "tokenizer")
+                row.update(status="parity failed", error=parity["first_failure"])
+        write_folder_card(folder)
     except LitetextError as exc:
         row.update(status="failed", error=exc.one_line())
     except Exception as exc:  # one broken file must not stop the others; the row says what happened
@@ -96,11 +109,8 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
     return row
 
 
-def _push_one(row: dict, namespace: str | None, private: bool, token: str | None) -> str:
-    from litetext_convert.publish.model_card import load_records
-    from litetext_convert.publish.push import PushOptions, default_repo_id, push_folder
+def _push_one(row: dict, namespace: str | None, private: bool, token: str | None, dry_run: bool) -> str:
+    from litetext_convert.publish.push import PushOptions, push_folder
 
-    folder = Path(row["folder"])
-    repo_id = default_repo_id(namespace, load_records(folder)) if namespace else None
-    result = push_folder(folder, PushOptions(repo_id=repo_id, private=private, token=token))
+    result = push_folder(Path(row["folder"]), PushOptions(namespace=namespace, private=private, token=token, dry_run=dry_run))
     return f"{result.status}: {result.repo_id or ''}".strip()

@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import OutputError
-from litetext_convert.parity.run import parity_record
+from litetext_convert.folder import write_parity_record
+from litetext_convert.parity.run import parity_record, remember_source
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.plan.summary import summarize
+from litetext_convert.publish.model_card import write_folder_card
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 from litetext_convert.report import render_convert, render_inspect, render_parity
 from litetext_convert.synthetic.builder import TINY_TEXT_PRESETS, tiny_checkpoint
@@ -51,6 +53,7 @@ def _run(console: Console, root: Path) -> dict:
     console.print(Rule("3. convert"))
     folder = root / "converted"
     result = convert(prepared, folder, tokenizer=str(tokenizer), force=True, verify_load=True)
+    remember_source(folder, str(checkpoint), prepared, num_heads=heads, context_length=None)
     render_convert(console, result.record, str(folder), result.seconds, result.shards)
 
     passed = True
@@ -59,9 +62,12 @@ def _run(console: Console, root: Path) -> dict:
         console.print(Rule(f"4. parity, {dtype}, against the original"))
         prompts = ["a cat", "the red car on the left", "person wearing a hat; 2 umbrellas"] if dtype == "float32" else []
         text = run_text_parity(prepared, folder, ParityOptions(dtype=dtype, prompts=prompts))
-        record = parity_record(text, None, "text", [])
+        record = parity_record(text, None, "text", [], prompts)
+        write_parity_record(folder, record)  # the folder keeps both runs, as `litetext parity` does
         render_parity(console, record, debug=True)
         passed = passed and record["passed"]
         records[dtype] = record
+    write_folder_card(folder)
+    console.print(f"model card: {folder / 'README.md'} (both parity records on it)")
     console.print(Rule("PASS" if passed else "FAIL", style="green" if passed else "red"))
     return {"passed": passed, "inspect": summary, "conversion": result.record, "parity": records}

@@ -1,4 +1,111 @@
-"""The converted folder: the names of the files litetext writes into it."""
+"""The converted folder: the files litetext writes into it, its parity records, and the ONE parity
+verdict (passed / first failure) that the report, the card, convert-all and push all read.
+
+A folder keeps one parity record per (scope, dtype, prompt set), under parity/, so a float64 run and
+a run on real prompts do not overwrite each other and push certifies all of them, not the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
 
 CONVERSION_RECORD = "conversion_record.json"
-PARITY_RECORD = "parity_record.json"
+PARITY_DIR = "parity"
+LEGACY_PARITY_RECORD = "parity_record.json"  # one record per folder (litetext 0.1 before records per run): still read
+PARITY_RECORD = LEGACY_PARITY_RECORD  # kept for code that names the old file
+CARD = "README.md"
+DEFAULT_PROMPT_SET = "default"  # seeded token ids, no user prompts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    first_failure: str | None  # a stage name, "tokenizer" or "detector"; None when passed
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "first_failure": self.first_failure}
+
+
+def verdict(record: dict) -> Verdict:
+    """Passed only when every text stage, the tokenizer check and every detector stage passed, and the
+    record itself does not say otherwise. The first failure is the first stage, in data-flow order."""
+    text_failure = next((s.get("name", "?") for s in record.get("stages") or [] if not s.get("passed", False)), None)
+    tokenizer = record.get("tokenizer")
+    tokenizer_failure = "tokenizer" if tokenizer is not None and not tokenizer.get("equal", False) else None
+    detector = record.get("detector")
+    detector_failure = None
+    if detector:
+        detector_failure = next((s.get("name", "?") for s in detector.get("stages") or [] if not s.get("passed", False)), None)
+        if detector_failure is None and not detector.get("passed", False):
+            detector_failure = "detector"
+    failure = text_failure or tokenizer_failure or detector_failure
+    if failure is None and record.get("passed") is False:
+        failure = "unknown (the record says the check failed)"
+    return Verdict(failure is None, failure)
+
+
+def failing_stages(record: dict) -> list[str]:
+    stages = list(record.get("stages") or []) + list((record.get("detector") or {}).get("stages") or [])
+    return [s.get("name", "?") for s in stages if not s.get("passed", False)]
+
+
+def prompt_set(prompts: list[str]) -> str:
+    """A short, stable name for the prompts a run used: `default`, or `prompts-<8 hex>`."""
+    if not prompts:
+        return DEFAULT_PROMPT_SET
+    return "prompts-" + hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:8]
+
+
+def record_key(record: dict) -> str:
+    return f"{record.get('scope', 'text')}-{record.get('dtype', 'float32')}-{record.get('prompt_set', DEFAULT_PROMPT_SET)}"
+
+
+def write_parity_record(folder: Path, record: dict) -> Path:
+    """parity/<scope>-<dtype>-<prompt set>.json: a rerun of the same check replaces its own record only."""
+    directory = Path(folder) / PARITY_DIR
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{record_key(record)}.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def read_parity_records(folder: Path) -> list[dict]:
+    """Every parity record of the folder, sorted by key; each carries its file name under `file`.
+
+    Raises ValueError (with the file name) for a record that is not valid JSON."""
+    folder = Path(folder)
+    paths = sorted((folder / PARITY_DIR).glob("*.json")) if (folder / PARITY_DIR).is_dir() else []
+    if (folder / LEGACY_PARITY_RECORD).is_file():
+        paths.append(folder / LEGACY_PARITY_RECORD)
+    records = []
+    for path in paths:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        if isinstance(record, dict):
+            records.append({**record, "file": path.relative_to(folder).as_posix()})
+    return records
+
+
+def folder_problem(records: list[dict], context_length: int) -> str | None:
+    """Why the folder does not count as verified, or None. Required: at least one record on the default
+    inputs, and every record on file passing for this folder's context (a failure anywhere refuses)."""
+    if not records:
+        return "no parity record: parity against the original was never checked"
+    for record in records:
+        found = verdict(record)
+        if not found.passed:
+            stages = failing_stages(record)
+            detail = f" (failing stages: {', '.join(stages)})" if stages else ""
+            return f"the parity record {record.get('file', '')} says the check failed{detail}".replace("  ", " ")
+        recorded_context = (record.get("inputs") or {}).get("context_length")
+        if recorded_context is not None and recorded_context != context_length:
+            # A record left over from another conversion in the same folder vouches for nothing here.
+            return f"the parity record {record.get('file', '')} is for context {recorded_context}, the folder holds context {context_length}"
+    if not any(record.get("prompt_set", DEFAULT_PROMPT_SET) == DEFAULT_PROMPT_SET for record in records):
+        return "no parity record on the default inputs (only runs on custom prompts): run `litetext parity FOLDER`"
+    return None

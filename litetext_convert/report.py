@@ -84,40 +84,77 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
 
 
 def render_convert_all(console: Console, rows: list[dict]) -> None:
+    """The checkpoint names stay whole; at 80 columns the counts give way (they are in --json)."""
+    wide = console.width >= 140
     table = Table(title="convert-all", title_justify="left")
-    for column in ("checkpoint", "variant", "context", "parameters", "mapped", "dropped", "seconds", "status", "push"):
-        table.add_column(column)
+    table.add_column("checkpoint", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    if wide:
+        for column in ("parameters", "mapped", "dropped"):
+            table.add_column(column, justify="right")
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("status", ratio=1)
+    pushed = any(row.get("push") for row in rows)
+    if pushed:
+        table.add_column("push", ratio=1)
     for row in rows:
-        status = Text(row["status"], style="green" if row["status"] == "ok" else "red")
-        table.add_row(
-            row["checkpoint"],
-            str(row.get("variant") or "-"),
-            str(row.get("context") or "-"),
-            _count(row["parameters"]) if row.get("parameters") else "-",
-            str(row.get("mapped") or "-"),
-            str(row.get("dropped") if row.get("dropped") is not None else "-"),
-            f"{row['seconds']:.1f}",
-            status if row["status"] == "ok" else Text(f"{row['status']}: {row.get('error', '')}", style="red"),
-            row.get("push") or "-",
-        )
+        status = Text("ok", style="green") if row["status"] == "ok" else Text(f"{row['status']}: {row.get('error', '')}", style="red")
+        model = f"{row['variant']} ctx{row['context']}" if row.get("variant") else "-"
+        cells = [row["checkpoint"], model]
+        if wide:
+            cells += [
+                _count(row["parameters"]) if row.get("parameters") else "-",
+                str(row.get("mapped") or "-"),
+                str(row.get("dropped") if row.get("dropped") is not None else "-"),
+            ]
+        cells += [f"{row['seconds']:.1f}", status]
+        if pushed:
+            cells.append(row.get("push") or "-")
+        table.add_row(*cells)
     console.print(table)
 
 
-def _stage_table(title: str, stages: list[dict], first_failure: str | None) -> Table:
+# What a stage whose values are not features compares (its cosine would read like a failure).
+STAGE_MEANING = {
+    "padding_mask": "same padded positions (ids == 0); exact",
+}
+
+
+def _meaning(name: str) -> str:
+    return next((text for suffix, text in STAGE_MEANING.items() if name.endswith(suffix)), "")
+
+
+def _cosine_cell(stage: dict) -> str:
+    if not stage.get("reference_max") and not stage["max_abs"]:
+        return "n/a"  # both sides all zeros: a cosine is undefined, the values are equal
+    return f"{stage['cosine']:.9f}"
+
+
+def _stage_table(title: str, stages: list[dict], first_failure: str | None, width: int = 120) -> Table:
+    """Stage names stay whole. Columns are kept in order of use while they fit: result and max abs
+    always, then max rel, cosine, mean abs."""
+    notes = {s["name"]: "; ".join(filter(None, [_meaning(s["name"]), s.get("note", "")])) for s in stages}
+    name_width = max([len("stage")] + [len(s["name"]) for s in stages])
+    optional = [("max rel", 9, lambda s: f"{s['max_rel']:.2e}"), ("cosine", 11, _cosine_cell),
+                ("mean abs", 9, lambda s: f"{s['mean_abs']:.3e}")]
+    used = name_width + 4 + 9 + 7 + 6  # stage, max abs, result, borders and padding
+    columns = [("max abs", lambda s: f"{s['max_abs']:.3e}")]
+    for label, cell_width, cell in optional:
+        if used + cell_width + 3 <= width:
+            columns.append((label, cell))
+            used += cell_width + 3
     table = Table(title=title, title_justify="left")
-    for column in ("stage", "max abs", "mean abs", "max rel", "cosine", "result"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
+    table.add_column("stage", no_wrap=True, min_width=min(name_width, max(width - 30, 10)))
+    for label, _ in columns:
+        table.add_column(label, justify="right", no_wrap=True)
+    table.add_column("result", justify="right", no_wrap=True)
     for stage in stages:
-        highlight = "bold red" if stage["name"] == first_failure else None
+        highlight = "bold red" if stage["name"] == first_failure else ""
+        label = Text(stage["name"], style=highlight)
+        if notes[stage["name"]]:
+            label.append(f"\n  {notes[stage['name']]}" if width < 120 else f"  [{notes[stage['name']]}]", style="dim")
         result = Text("pass", style="green") if stage["passed"] else Text("FAIL", style="bold red")
-        table.add_row(
-            Text(stage["name"] + (f"  [{stage['note']}]" if stage.get("note") else ""), style=highlight or ""),
-            f"{stage['max_abs']:.3e}",
-            f"{stage['mean_abs']:.3e}",
-            f"{stage['max_rel']:.2e}",
-            f"{stage['cosine']:.9f}",
-            result,
-        )
+        table.add_row(label, *[cell(stage) for _, cell in columns], result)
     return table
 
 
@@ -130,13 +167,15 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     console.print(f"inputs: {inputs['kind']}, batch {inputs['batch']}, seed {inputs['seed']}, context {inputs['context_length']}")
     stages = record["stages"]
     worst = max(stages, key=lambda s: s["max_abs"]) if stages else None
-    if record["first_failure"]:
-        failed = next(s for s in stages if s["name"] == record["first_failure"])
+    failed = next((s for s in stages if s["name"] == record["first_failure"]), None)
+    if failed:
         console.print(f"[bold red]first diverging stage: {failed['name']}[/bold red] (max abs {failed['max_abs']:.3e})")
+    elif record["first_failure"]:
+        console.print(f"[bold red]first diverging stage: {record['first_failure']}[/bold red]")
     elif worst:
         console.print(f"{len(stages)} text stages within tolerance; largest max abs {worst['max_abs']:.3e} at {worst['name']}")
     if debug or record["first_failure"]:
-        console.print(_stage_table("Text encoder, stage by stage", stages, record["first_failure"]))
+        console.print(_stage_table("Text encoder, stage by stage", stages, record["first_failure"], console.width))
     tokenizer = record.get("tokenizer")
     if tokenizer:
         state = "[green]equal[/green]" if tokenizer["equal"] else f"[red]{len(tokenizer['differences'])} prompts differ[/red]"
@@ -175,12 +214,12 @@ def render_detector(console: Console, detector: dict, *, debug: bool) -> None:
         for name, value in (detector.get("facts") or {}).items():
             console.print(f"  {name}: {value}")
     if debug or failure:
-        console.print(_stage_table("Whole detector, stage by stage", stages, failure))
+        console.print(_stage_table("Whole detector, stage by stage", stages, failure, console.width))
     naive = detector.get("naive_text_only")
     if naive and naive["stages"]:
         worst = max(naive["stages"], key=lambda s: s["max_abs"])
         console.print(f"  for reference, {naive['meaning']}: largest difference {worst['max_abs']:.3e} at {worst['name']}")
         if debug:
-            console.print(_stage_table("transformers' text-only call (geometry encoder skipped)", naive["stages"], None))
+            console.print(_stage_table("transformers' text-only call (geometry encoder skipped)", naive["stages"], None, console.width))
     for workaround in detector.get("workarounds", []):
         console.print(f"  CPU workaround on the original side: {workaround}")

@@ -101,7 +101,7 @@ def test_convert_all_over_a_local_folder_isolates_one_bad_file(tmp_path, tokeniz
     (source / "tiny_mobileclip_s0_ctx16_corrupt.pt").write_bytes((source / "tiny_mobileclip_s0_ctx16.pt").read_bytes()[:5000])
     out = tmp_path / "out"
     # Tiny presets are not released shapes: their head count is a flag, one for the whole batch.
-    args = ["convert-all", "--source", str(source), "-o", str(out), "--tokenizer", str(tokenizer_dir), "--json"]
+    args = ["convert-all", str(out), "--source", str(source), "--tokenizer", str(tokenizer_dir), "--json"]
     code, stdout, err = run_cli([*args, "--num-heads", "2"], capsys)
     rows = {row["checkpoint"]: row for row in json.loads(stdout)["results"]}
     assert code == 2, err
@@ -112,6 +112,6 @@ def test_convert_all_over_a_local_folder_isolates_one_bad_file(tmp_path, tokeniz
             continue
         assert row["status"] == "ok", row
         folder = out / name.removesuffix(".pt")
-        assert (folder / "model.safetensors").is_file() and json.loads((folder / "parity_record.json").read_text())["passed"]
+        assert (folder / "model.safetensors").is_file() and json.loads((folder / "parity" / "text-float32-default.json").read_text())["passed"]
         assert row["context"] == int(name.split("ctx")[1][:2])
     assert not (out / "tiny_mobileclip_s0_ctx16_corrupt").exists()

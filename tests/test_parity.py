@@ -73,13 +73,13 @@ def test_an_altered_v_proj_fails_and_the_report_points_at_its_layer(converted, t
         weights["text_encoder.layers.2.self_attn.v_proj.weight"][0, 0] += 0.05
 
     folder = damaged_copy(converted["s0"], tmp_path, nudge)
-    args = ["parity", "-c", str(tiny_checkpoints["s0"]), "--num-heads", "2", "--converted", str(folder), "--json", str(tmp_path / "r.json")]
+    args = ["parity", str(folder), "-c", str(tiny_checkpoints["s0"]), "--num-heads", "2", "--json"]
     code, out, err = run_cli(args, capsys)
-    record = json.loads((tmp_path / "r.json").read_text())
+    record = json.loads(out)  # --json: the record on stdout, failures included
     assert code == 1 and "first diverging stage text.layer.2" in err
     assert record["first_failure"] == "text.layer.2 (attention)"
     assert [s["passed"] for s in record["stages"][:3]] == [True, True, True]
-    assert json.loads((folder / "parity_record.json").read_text())["passed"] is False
+    assert json.loads((folder / "parity" / "text-float32-default.json").read_text())["passed"] is False
 
 
 def test_an_untransposed_projection_fails_only_the_pooled_output(converted, prepared, tmp_path):

@@ -317,7 +317,7 @@ def test_no_parity_record_is_refused(tmp_path):
     result = push_folder(folder, options(), api=NoNetwork())
 
     assert result.status == "refused" and result.exit_code == EXIT_BAD_INPUT
-    assert "no parity_record.json" in result.message and "--allow-unverified" in result.message
+    assert "no parity record" in result.message and "--allow-unverified" in result.message
 
 
 @pytest.mark.parametrize(

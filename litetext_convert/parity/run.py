@@ -1,31 +1,77 @@
-"""`litetext parity`: find or make the converted folder, run the scopes asked for, keep the record."""
+"""`litetext parity`: find or make the converted folder, run the scopes asked for, keep the record.
+
+A folder's own parity records live under parity/ (one per scope, dtype and prompt set; see
+folder.py), and its model card is refreshed after each run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-
-from rich.console import Console
+from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.folder import CONVERSION_RECORD, PARITY_RECORD
+from litetext_convert.folder import CONVERSION_RECORD, prompt_set, record_key, verdict, write_parity_record
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import Prepared, prepare
-from litetext_convert.report import render_parity
 from litetext_convert.write.convert import convert
 
+SOURCE_MEMO = ".litetext/source.json"  # hidden: never published (a local path stays on this machine)
 
-def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
-    """A folder converted from another file or for another context would make parity meaningless."""
-    config_path = folder / "config.json"
+
+def remember_source(folder: Path, checkpoint: str, prepared: Prepared, *, num_heads: int | None, context_length: int | None) -> None:
+    """What `parity FOLDER` needs to find the checkpoint this folder came from, without -c."""
+    resolved = prepared.resolved
+    if resolved.repo_id:
+        reference = f"{resolved.repo_id}:{resolved.filename}"
+    else:
+        reference = str(Path(resolved.path).resolve())
+    memo = {"checkpoint": reference, "revision": resolved.revision, "num_heads": num_heads, "context_length": context_length}
+    path = Path(folder) / SOURCE_MEMO
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(memo, indent=2) + "\n")
+
+
+def folder_source(folder: Path) -> dict:
+    """The checkpoint a converted folder was made from: the hidden memo, else the conversion record's Hub source."""
+    folder = Path(folder)
+    memo = folder / SOURCE_MEMO
+    if memo.is_file():
+        try:
+            return json.loads(memo.read_text())
+        except json.JSONDecodeError:
+            pass
+    record_path = folder / CONVERSION_RECORD
+    if record_path.is_file():
+        try:
+            source = json.loads(record_path.read_text()).get("source") or {}
+        except json.JSONDecodeError:
+            source = {}
+        if source.get("repo_id") and source.get("filename"):
+            return {"checkpoint": f"{source['repo_id']}:{source['filename']}", "revision": source.get("revision")}
+    raise LitetextError(
+        f"{folder} does not record the checkpoint it was converted from", hint="pass -c with the checkpoint"
+    )
+
+
+def check_converted_folder(folder: Path) -> int:
+    """The folder's context, from its config.json; refuses what is not a converted folder."""
+    config_path = Path(folder) / "config.json"
     if not config_path.is_file():
         raise LitetextError(f"{folder} is not a converted folder (no config.json)")
     try:
         config = json.loads(config_path.read_text())
-        context = config["text_config"]["max_position_embeddings"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return int(config["text_config"]["max_position_embeddings"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise LitetextError(f"{folder}/config.json is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
+    """A folder converted from another file or for another context would make parity meaningless."""
+    context = check_converted_folder(folder)
     if context != prepared.arch.context_length:
         raise LitetextError(
             f"{folder} was converted for context {context}, but the checkpoint's context is {prepared.arch.context_length}",
@@ -49,71 +95,79 @@ def run_parity(
     checkpoint: str,
     *,
     converted: Path | None,
-    tokenizer: str | None,
-    repo_id: str | None,
-    revision: str | None,
-    context_length: int | None,
-    num_heads: int | None,
-    scope: str,
-    dtype: str,
-    batch: int,
-    seed: int,
-    prompts: list[str],
-    image: Path | None,
-    boxes: list[list[float]],
-    atol: float | None,
-    rtol: float | None,
-    json_path: Path | None,
-    console: Console | None,
-    debug: bool,
+    tokenizer: str | None = None,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    context_length: int | None = None,
+    num_heads: int | None = None,
+    scope: str = "text",
+    dtype: str = "float32",
+    batch: int = 2,
+    seed: int = 0,
+    prompts: list[str] | None = None,
+    image: Path | None = None,
+    boxes: list[list[float]] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    status: Callable[[str], ContextManager] | None = None,
+    keep_outputs: bool = False,
 ) -> dict:
+    """The parity record. With `converted`, the record is also kept in the folder and its card refreshed.
+    `keep_outputs`: the detector's masks and boxes stay on the record under `_outputs` (for --plot)."""
     from transformers.utils import logging as hf_logging
 
+    status = status or (lambda message: contextlib.nullcontext())
+    prompts = prompts or []
     hf_logging.disable_progress_bar()
-    prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    with status(f"reading {checkpoint}: architecture and mapping"):
+        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
     options = ParityOptions(dtype=dtype, batch=batch, seed=seed, prompts=prompts, atol=atol, rtol=rtol)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
-            convert(prepared, folder, tokenizer=tokenizer)
+            with status("converting into a temporary folder"):
+                convert(prepared, folder, tokenizer=tokenizer)
             notes = ["converted into a temporary folder for this run"]
         else:
             folder = Path(converted)
             notes = check_converted_matches(prepared, folder)
         # The detector report carries the text stages too: they are what the detector is fed.
-        result = run_text_parity(prepared, folder, options)
-        detector = _detector_scope(prepared, folder, dtype, seed, image, boxes) if scope in ("detector", "all") else None
-    record = parity_record(result, detector, scope, notes)
+        with status(f"text parity, {dtype}: original and converted side by side"):
+            result = run_text_parity(prepared, folder, options)
+        detector, outputs = None, None
+        if scope in ("detector", "all"):
+            with status(f"whole-detector parity, {dtype} (the slow part)"):
+                detector, outputs = _detector_scope(prepared, folder, dtype, seed, image, boxes or [])
+    record = parity_record(result, detector, scope, notes, prompts)
     if converted is not None:
-        (Path(converted) / PARITY_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    if json_path is not None:
-        json_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    if console is not None:
-        render_parity(console, record, debug=debug)
+        from litetext_convert.publish.model_card import write_folder_card
+
+        write_parity_record(Path(converted), record)
+        write_folder_card(Path(converted))
+    if keep_outputs and outputs is not None:
+        record = {**record, "_detector_outputs": outputs}  # in memory only: tensors for --plot
     return record
 
 
-def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> dict:
+def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> tuple[dict, object]:
     from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
     reason = original_unavailable_reason()
     if reason:
         raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
-    try:
-        from litetext_convert.parity.detector import run_detector_parity
-    except ImportError as exc:  # pragma: no cover - the module itself imports without sam3
-        raise LitetextError(f"whole-detector parity is unavailable: {exc}") from None
+    from litetext_convert.parity.detector import run_detector_parity
+
     result = run_detector_parity(prepared, folder, dtype=dtype, seed=seed, image=image, boxes=boxes or None)
-    return result.to_json()
+    return result.to_json(), getattr(result, "outputs", None)
 
 
-def parity_record(text_result, detector: dict | None, scope: str, notes: list[str]) -> dict:
+def parity_record(text_result, detector: dict | None, scope: str, notes: list[str], prompts: list[str] | None = None) -> dict:
+    """The record as kept in the folder: the text result, the detector's, and the one verdict."""
     record = text_result.to_json()
     record["scope"] = scope
     record["detector"] = detector
+    record["prompt_set"] = prompt_set(prompts or [])
     record["notes"] = notes + record.get("notes", [])
-    text_ok = all(stage["passed"] for stage in record["stages"]) and (record["tokenizer"] or {"equal": True})["equal"]
-    record["passed"] = text_ok and (detector is None or detector["passed"])
-    if detector is not None and not detector["passed"] and record["first_failure"] is None:
-        record["first_failure"] = next((s["name"] for s in detector["stages"] if not s["passed"]), "detector")
+    record.update(verdict(record).to_json())
+    record["key"] = record_key(record)
     return record

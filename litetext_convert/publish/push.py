@@ -31,6 +31,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from litetext_convert import __version__
 from litetext_convert.errors import EXIT_OK, HubError, LitetextError
+from litetext_convert.publish import hub
 from litetext_convert.publish.model_card import (
     CARD_FILENAME,
     CONFIG,
@@ -41,18 +42,15 @@ from litetext_convert.publish.model_card import (
     unverified_refusal,
 )
 
-try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
-    import httpx as _http
+_http = hub._http  # the HTTP client huggingface_hub talks through (tests build its errors)
 
 MAX_ATTEMPTS = 4
 BASE_DELAY_S = 1.0
 MAX_DELAY_S = 30.0
 DEFAULT_BRANCH = "main"
 USER_PLACEHOLDER = "<your-hub-user>"
-LOGIN_HINT = "run `hf auth login` or pass --token"
-ACCESS_HINT = "check the repo id / your write access"
+LOGIN_HINT = hub.LOGIN_HINT
+ACCESS_HINT = hub.ACCESS_HINT
 
 Status = Literal["pushed", "unchanged", "refused", "failed", "planned"]
 T = TypeVar("T")
@@ -73,6 +71,7 @@ class FileDigest(NamedTuple):
 @dataclass
 class PushOptions:
     repo_id: str | None = None
+    namespace: str | None = None  # NAMESPACE/sam3-litetext-<variant>-ctx<N> when repo_id is not given
     private: bool = False
     revision: str | None = None
     create_pr: bool = False
@@ -84,6 +83,7 @@ class PushOptions:
     def to_json(self) -> dict[str, Any]:
         return {
             "repo_id": self.repo_id,
+            "namespace": self.namespace,
             "private": self.private,
             "revision": self.revision,
             "create_pr": self.create_pr,
@@ -313,14 +313,14 @@ def plan_push(
     if options.dry_run:
         return _local_plan(folder, records, options, _dry_run_repo_id(options, records))
     api = api or HfApi(token=options.token)
-    repo_id = options.repo_id or default_repo_id(_whoami(api, options, sleep), records)
+    repo_id = options.repo_id or default_repo_id(options.namespace or _whoami(api, options, sleep), records)
     plan = _local_plan(folder, records, options, repo_id)
     return _with_remote_state(plan, api, options, sleep)
 
 
 def _dry_run_repo_id(options: PushOptions, records: FolderRecords) -> str:
     # whoami needs the network, so a dry run without --repo-id shows the default with a placeholder user.
-    return options.repo_id or default_repo_id(USER_PLACEHOLDER, records)
+    return options.repo_id or default_repo_id(options.namespace or USER_PLACEHOLDER, records)
 
 
 def _local_plan(folder: Path, records: FolderRecords, options: PushOptions, repo_id: str) -> PushPlan:
@@ -501,7 +501,7 @@ def _content(plan: PushPlan, path: str) -> str | bytes:
 
 def _commit_description(plan: PushPlan) -> str:
     verdict = "parity verified" if plan.verified else f"UNVERIFIED ({plan.unverified_reason})"
-    return f"Converted with litetext {__version__}; {verdict}. See conversion_record.json and parity_record.json."
+    return f"Converted with litetext {__version__}; {verdict}. See conversion_record.json and parity/*.json."
 
 
 def _write_card(folder: Path, card: str) -> None:
@@ -521,8 +521,9 @@ def _failed(
     return PushResult("failed", folder, repo_id, message=_redact_all(err.one_line(), options), plan=plan, error=err)
 
 
-def render_plan(plan: PushPlan) -> str:
-    """The plan as plain text, one fact per line, for `--dry-run` without `--json`."""
+def render_plan(plan: PushPlan, width: int | None = None) -> str:
+    """The plan as plain text, one fact per line, for `--dry-run` without `--json`. Within `width`
+    columns a file's sha256 goes on its own line."""
     lines = [
         f"repo:        {plan.repo_id} ({'private' if plan.private else 'public'}; create: {plan.repo_creation})",
         f"branch:      {plan.branch}" + (" (pull request)" if plan.create_pr else ""),
@@ -530,8 +531,12 @@ def render_plan(plan: PushPlan) -> str:
         f"verified:    {'yes' if plan.verified else 'NO: ' + str(plan.unverified_reason)}",
         "files:",
     ]
-    width = max(len(f.path) for f in plan.files)
-    lines += [f"  {f.action:9} {f.path:{width}} {f.size:>14,} B  sha256 {f.sha256}" for f in plan.files]
+    path_width = max(len(f.path) for f in plan.files)
+    for f in plan.files:
+        line = f"  {f.action:9} {f.path:{path_width}} {f.size:>14,} B  sha256 {f.sha256}"
+        if width is not None and len(line) > width:
+            line = f"  {f.action:9} {f.path:{path_width}} {f.size:>14,} B\n    sha256 {f.sha256}"
+        lines.append(line)
     lines += [f"  remote only (left untouched): {p}" for p in plan.remote_only]
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
@@ -546,15 +551,8 @@ def backoff_delay(attempt: int) -> float:
 
 
 def is_transient(err: BaseException) -> bool:
-    """Worth retrying: the Hub or the network hiccuped, the request itself was fine."""
-    if isinstance(err, OfflineModeIsEnabled):
-        return False  # a setting, not a hiccup
-    if isinstance(err, HfHubHTTPError):
-        status = _status(err)
-        return status is not None and (status >= 500 or status in (408, 429))
-    return isinstance(
-        err, (_http.TimeoutException, _http.NetworkError, _http.RemoteProtocolError, ConnectionError, TimeoutError)
-    )
+    """Worth retrying: the Hub or the network hiccuped, the request itself was fine (hub.py's table)."""
+    return hub.is_transient(err)
 
 
 def _with_retries(call: Callable[[], T], sleep: Callable[[float], None], attempts: int = MAX_ATTEMPTS) -> T:
@@ -564,13 +562,14 @@ def _with_retries(call: Callable[[], T], sleep: Callable[[float], None], attempt
         except Exception as err:
             if attempt == attempts or not is_transient(err):
                 raise
+            if not isinstance(err, HfHubHTTPError) and not hub.hub_reachable():
+                raise  # the network itself is down: waiting and retrying would only delay the one line
             sleep(backoff_delay(attempt))
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _status(err: BaseException) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
+    return hub.status_of(err)
 
 
 def _as_hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> Exception:
@@ -583,33 +582,6 @@ def _as_hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> 
 
 
 def _hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> HubError:
-    """One line saying what failed and how to fix it; secrets redacted."""
-    target = repo_id or "the Hub"
-    status = _status(err)
-    if isinstance(err, OfflineModeIsEnabled):
-        message, hint = "HF_HUB_OFFLINE is set, so nothing can be pushed", "unset it, or use --dry-run"
-    elif isinstance(err, LocalTokenNotFoundError) or status == 401:
-        message, hint = "the Hub did not accept any token (401: missing, invalid or expired)", LOGIN_HINT
-    elif status == 403:
-        message, hint = f"this token may not write to {target} (403){_server_detail(err)}", ACCESS_HINT
-    elif isinstance(err, RevisionNotFoundError):
-        message = f"branch {options.revision} does not exist in {target} (404)"
-        hint = "omit --revision or create the branch"
-    elif status == 404:
-        message, hint = f"{target} was not found or is not visible to this token (404)", ACCESS_HINT
-    elif is_transient(err):
-        message = f"the Hub could not be reached after {MAX_ATTEMPTS} attempts ({_failure_kind(err)})"
-        hint = "check your network and https://status.huggingface.co, then retry; --dry-run works offline"
-    else:
-        message, hint = f"the Hub refused the request to {target} (HTTP {status}){_server_detail(err)}", None
+    """One line saying what failed and how to fix it (hub.py's table, as a push sees it); secrets redacted."""
+    message, hint = hub.describe(err, repo_id or "the Hub", revision=options.revision, writing=True, attempts=MAX_ATTEMPTS)
     return HubError(_redact_all(message, options), hint=hint)
-
-
-def _failure_kind(err: Exception) -> str:
-    status = _status(err)
-    return f"HTTP {status}" if status else type(err).__name__
-
-
-def _server_detail(err: Exception) -> str:
-    detail = getattr(err, "server_message", None)
-    return f": {' '.join(str(detail).split())[:200]}" if detail else ""

@@ -87,36 +87,7 @@ def _local(path: Path) -> ResolvedCheckpoint:
 
 def _download(repo_id: str, filename: str, revision: str | None, *, alias: str | None, license: str | None):
     # Imported here: huggingface_hub is only needed when something lives on the Hub.
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from huggingface_hub.utils import logging as hub_logging
+    from litetext_convert.publish.hub import download
 
-    where = f"{repo_id}:{filename}" + (f"@{revision}" if revision else "")
-    verbosity = hub_logging.get_verbosity()
-    hub_logging.set_verbosity_error()  # its retry warnings would bury the one line that says what to do
-    try:
-        path = hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
-    except LocalEntryNotFoundError:
-        raise CheckpointError(
-            f"{where} is not in the Hugging Face cache and the Hub cannot be reached",
-            hint="go online once, unset HF_HUB_OFFLINE, or pass a local file",
-        ) from None
-    except EntryNotFoundError:
-        raise CheckpointError(f"{where}: no such file in the repository") from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f"{where}: no such revision") from None
-    except GatedRepoError:
-        raise CheckpointError(f"{where}: the repository is gated", hint="accept its terms and log in") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{where}: repository not found or private", hint="check the id or log in") from None
-    except OSError as exc:
-        raise CheckpointError(f"{where}: download failed: {exc}") from None
-    finally:
-        hub_logging.set_verbosity(verbosity)
+    path = download(repo_id, filename, revision)  # fast and one line when offline or unreachable
     return ResolvedCheckpoint(Path(path), repo_id, filename, revision, alias, license)

@@ -20,16 +20,20 @@ def load_tokenizer(source: str | None, context_length: int):
     """A CLIP tokenizer from a folder or a Hub repo (through the HF cache), cut to the context."""
     from transformers import CLIPTokenizer
 
+    from litetext_convert.publish.hub import cache_only_if_unreachable, quiet
+
     settings = processor_settings()["tokenizer"]
     source = source or settings["default_source"]
+    online = Path(source).is_dir() or cache_only_if_unreachable()  # no retry loop when the Hub is away
     try:
         # split_special_tokens: the pad token "!" must stay an ordinary character inside text
         # ("bird!" ends in "!</w>" upstream); only padding uses its id.
-        tokenizer = CLIPTokenizer.from_pretrained(
-            source, model_max_length=context_length, split_special_tokens=settings["split_special_tokens"]
-        )
+        with quiet():
+            tokenizer = CLIPTokenizer.from_pretrained(
+                source, model_max_length=context_length, split_special_tokens=settings["split_special_tokens"]
+            )
     except (OSError, ValueError) as exc:
-        offline = "offline" in str(exc).lower() or "connect" in str(exc).lower() or "cache" in str(exc).lower()
+        offline = not online or any(word in str(exc).lower() for word in ("offline", "connect", "cache"))
         raise LitetextError(
             f"cannot load the tokenizer {source!r}"
             + (" (not in the Hugging Face cache and the Hub cannot be reached)" if offline else ""),

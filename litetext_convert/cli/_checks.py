@@ -1,0 +1,40 @@
+"""Checks a command runs before it reads any weights: each refuses in one line, in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litetext_convert.errors import LitetextError, OutputError
+
+
+def check_output_folder(folder: Path, *, force: bool) -> None:
+    """The same refusals the writer makes, made before loading: an existing folder without --force,
+    a file in the way, a parent that cannot hold a folder."""
+    target = Path(folder).absolute()
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"output path {target} exists and is not a folder")
+    if target.exists() and not force:
+        raise OutputError(f"output folder {target} already exists", hint="pass --force to replace it")
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot create the output folder in {target.parent}: {ancestor} is a file")
+
+
+def check_tokenizer(source: str | None) -> None:
+    """Load (and so download or find in the cache) the tokenizer now, not after the weights."""
+    from litetext_convert.write.processor import load_tokenizer
+
+    load_tokenizer(source, 77)
+
+
+def check_scope_extras(scope: str) -> None:
+    """Whole-detector parity needs Meta's sam3 (and torchvision): say so before any work."""
+    if scope not in ("detector", "all"):
+        return
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    reason = original_unavailable_reason()
+    if reason:
+        raise LitetextError(f"--scope {scope} needs the original detector: {reason}")

@@ -1,0 +1,121 @@
+"""Options shared by several commands, declared once so that one name has one meaning everywhere.
+
+The converted folder is always the positional FOLDER: the folder `convert` creates, and the folder
+`parity` and `push` read. `convert-all` takes the parent FOLDER of one subfolder per checkpoint.
+The names the folder had before (`-o/--output-dir`, `--converted`) still work, hidden from help.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from litetext_convert.errors import LitetextError
+
+# Aliases people type for dtypes. plan/dtypes.py (issue 16) is meant to own these names; until it is on
+# main, this minimal mapping is the one place the CLI reads them from.
+DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
+                 "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
+CONVERT_DTYPES = ("keep", "float32", "bfloat16", "float16", "float64")
+PARITY_DTYPES = ("float32", "float64")
+SCOPES = ("text", "detector", "all")
+
+
+def canonical_dtype(value: str, allowed: tuple[str, ...]) -> str:
+    name = DTYPE_ALIASES.get(value.strip().lower(), value.strip().lower())
+    if name not in allowed:
+        aliases = ", ".join(alias for alias, target in DTYPE_ALIASES.items() if target in allowed)
+        raise LitetextError(f"unknown --dtype {value!r}; choose {', '.join(allowed)}" + (f" (or {aliases})" if aliases else ""))
+    return name
+
+
+def _convert_dtype(value: str) -> str:
+    return canonical_dtype(value, CONVERT_DTYPES)
+
+
+def _parity_dtype(value: str) -> str:
+    return canonical_dtype(value, PARITY_DTYPES)
+
+
+def _scope(value: str) -> str:
+    if value not in SCOPES:
+        raise LitetextError(f"--scope {value!r}: choose {', '.join(SCOPES[:-1])} or {SCOPES[-1]}")
+    return value
+
+
+# ---------------------------------------------------------------- the source checkpoint
+
+CheckpointOpt = Annotated[
+    str,
+    typer.Option("--checkpoint", "-c", metavar="CKPT",
+                 help="Alias (s0_ctx16, s1_ctx32, ...), REPO_ID:PATH/IN/REPO, or a local file."),
+]
+RepoIdOpt = Annotated[
+    Optional[str], typer.Option("--repo-id", metavar="ORG/NAME", help="Hub repo holding the alias' file (default: configs/checkpoints.toml).")
+]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", metavar="REV", help="Hub revision of the source (branch, tag or commit).")]
+ContextOpt = Annotated[
+    Optional[int],
+    typer.Option("--context-length", min=1, metavar="N", help="Text context; default: ctxNN in the file name, else the table."),
+]
+HeadsOpt = Annotated[Optional[int], typer.Option("--num-heads", min=1, metavar="N", help="Text attention heads (not visible in the weights).")]
+TokenizerOpt = Annotated[
+    Optional[str],
+    typer.Option("--tokenizer", metavar="DIR|REPO", help="CLIP tokenizer folder or Hub repo (default openai/clip-vit-base-patch32)."),
+]
+
+# ---------------------------------------------------------------- the converted folder
+
+FolderArg = Annotated[
+    Optional[Path], typer.Argument(metavar="FOLDER", show_default=False, help="The converted folder.")
+]
+LegacyOutputOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", "--output", hidden=True, help="Same as FOLDER.")]
+LegacyConvertedOpt = Annotated[Optional[Path], typer.Option("--converted", hidden=True, help="Same as FOLDER.")]
+
+# ---------------------------------------------------------------- writing
+
+ConvertDtypeOpt = Annotated[
+    str,
+    typer.Option("--dtype", metavar="DTYPE", callback=_convert_dtype,
+                 help="keep | float32 | bfloat16 | float16 | float64 (aliases fp32, bf16, fp16, fp64)."),
+]
+MaxShardOpt = Annotated[str, typer.Option("--max-shard-size", metavar="SIZE", help="Largest safetensors shard, e.g. 5GB, 500MB.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder (only once the new one is complete).")]
+VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload the folder with Sam3LiteTextModel.from_pretrained.")]
+
+# ---------------------------------------------------------------- parity
+
+ScopeOpt = Annotated[str, typer.Option("--scope", metavar="SCOPE", callback=_scope, help="text | detector | all.")]
+ParityDtypeOpt = Annotated[
+    str, typer.Option("--dtype", metavar="DTYPE", callback=_parity_dtype, help="float32 | float64 on both sides (aliases fp32, fp64).")
+]
+
+# ---------------------------------------------------------------- the Hub (publishing)
+
+PrivateOpt = Annotated[bool, typer.Option("--private", help="Create new repositories as private; an existing public one is refused.")]
+TokenOpt = Annotated[
+    Optional[str], typer.Option("--token", metavar="TOKEN", help="Hub token (else HF_TOKEN or the `hf auth login` cache); never printed.")
+]
+NamespaceOpt = Annotated[
+    Optional[str],
+    typer.Option("--namespace", metavar="USER|ORG",
+                 help="Push to NAMESPACE/sam3-litetext-<variant>-ctx<N> (default namespace: your Hub user)."),
+]
+
+# ---------------------------------------------------------------- output
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result (or the error) as JSON on stdout; no progress lines.")]
+
+
+def one_folder(ctx: typer.Context, positional: Path | None, legacy: Path | None, *, required: bool) -> Path | None:
+    """FOLDER, or the same folder given under its old option name; never both."""
+    import click
+
+    if positional is not None and legacy is not None and Path(positional) != Path(legacy):
+        raise click.UsageError("give the folder once (FOLDER; --output-dir/--converted are its old names)", ctx)
+    folder = positional if positional is not None else legacy
+    if folder is None and required:
+        raise click.UsageError("missing FOLDER", ctx)
+    return folder

@@ -1,0 +1,71 @@
+"""`litetext convert`: one checkpoint into a converted FOLDER."""
+
+from __future__ import annotations
+
+import typer
+
+from litetext_convert.cli import _output
+from litetext_convert.cli._checks import check_output_folder, check_tokenizer
+from litetext_convert.cli._options import (
+    CheckpointOpt,
+    ContextOpt,
+    ConvertDtypeOpt,
+    FolderArg,
+    ForceOpt,
+    HeadsOpt,
+    JsonOpt,
+    LegacyOutputOpt,
+    MaxShardOpt,
+    RepoIdOpt,
+    RevisionOpt,
+    TokenizerOpt,
+    VerifyLoadOpt,
+    one_folder,
+)
+
+
+def command(
+    ctx: typer.Context,
+    checkpoint: CheckpointOpt,
+    folder: FolderArg = None,
+    repo_id: RepoIdOpt = None,
+    revision: RevisionOpt = None,
+    context_length: ContextOpt = None,
+    num_heads: HeadsOpt = None,
+    dtype: ConvertDtypeOpt = "keep",
+    max_shard_size: MaxShardOpt = "5GB",
+    tokenizer: TokenizerOpt = None,
+    force: ForceOpt = False,
+    verify_load: VerifyLoadOpt = False,
+    as_json: JsonOpt = False,
+    output_dir: LegacyOutputOpt = None,
+) -> None:
+    """Convert one checkpoint into FOLDER, which Sam3LiteTextModel.from_pretrained loads."""
+    from litetext_convert.parity.run import remember_source
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+    from litetext_convert.report import render_convert
+    from litetext_convert.write.convert import convert, target_entries
+    from litetext_convert.write.shards import parse_size
+
+    out = _output.start(as_json)
+    folder = one_folder(ctx, folder, output_dir, required=True)
+    # Everything that can be refused without the weights is refused before they are read.
+    check_output_folder(folder, force=force)
+    parse_size(max_shard_size)
+    with out.status("finding the tokenizer"):
+        check_tokenizer(tokenizer)
+    with out.status(f"reading {checkpoint}: architecture and mapping"):
+        prepared = prepare(
+            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
+        )
+    total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
+    with out.bytes_progress("writing", total) as on_bytes:
+        result = convert(
+            prepared, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer,
+            force=force, verify_load=verify_load, on_bytes=on_bytes,
+        )
+    remember_source(result.folder, checkpoint, prepared, num_heads=num_heads, context_length=context_length)
+    write_folder_card(result.folder)
+    data = {"folder": str(result.folder), "seconds": result.seconds, "shards": result.shards, "record": result.record}
+    out.result(data, lambda console: render_convert(console, result.record, str(result.folder), result.seconds, result.shards))

@@ -1,0 +1,110 @@
+"""`parity --plot FILE.png`: the record as a picture (matplotlib, the optional `plot` extra).
+
+Left: every stage's largest difference on a log scale, the tolerance as a line, the first failing
+stage marked. For the whole detector, when its outputs were kept: the original's and the converted
+model's masks and boxes over the input image, and their difference.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from litetext_convert.errors import LitetextError
+
+INSTALL_HINT = "pip install -e '.[plot]' (matplotlib)"
+FLOOR = 1e-18  # exact zeros drawn at the bottom of the log axis
+
+
+def check_plot_target(path: Path) -> None:
+    """Before any work: matplotlib importable, a .png name, a folder to write into."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise LitetextError("--plot needs matplotlib, which is not installed", hint=INSTALL_HINT)
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise LitetextError(f"--plot {path}: give a .png file name")
+    if not path.parent.absolute().is_dir():
+        raise LitetextError(f"--plot {path}: the folder {path.parent} does not exist")
+
+
+def plot_record(record: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a window
+    import matplotlib.pyplot as plt
+
+    panels = [("text encoder", record.get("stages") or [], record.get("first_failure"))]
+    detector = record.get("detector")
+    if detector and detector.get("stages"):
+        failure = next((s["name"] for s in detector["stages"] if not s["passed"]), None)
+        panels.append(("whole detector", detector["stages"], failure))
+    outputs = record.get("_detector_outputs")
+    rows = len(panels) + (1 if outputs else 0)
+    figure = plt.figure(figsize=(11, 4.2 * rows), layout="constrained")
+    grid = figure.add_gridspec(rows, 3)
+    for row, (title, stages, failure) in enumerate(panels):
+        _stage_panel(figure.add_subplot(grid[row, :]), title, stages, failure, record)
+    if outputs:
+        _detector_images(figure, grid, len(panels), outputs)
+    verdict = "PASS" if record.get("passed") else f"FAIL at {record.get('first_failure')}"
+    figure.suptitle(f"litetext parity: {record.get('scope')} scope, {record.get('dtype')}: {verdict}")
+    figure.savefig(str(path), dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def _stage_panel(axes, title: str, stages: list[dict], failure: str | None, record: dict) -> None:
+    names = [s["name"] for s in stages]
+    values = [max(float(s["max_abs"]), FLOOR) if math.isfinite(s["max_abs"]) else 1e3 for s in stages]
+    allowed = [float(s.get("atol", 0.0)) + float(s.get("rtol", 0.0)) * float(s.get("reference_max", 0.0)) for s in stages]
+    colours = ["tab:red" if not s["passed"] else "tab:blue" for s in stages]
+    positions = range(len(stages))
+    axes.scatter(positions, values, c=colours, zorder=3, label="max |original - converted|")
+    axes.plot(positions, [max(a, FLOOR) for a in allowed], color="tab:orange", linestyle="--",
+              label="tolerance (atol + rtol * max |original|)")
+    if failure in names:
+        index = names.index(failure)
+        axes.axvline(index, color="tab:red", alpha=0.4)
+        axes.annotate(f"first failure: {failure}", (index, values[index]), textcoords="offset points", xytext=(6, 8),
+                      color="tab:red")
+    axes.set_yscale("log")
+    axes.set_title(f"{title}: largest difference per stage")
+    axes.set_xticks(list(positions))
+    axes.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    axes.set_ylabel("max abs difference (log)")
+    axes.grid(True, which="major", axis="y", alpha=0.3)
+    axes.legend(loc="upper left", fontsize=8)
+
+
+def _detector_images(figure, grid, row: int, outputs: dict) -> None:
+    """outputs: {"image": HxWx3 in [0, 1], "original": {"masks", "boxes"}, "converted": {...}} (tensors or arrays)."""
+    import numpy as np
+
+    image = np.asarray(outputs["image"], dtype=float)
+    sides = [("original", outputs["original"]), ("converted", outputs["converted"])]
+    masks = []
+    for column, (name, side) in enumerate(sides):
+        axes = figure.add_subplot(grid[row, column])
+        mask = np.asarray(side["masks"], dtype=float)
+        masks.append(mask)
+        axes.imshow(image)
+        axes.imshow(mask, alpha=0.45, cmap="viridis", extent=(0, image.shape[1], image.shape[0], 0))
+        for cx, cy, w, h in np.asarray(side.get("boxes", []), dtype=float).reshape(-1, 4):
+            x0, y0 = (cx - w / 2) * image.shape[1], (cy - h / 2) * image.shape[0]
+            axes.add_patch(_rectangle(x0, y0, w * image.shape[1], h * image.shape[0]))
+        axes.set_title(f"{name}: best mask and boxes")
+        axes.axis("off")
+    axes = figure.add_subplot(grid[row, 2])
+    difference = np.abs(masks[0] - masks[1])
+    shown = axes.imshow(difference, cmap="magma")
+    figure.colorbar(shown, ax=axes, shrink=0.8)
+    axes.set_title(f"|difference| (max {difference.max():.2e})")
+    axes.axis("off")
+
+
+def _rectangle(x0: float, y0: float, width: float, height: float):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x0, y0), width, height, fill=False, edgecolor="tab:red", linewidth=1.2)

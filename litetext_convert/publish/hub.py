@@ -1,0 +1,180 @@
+"""Everything litetext asks of the Hugging Face Hub goes through here: one reachability check that
+makes an unreachable Hub behave like HF_HUB_OFFLINE (cache only, no retry loop), and ONE table that
+turns what huggingface_hub raises into a one-line HubError/CheckpointError with the fix.
+
+Why the check: huggingface_hub retries a failed metadata request five times with waits up to 8 s
+and logs "Retrying in Ns" each time; transformers asks for several files, so an unreachable Hub
+cost minutes of noise before the one line. Asking once (a few seconds at most) and switching
+huggingface_hub to its own offline mode gives the cache a chance and fails in seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+from litetext_convert.errors import CheckpointError, HubError, LitetextError
+
+PROBE_TIMEOUT_S = 4.0
+LOGIN_HINT = "run `hf auth login` or pass --token"
+ACCESS_HINT = "check the repo id / your write access"
+OFFLINE_HINT = "go online once (the file is then cached), unset HF_HUB_OFFLINE, or pass a local file"
+
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    import httpx as _http
+
+
+def is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """One short request to the endpoint; any HTTP answer counts as reachable."""
+    if is_offline():
+        return False
+    from huggingface_hub import constants
+
+    try:
+        _http.head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S, follow_redirects=False)
+    except Exception:  # noqa: BLE001 - refused, unresolvable, timed out, TLS: all mean "not reachable"
+        return False
+    return True
+
+
+def cache_only_if_unreachable() -> bool:
+    """Switch huggingface_hub (and transformers, which asks it) to offline mode when the Hub cannot be
+    reached, so downloads use the cache or fail at once. Returns whether the Hub is usable."""
+    if hub_reachable():
+        return True
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True  # read by huggingface_hub.is_offline_mode() at every call
+    return False
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """huggingface_hub's warnings would bury the one line that says what to do."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(verbosity)
+
+
+def download(repo_id: str, filename: str, revision: str | None) -> str:
+    """hf_hub_download, fast when offline or unreachable, errors as one line (CheckpointError)."""
+    from huggingface_hub import hf_hub_download
+
+    cache_only_if_unreachable()
+    with quiet():
+        try:
+            return hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
+        except Exception as err:  # noqa: BLE001 - translated below; bugs keep their type
+            raise as_litetext_error(err, f"{repo_id}:{filename}" + (f"@{revision}" if revision else ""), kind=CheckpointError) from None
+
+
+# ---------------------------------------------------------------- the one table
+
+
+def status_of(err: BaseException) -> int | None:
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth retrying: the Hub or the network hiccuped, the request itself was fine."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return False  # a setting, not a hiccup
+    if isinstance(err, HfHubHTTPError):
+        status = status_of(err)
+        return status is not None and (status >= 500 or status in (408, 429))
+    return isinstance(
+        err, (_http.TimeoutException, _http.NetworkError, _http.RemoteProtocolError, ConnectionError, TimeoutError)
+    )
+
+
+def is_hub_failure(err: BaseException) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    return isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError)) or is_transient(err)
+
+
+def describe(err: BaseException, target: str, *, revision: str | None = None, writing: bool = False,
+             attempts: int | None = None) -> tuple[str, str | None]:
+    """(message, hint) for a Hub failure on `target` (a repo id, or REPO:FILE). `writing`: a push,
+    where 404 and 403 mean access rather than a missing file."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        LocalTokenNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    status = status_of(err)
+    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and not writing:
+        return f"{target} is not in the Hugging Face cache and the Hub cannot be reached", OFFLINE_HINT
+    if isinstance(err, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set, so nothing can be pushed", "unset it, or use --dry-run"
+    if isinstance(err, LocalTokenNotFoundError) or status == 401 and writing:
+        return "the Hub did not accept any token (401: missing, invalid or expired)", LOGIN_HINT
+    if isinstance(err, GatedRepoError) and not writing:
+        return f"{target}: the repository is gated", "accept its terms on the Hub and log in"
+    if isinstance(err, RevisionNotFoundError):
+        if writing:
+            return f"branch {revision} does not exist in {target} (404)", "omit --revision or create the branch"
+        return f"{target}: no such revision", None
+    if isinstance(err, EntryNotFoundError) and not writing:
+        return f"{target}: no such file in the repository", None
+    if status == 403 and writing:
+        return f"this token may not write to {target} (403){server_detail(err)}", ACCESS_HINT
+    if isinstance(err, RepositoryNotFoundError) or status in (401, 404):
+        if writing:
+            return f"{target} was not found or is not visible to this token (404)", ACCESS_HINT
+        return f"{target}: repository not found or private", "check the id or log in"
+    if is_transient(err):
+        tries = f" after {attempts} attempts" if attempts and status else ""  # a dead network is not retried
+        kind = f"HTTP {status}" if status else type(err).__name__
+        return (f"the Hub could not be reached{tries} ({kind})",
+                "check your network and https://status.huggingface.co, then retry" + ("; --dry-run works offline" if writing else ""))
+    return f"the Hub refused the request for {target} (HTTP {status}){server_detail(err)}", None
+
+
+def server_detail(err: BaseException) -> str:
+    detail = getattr(err, "server_message", None)
+    return f": {' '.join(str(detail).split())[:200]}" if detail else ""
+
+
+def as_litetext_error(err: Exception, target: str, *, kind: type[LitetextError] = HubError, **how) -> Exception:
+    """The table's one line as a LitetextError for Hub failures; anything else (a bug) stays itself."""
+    if isinstance(err, LitetextError):
+        return err
+    if not is_hub_failure(err) and not isinstance(err, OSError):
+        return err
+    if isinstance(err, OSError) and not is_hub_failure(err):
+        return kind(f"{target}: download failed: {err}")
+    message, hint = describe(err, target, **how)
+    return kind(message, hint=hint)
+
+
+def unreachable_error(what: str, hint: str | None = None) -> HubError:
+    """For a command that cannot work from the cache (listing a repo, pushing)."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return HubError(f"cannot {what}: HF_HUB_OFFLINE is set", hint=hint or "unset it, or work from local files")
+    return HubError(f"cannot {what}: the Hub cannot be reached", hint=hint or "check your network and https://status.huggingface.co")
