@@ -84,7 +84,8 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
 
 
 def render_convert_all(console: Console, rows: list[dict]) -> None:
-    """The checkpoint names stay whole; at 80 columns the counts give way (they are in --json)."""
+    """The checkpoint names stay whole; below 140 columns the counts give way (they are in --json) and
+    the reasons for failures follow the table, one line each."""
     wide = console.width >= 140
     table = Table(title="convert-all", title_justify="left")
     table.add_column("checkpoint", no_wrap=True)
@@ -93,12 +94,13 @@ def render_convert_all(console: Console, rows: list[dict]) -> None:
         for column in ("parameters", "mapped", "dropped"):
             table.add_column(column, justify="right")
     table.add_column("s", justify="right", no_wrap=True)
-    table.add_column("status", ratio=1)
+    table.add_column("status", no_wrap=not wide, min_width=6)
     pushed = any(row.get("push") for row in rows)
     if pushed:
-        table.add_column("push", ratio=1)
+        table.add_column("push", min_width=6)
     for row in rows:
-        status = Text("ok", style="green") if row["status"] == "ok" else Text(f"{row['status']}: {row.get('error', '')}", style="red")
+        ok = row["status"] == "ok"
+        status = Text(row["status"] if ok or not wide else f"{row['status']}: {row.get('error', '')}", style="green" if ok else "red")
         model = f"{row['variant']} ctx{row['context']}" if row.get("variant") else "-"
         cells = [row["checkpoint"], model]
         if wide:
@@ -109,9 +111,15 @@ def render_convert_all(console: Console, rows: list[dict]) -> None:
             ]
         cells += [f"{row['seconds']:.1f}", status]
         if pushed:
-            cells.append(row.get("push") or "-")
+            cells.append((row.get("push") or "-") if wide else (row.get("push") or "-").split(":")[0])
         table.add_row(*cells)
     console.print(table)
+    if not wide:
+        for row in rows:
+            if row["status"] != "ok":
+                console.print(f"{row['checkpoint']}: {row['status']}: {row.get('error', '')}", style="red", markup=False)
+            if pushed and row.get("push") and row["push"] != "skipped":
+                console.print(f"{row['checkpoint']}: push {row['push']}", markup=False)
 
 
 # What a stage whose values are not features compares (its cosine would read like a failure).

@@ -16,11 +16,18 @@ from typing import Any
 from rich.console import Console
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich exits 1 here; the reader leaving early (`| head`) is not a failure: cli's table exits 0.
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class Output:
     def __init__(self, as_json: bool = False):
         self.as_json = as_json
-        self.stdout = Console(highlight=False, soft_wrap=False)
-        self.stderr = Console(stderr=True, highlight=False)
+        self.stdout = _Console(highlight=False, soft_wrap=False)
+        self.stderr = _Console(stderr=True, highlight=False)
         self.emitted = False
 
     @property

@@ -48,7 +48,7 @@ def command(
         if result.plan is not None:
             console.print(render_plan(result.plan, width=console.width), markup=False, highlight=False)
         if result.status not in ("failed", "refused"):
-            console.print(f"{result.status}: {result.message}", markup=False, soft_wrap=True)
+            console.print(f"{result.status}: {result.message}", markup=False)
 
     out.result(result.to_json(), render)
     if result.error is not None:

@@ -39,6 +39,11 @@ def load_tokenizer(source: str | None, context_length: int):
             + (" (not in the Hugging Face cache and the Hub cannot be reached)" if offline else ""),
             hint="pass --tokenizer with a local folder holding vocab.json and merges.txt",
         ) from None
+    if len(tokenizer) < 1000 and not online:
+        raise LitetextError(
+            f"cannot load the tokenizer {source!r}: not in the Hugging Face cache and the Hub cannot be reached",
+            hint="go online once (it is then cached), or pass --tokenizer with a local folder holding vocab.json and merges.txt",
+        )
     if len(tokenizer) < 1000:
         # transformers builds an empty tokenizer rather than failing when the files are missing.
         raise LitetextError(
