@@ -353,6 +353,36 @@ def test_parity_plot_marks_the_first_failing_stage(tmp_path):
     assert plot_record(record, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_parity_plot_draws_the_detector_masks_and_boxes(tmp_path):
+    pytest.importorskip("matplotlib")
+    import torch
+
+    from litetext_convert.parity.plot import picture_inputs, plot_record
+
+    generator = torch.Generator().manual_seed(0)
+    original = {"pred_logits": torch.randn(1, 5, 1, generator=generator), "pred_masks": torch.randn(1, 5, 8, 8, generator=generator),
+                "pred_boxes": torch.tensor([[[0.1, 0.1, 0.5, 0.6]] * 5])}
+    converted = {**original, "pred_masks": original["pred_masks"] + 1e-3}
+    outputs = picture_inputs(torch.randn(1, 3, 32, 32, generator=generator), original, converted)
+    stage = {"name": "pred_masks", "max_abs": 1e-3, "passed": True, "atol": 1e-2, "rtol": 0.0, "reference_max": 1.0}
+    record = {"scope": "detector", "dtype": "float32", "passed": True, "first_failure": None, "stages": [stage],
+              "detector": {"stages": [stage]}, "_detector_outputs": outputs}
+    assert plot_record(record, tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_detector_scope_plot_end_to_end(folder, tmp_path, capsys):
+    """In the environment with Meta's sam3 (CI phase 2): the masks and boxes panel from a real run."""
+    pytest.importorskip("matplotlib")
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    if original_unavailable_reason():
+        pytest.skip(original_unavailable_reason())
+    path = tmp_path / "detector.png"
+    code, _, err = run_cli(["parity", str(folder), "--scope", "detector", "--plot", str(path)], capsys)
+    assert code == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_needs_a_png_name_and_says_so_before_work(folder, tmp_path, no_weights, capsys):
     code, _, err = run_cli(["parity", str(folder), "--plot", str(tmp_path / "plot.jpg")], capsys)
     assert code == EXIT_BAD_INPUT and ".png" in err

@@ -405,5 +405,9 @@ def run_detector_parity(
         "text_feeding": "get_text_features(input_ids) without a mask; detector attention_mask = ids != 0",
         "threads": torch.get_num_threads(),
     })
-    return DetectorParityResult(dtype, stages, naive, list(workarounds), original_name,
-                                describe_tolerances(dtype), seconds, facts)
+    result = DetectorParityResult(dtype, stages, naive, list(workarounds), original_name,
+                                  describe_tolerances(dtype), seconds, facts)
+    from litetext_convert.parity.plot import picture_inputs  # parity --plot; a few small arrays
+
+    result.outputs = picture_inputs(pixel_values, reference, hf.faithful)
+    return result

@@ -61,7 +61,7 @@ def _stage_panel(axes, title: str, stages: list[dict], failure: str | None, reco
     allowed = [float(s.get("atol", 0.0)) + float(s.get("rtol", 0.0)) * float(s.get("reference_max", 0.0)) for s in stages]
     colours = ["tab:red" if not s["passed"] else "tab:blue" for s in stages]
     positions = range(len(stages))
-    axes.scatter(positions, values, c=colours, zorder=3, label="max |original - converted|")
+    axes.scatter(positions, values, c=colours, zorder=3, label="max |original - converted| (exact 0 drawn at the bottom)")
     axes.plot(positions, [max(a, FLOOR) for a in allowed], color="tab:orange", linestyle="--",
               label="tolerance (atol + rtol * max |original|)")
     if failure in names:
@@ -78,8 +78,27 @@ def _stage_panel(axes, title: str, stages: list[dict], failure: str | None, reco
     axes.legend(loc="upper left", fontsize=8)
 
 
+def picture_inputs(pixel_values, original: dict, converted: dict, top: int = 3) -> dict:
+    """What the detector panel draws, small enough to keep: the input image (HxWx3 in [0, 1]), and per
+    side the mask probabilities of the original's most confident query and the boxes (xyxy,
+    normalised) of its `top` most confident queries. Both sides show the same queries."""
+    import torch
+
+    image = pixel_values[0].detach().to(torch.float64).permute(1, 2, 0)
+    image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+    scores = original["pred_logits"][0].detach().reshape(-1).to(torch.float64)
+    order = torch.argsort(scores, descending=True)[:top]
+    sides = {}
+    for name, outputs in (("original", original), ("converted", converted)):
+        sides[name] = {
+            "masks": outputs["pred_masks"][0, order[0]].detach().to(torch.float64).sigmoid().numpy(),
+            "boxes": outputs["pred_boxes"][0, order].detach().to(torch.float64).numpy(),
+        }
+    return {"image": image.numpy(), **sides}
+
+
 def _detector_images(figure, grid, row: int, outputs: dict) -> None:
-    """outputs: {"image": HxWx3 in [0, 1], "original": {"masks", "boxes"}, "converted": {...}} (tensors or arrays)."""
+    """outputs: picture_inputs()'s dict."""
     import numpy as np
 
     image = np.asarray(outputs["image"], dtype=float)
@@ -91,10 +110,10 @@ def _detector_images(figure, grid, row: int, outputs: dict) -> None:
         masks.append(mask)
         axes.imshow(image)
         axes.imshow(mask, alpha=0.45, cmap="viridis", extent=(0, image.shape[1], image.shape[0], 0))
-        for cx, cy, w, h in np.asarray(side.get("boxes", []), dtype=float).reshape(-1, 4):
-            x0, y0 = (cx - w / 2) * image.shape[1], (cy - h / 2) * image.shape[0]
-            axes.add_patch(_rectangle(x0, y0, w * image.shape[1], h * image.shape[0]))
-        axes.set_title(f"{name}: best mask and boxes")
+        height, width = image.shape[:2]
+        for x0, y0, x1, y1 in np.asarray(side.get("boxes", []), dtype=float).reshape(-1, 4):
+            axes.add_patch(_rectangle(x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height))
+        axes.set_title(f"{name}: mask, boxes")
         axes.axis("off")
     axes = figure.add_subplot(grid[row, 2])
     difference = np.abs(masks[0] - masks[1])
