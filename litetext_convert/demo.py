@@ -68,6 +68,6 @@ def _run(console: Console, root: Path) -> dict:
         passed = passed and record["passed"]
         records[dtype] = record
     write_folder_card(folder)
-    console.print(f"model card: {folder / 'README.md'} (both parity records on it)")
+    console.print("model card: README.md in the converted folder, with both parity records")
     console.print(Rule("PASS" if passed else "FAIL", style="green" if passed else "red"))
     return {"passed": passed, "inspect": summary, "conversion": result.record, "parity": records}

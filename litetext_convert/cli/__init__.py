@@ -14,7 +14,12 @@ from typer.core import TyperCommand, TyperGroup
 
 from litetext_convert import __version__
 from litetext_convert.cli import _output
-from litetext_convert.errors import EXIT_INTERRUPTED, EXIT_OK, LitetextError, MappingError
+from litetext_convert.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LitetextError,
+    MappingError,
+)
 
 EXIT_INTERNAL = 3
 

@@ -67,7 +67,13 @@ class Output:
     @contextlib.contextmanager
     def bytes_progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
         """A progress bar on stderr fed with byte counts."""
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         progress = Progress(
             "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._options import CheckpointOpt, ContextOpt, HeadsOpt, JsonOpt, RepoIdOpt, RevisionOpt
+from litetext_convert.cli._options import (
+    CheckpointOpt,
+    ContextOpt,
+    HeadsOpt,
+    JsonOpt,
+    RepoIdOpt,
+    RevisionOpt,
+)
 
 
 def command(

@@ -65,7 +65,11 @@ def command(
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
     from litetext_convert.parity.detector import parse_box
-    from litetext_convert.parity.run import check_converted_folder, folder_source, run_parity
+    from litetext_convert.parity.run import (
+        check_converted_folder,
+        folder_source,
+        run_parity,
+    )
     from litetext_convert.report import render_parity
 
     out = _output.start(as_json)

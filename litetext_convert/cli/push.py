@@ -7,7 +7,14 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._options import FolderArg, JsonOpt, NamespaceOpt, PrivateOpt, TokenOpt, one_folder
+from litetext_convert.cli._options import (
+    FolderArg,
+    JsonOpt,
+    NamespaceOpt,
+    PrivateOpt,
+    TokenOpt,
+    one_folder,
+)
 
 
 def command(

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.folder import CONVERSION_RECORD, prompt_set, record_key, verdict, write_parity_record
+from litetext_convert.folder import (
+    CONVERSION_RECORD,
+    prompt_set,
+    record_key,
+    verdict,
+    write_parity_record,
+)
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.write.convert import convert

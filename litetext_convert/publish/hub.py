@@ -106,7 +106,12 @@ def is_transient(err: BaseException) -> bool:
 
 
 def is_hub_failure(err: BaseException) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, LocalTokenNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        LocalTokenNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
     return isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError)) or is_transient(err)
 
