@@ -216,7 +216,8 @@ def tokenizer_record(folder: Path, source: str | None) -> dict:
 
     fingerprint = merges_fingerprint(merges_from_folder(folder))
     return {
-        "source": source or processor_settings()["tokenizer"]["default_source"],
+        # A local folder is named, not located: the record is published and a path is this machine's.
+        "source": f"local folder {Path(source).name}" if source and Path(source).is_dir() else source or processor_settings()["tokenizer"]["default_source"],
         "merges_sha256": fingerprint,
         "vocabulary": vocabulary_name(fingerprint) or "unknown (neither CLIP's nor the synthetic test vocabulary)",
     }
