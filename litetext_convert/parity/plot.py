@@ -12,7 +12,7 @@ from pathlib import Path
 
 from litetext_convert.errors import LitetextError
 
-INSTALL_HINT = "pip install -e '.[plot]' (matplotlib)"
+INSTALL_HINT = "pip install -e '.[plot]'"
 FLOOR = 1e-18  # exact zeros drawn at the bottom of the log axis
 
 
@@ -20,11 +20,11 @@ def check_plot_target(path: Path) -> None:
     """Before any work: matplotlib importable, a .png name, a folder to write into."""
     import importlib.util
 
-    if importlib.util.find_spec("matplotlib") is None:
-        raise LitetextError("--plot needs matplotlib, which is not installed", hint=INSTALL_HINT)
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise LitetextError(f"--plot {path}: give a .png file name")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise LitetextError("--plot needs matplotlib, which is not installed", hint=INSTALL_HINT)
     if not path.parent.absolute().is_dir():
         raise LitetextError(f"--plot {path}: the folder {path.parent} does not exist")
 
