@@ -389,6 +389,15 @@ def test_plot_needs_a_png_name_and_says_so_before_work(folder, tmp_path, no_weig
     assert code == EXIT_BAD_INPUT and ".png" in err
 
 
+def test_plot_without_matplotlib_names_the_extra(folder, tmp_path, no_weights, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    code, _, err = run_cli(["parity", str(folder), "--plot", str(tmp_path / "p.png")], capsys)
+    assert code == EXIT_BAD_INPUT and "matplotlib" in err and ".[plot]" in err and len(err.splitlines()) == 1
+
+
 # ---------------------------------------------------------------- --force over a user's files
 
 
