@@ -27,7 +27,8 @@ stderr = Console(stderr=True, highlight=False)
 
 # Shared options, declared once.
 CheckpointOpt = Annotated[
-    str, typer.Option("--checkpoint", "-c", help="Alias (s0_ctx16, ...), REPO_ID:PATH/IN/REPO, or a local file.")
+    str,
+    typer.Option("--checkpoint", "-c", help="Alias (s0_ctx16, sam3p1_s0_ctx16, ...), REPO_ID:PATH/IN/REPO, or a local file."),
 ]
 RepoIdOpt = Annotated[Optional[str], typer.Option("--repo-id", help="Hub repo holding the alias' file.")]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit).")]
@@ -63,6 +64,7 @@ def inspect_command(
     from litetext_convert.report import render_inspect
 
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    _notice(prepared)
     summary = summarize(prepared, scan=not no_scan)
     if as_json:
         _emit_json(summary)
@@ -96,6 +98,7 @@ def convert_command(
     prepared = prepare(
         checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
     )
+    _notice(prepared)
     total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
     with ByteProgress(total, disable=as_json) as on_bytes:
         result = convert(
@@ -174,7 +177,7 @@ def parity_command(
 def convert_all_command(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="One subfolder per checkpoint.")],
     source: Annotated[
-        Optional[str], typer.Option(help="A local folder of *.pt files; default: the Hub repo's sam3_litetext/*.pt.")
+        Optional[str], typer.Option(help="A local folder of *.pt files; default: every family's Hub folder (*.pt).")
     ] = None,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = None,
@@ -187,9 +190,12 @@ def convert_all_command(
     namespace: Annotated[Optional[str], typer.Option(help="Hub user/org for pushed repos (default: whoami).")] = None,
     private: Annotated[bool, typer.Option("--private")] = False,
     token: Annotated[Optional[str], typer.Option(help="Hub token (else HF_TOKEN or the login cache).")] = None,
+    family: Annotated[
+        Optional[str], typer.Option(help="Only this family's Hub folder: sam3_litetext | sam3p1_litetext (default: all).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Convert every LiteText checkpoint of the Hub folder (or a local folder); one failure does not stop the rest."""
+    """Convert every LiteText checkpoint of every family's Hub folder (or a local folder); one failure does not stop the rest."""
     from litetext_convert.convert_all import convert_all
     from litetext_convert.report import render_convert_all
 
@@ -207,6 +213,7 @@ def convert_all_command(
         namespace=namespace,
         private=private,
         token=token,
+        family=family,
     )
     if as_json:
         _emit_json({"results": rows})
@@ -278,6 +285,12 @@ def demo_command(
         _emit_json(result)
     if not result["passed"]:
         raise ParityFailure("demo parity failed")
+
+
+def _notice(prepared) -> None:
+    """What resolution decided for the user (e.g. an alias' file found under a new name): on stderr."""
+    if prepared.resolved.notice:
+        stderr.print(f"note: {prepared.resolved.notice}", markup=False, soft_wrap=True)
 
 
 class ByteProgress:
