@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from litetext_convert.errors import LitetextError
+from litetext_convert.families import family_by_id, load_families
 from litetext_convert.folder import PARITY_RECORD
 from litetext_convert.parity.run import parity_record
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
-from litetext_convert.families import family_by_id, load_families
 from litetext_convert.source.resolve import list_family_folder
 from litetext_convert.write.convert import convert
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from litetext_convert.errors import CheckpointError
@@ -96,7 +96,7 @@ def _load_family(family_id: str, hub: dict) -> Family:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_families() -> tuple[Family, ...]:
     """Every family, most specific first (the most `all_of` tell-tales), then in registry order."""
     registry = read_config("families/registry.toml")

@@ -16,7 +16,7 @@ def transformers_class(name: str):
 
 
 def build_config(arch: Architecture):
-    Sam3LiteTextConfig = transformers_class(arch.family.hf_config_class)  # noqa: N806 (a class)
+    Sam3LiteTextConfig = transformers_class(arch.family.hf_config_class)
     text, det = arch.text, arch.detector
     patches = det.image_size.value // det.patch_size.value
     vision = {

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
 import torch
 
 from litetext_convert.errors import MappingError

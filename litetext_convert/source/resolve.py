@@ -103,7 +103,7 @@ def list_family_folder(
         files = list_repo_files(repo_id, revision=revision)
     except RepositoryNotFoundError:
         raise CheckpointError(f"repository {repo_id} not found or private", hint="check the id or log in") from None
-    except Exception as exc:  # offline mode, HTTP errors and the HTTP client's own transport errors
+    except Exception as exc:  # noqa: BLE001 (offline mode, HTTP errors and the HTTP client's own transport errors)
         raise CheckpointError(
             f"cannot list {repo_id} on the Hub ({type(exc).__name__})", hint=hint
         ) from None
