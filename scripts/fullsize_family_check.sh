@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The closing numbers for a family: build a full-size synthetic checkpoint with the builder, then
-# inspect, convert and parity --scope all (text in the core env's torch via the original env, which
-# has both), each timed with /usr/bin/time (wall seconds, peak RSS). Holds the full-size lock.
-#   scripts/fullsize_family_check.sh sam3p1_litetext /work/fullsize/families
+# The closing numbers for a family: build a full-size synthetic S0 ctx16 checkpoint with the builder,
+# then inspect and convert (core env) and parity --scope all (the original env: it has Meta's sam3),
+# each timed with /usr/bin/time (wall seconds, peak RSS). Run it under the full-size lock:
+#   flock /tmp/litetext-fullsize.lock scripts/fullsize_family_check.sh sam3p1_litetext /work/fullsize/families
 set -euo pipefail
 family=${1:-sam3p1_litetext}
 work=${2:-/work/fullsize/families}
