@@ -1,5 +1,5 @@
-"""`litetext convert-all`: every LiteText checkpoint of the Hub folder (or a local folder), each in
-its own subfolder, one failure never stopping the others."""
+"""`litetext convert-all`: every checkpoint of every family's Hub folder (`--family` for one), or of a
+local folder, each in its own subfolder, one failure never stopping the others."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from pathlib import Path
 from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
+from litetext_convert.families import family_by_id, load_families
 from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.run import parity_record, remember_source
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
-from litetext_convert.source.resolve import load_registry
+from litetext_convert.source.resolve import list_family_folder
 from litetext_convert.write.convert import convert
 
 
-def list_checkpoints(source: str | None, repo_id: str | None, revision: str | None) -> list[tuple[str, str]]:
-    """(display name, --checkpoint value) pairs, sorted."""
+def list_checkpoints(
+    source: str | None, repo_id: str | None, revision: str | None, family: str | None = None
+) -> list[tuple[str, str]]:
+    """(display name, --checkpoint value) pairs, sorted: every family's Hub folder, or `family`'s only."""
     if source is not None:
         folder = Path(source)
         if not folder.is_dir():
@@ -28,21 +31,14 @@ def list_checkpoints(source: str | None, repo_id: str | None, revision: str | No
         if not files:
             raise LitetextError(f"--source {source}: no *.pt files")
         return [(path.name, str(path)) for path in files]
-    from huggingface_hub import list_repo_files
-
-    from litetext_convert.publish import hub
-
-    registry = load_registry()
-    repo_id = repo_id or registry.repo_id
-    if not hub.cache_only_if_unreachable():
-        raise hub.unreachable_error(f"list {repo_id}", hint="go online, or pass --source with a local folder")
-    try:
-        with hub.quiet():
-            files = list_repo_files(repo_id, revision=revision or registry.revision)
-    except Exception as exc:  # noqa: BLE001 - the Hub table says what happened; bugs keep their type
-        raise hub.as_litetext_error(exc, repo_id) from None
-    names = sorted(f for f in files if f.startswith(registry.folder + "/") and f.endswith(".pt"))
-    return [(Path(name).name, f"{repo_id}:{name}") for name in names]
+    families = [family_by_id(family)] if family else list(load_families())
+    names: list[tuple[str, str]] = []
+    for each in families:
+        repo = repo_id or each.repo_id
+        names += [(Path(name).name, f"{repo}:{name}") for name in list_family_folder(
+            repo, revision or each.revision, each, hint="go online, or pass --source with a local folder"
+        )]
+    return sorted(names, key=lambda pair: pair[1])
 
 
 def convert_all(
@@ -89,6 +85,7 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
         remember_source(folder, checkpoint, prepared, num_heads=num_heads, context_length=None)
         row.update(
             folder=str(folder),
+            family=result.record["family"]["name"],
             variant=result.record["variant"],
             context=result.record["context_length"],
             parameters=result.record["parameters"],

@@ -26,6 +26,8 @@ def render_inspect(console: Console, summary: dict) -> None:
         f"keys: {_count(summary['keys'])}  parameters: {_count(summary['parameters'])}  "
         f"dtypes: {', '.join(f'{k} x{v}' for k, v in summary['dtypes'].items())}"
     )
+    if summary.get("family"):
+        console.print(f"family: {summary['family']['name']} (converts to transformers {summary['family']['hf_model_class']})")
     if summary["stripped_prefix"]:
         console.print(f"stripped prefix: {summary['stripped_prefix']!r} (multi-GPU training)")
 
@@ -55,6 +57,8 @@ def render_inspect(console: Console, summary: dict) -> None:
     )
     for reason, count in mapping["dropped"].items():
         console.print(f"  dropped {count:>4}: {reason}")
+    for reason, count in mapping.get("filled", {}).items():
+        console.print(f"  filled  {count:>4}: {reason}")
     non_finite = summary["non_finite"]
     if non_finite is None:
         console.print("NaN/Inf scan: skipped")
@@ -70,6 +74,7 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
     keys = record["keys"]
     console.print(f"[green]converted[/green] {record['source']['filename']} -> {folder} in {seconds:.1f} s")
     console.print(
+        f"family {record.get('family', {}).get('name', 'SAM3-LiteText')}, "
         f"variant {record['variant']}, context {record['context_length']}, dtype {record['dtype']}, "
         f"{_count(record['parameters'])} parameters in {len(shards)} shard(s)"
     )
@@ -79,6 +84,8 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
     )
     for reason, count in keys["dropped"].items():
         console.print(f"  dropped {count:>4}: {reason}")
+    for reason, count in keys.get("filled", {}).items():
+        console.print(f"  filled  {count:>4}: {reason}")
     for note in record["architecture"]["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
 

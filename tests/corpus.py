@@ -190,7 +190,8 @@ def student_vision(state: State, trunk_key: str) -> State:
 
 
 def sam3_1(state: State) -> State:
-    return {**state, "tracker.multiplex_memory.0.weight": torch.zeros(4, 4)}
+    """A plain SAM 3.1 file: SAM3's CLIP text encoder and the Object Multiplex tracker (tracker.model.*)."""
+    return {**plain_sam3(state), "tracker.model.output_valid_embed": torch.zeros(16, 8)}
 
 
 def without(state: State, predicate) -> State:

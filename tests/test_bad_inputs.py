@@ -169,7 +169,7 @@ BAD_CHECKPOINTS: dict[str, tuple[Callable, list[str], tuple[str, ...]]] = {
         HEADS,
         ("student vision trunk",),
     ),
-    "SAM3.1": (_saved("sam31.pt", corpus.sam3_1), HEADS, ("SAM3.1", "multiplex")),
+    "SAM3.1": (_saved("sam31.pt", corpus.sam3_1), HEADS, ("plain SAM 3.1", "Multiplex", "tracker.model.")),
     "no text keys": (
         _saved("no_text.pt", lambda s: corpus.without(s, lambda k: k.startswith(corpus.TEXT))),
         HEADS,
@@ -564,7 +564,7 @@ def _run_subprocess(args: list, env: dict[str, str]) -> CliResult:
 def test_offline_alias_names_the_missing_file(tmp_path):
     result = _run_subprocess(["inspect", "-c", "s0_ctx16"], _offline_env(tmp_path))
     assert_one_line_error(
-        result, EXIT_BAD_INPUT, "efficient_sam3_image_encoder_mobileclip_s0_ctx16.pt", "not in the Hugging Face cache"
+        result, EXIT_BAD_INPUT, "sam3_litetext/sam3_litetext_mobileclip_s0_ctx16.pt", "not in the Hugging Face cache"
     )
 
 

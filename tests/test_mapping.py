@@ -12,10 +12,11 @@ from litetext_convert.errors import MappingError
 from litetext_convert.plan import ops
 from litetext_convert.plan.hf_config import build_config, meta_model_tensors
 from litetext_convert.plan.infer import infer_architecture
-from litetext_convert.plan.mapping import build_plan, default_table_path, load_table
+from litetext_convert.plan.mapping import build_plan, default_table_path, family_table_paths, load_table
 from litetext_convert.synthetic import builder as synthetic
 
-TABLE = default_table_path().read_text()
+TABLE = default_table_path().read_text()  # the shared SAM3-detector table; mutations below edit it
+FAMILY_TABLES = family_table_paths("sam3_litetext")[1:]  # what SAM3-LiteText adds after it
 
 
 def meta_layout(variant: str, detector=synthetic.FULL_DETECTOR, text=None) -> dict[str, torch.Tensor]:
@@ -27,11 +28,12 @@ def meta_layout(variant: str, detector=synthetic.FULL_DETECTOR, text=None) -> di
 def plan_for(tensors: dict[str, torch.Tensor], table_text: str = TABLE, tmp_path: Path | None = None, num_heads=None):
     arch = infer_architecture(tensors, "x_ctx16.pt", num_heads=num_heads)
     expected = meta_model_tensors(build_config(arch))
-    table_path = None
+    table_paths = None
     if table_text is not TABLE:
         table_path = tmp_path / "mapping.toml"
         table_path.write_text(table_text)
-    return build_plan(load_table(table_path), tensors, expected, ops.OpContext(arch.context_length)), expected
+        table_paths = [table_path, *FAMILY_TABLES]
+    return build_plan(load_table(table_paths), tensors, expected, ops.OpContext(arch.context_length)), expected
 
 
 @pytest.mark.parametrize("variant", ["s0", "s1", "l"])

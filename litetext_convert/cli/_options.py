@@ -50,10 +50,10 @@ def _scope(value: str) -> str:
 CheckpointOpt = Annotated[
     str,
     typer.Option("--checkpoint", "-c", metavar="CKPT",
-                 help="Alias (s0_ctx16, s1_ctx32, ...), REPO_ID:PATH/IN/REPO, or a local file."),
+                 help="Alias (s0_ctx16, sam3p1_s0_ctx16, ...), REPO_ID:PATH/IN/REPO, or a local file."),
 ]
 RepoIdOpt = Annotated[
-    Optional[str], typer.Option("--repo-id", metavar="ORG/NAME", help="Hub repo holding the alias' file (default: configs/checkpoints.toml).")
+    Optional[str], typer.Option("--repo-id", metavar="ORG/NAME", help="Hub repo holding the alias' file (default: the family's, configs/families/).")
 ]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", metavar="REV", help="Hub revision of the source (branch, tag or commit).")]
 ContextOpt = Annotated[

@@ -59,6 +59,8 @@ def command(
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
         )
+    if prepared.resolved.notice:  # e.g. an alias' file found under a new name
+        out.note(f"note: {prepared.resolved.notice}")
     total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
     with out.bytes_progress("writing", total) as on_bytes:
         result = convert(

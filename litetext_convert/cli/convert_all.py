@@ -32,7 +32,10 @@ def command(
     ctx: typer.Context,
     folder: FolderArg = None,
     source: Annotated[
-        Optional[str], typer.Option("--source", metavar="DIR", help="A local folder of *.pt files; default: the Hub repo's sam3_litetext/*.pt.")
+        Optional[str], typer.Option("--source", metavar="DIR", help="A local folder of *.pt files; default: every family's Hub folder (*.pt).")
+    ] = None,
+    family: Annotated[
+        Optional[str], typer.Option("--family", metavar="ID", help="Only this family's Hub folder: sam3_litetext | sam3p1_litetext (default: all).")
     ] = None,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = None,
@@ -51,7 +54,7 @@ def command(
     as_json: JsonOpt = False,
     output_dir: LegacyOutputOpt = None,
 ) -> None:
-    """Convert every LiteText checkpoint of the Hub folder (or a local folder) into FOLDER/<name>/."""
+    """Convert every LiteText checkpoint of every family's Hub folder (or a local folder) into FOLDER/<name>/."""
     from litetext_convert.convert_all import convert_all, list_checkpoints
     from litetext_convert.report import render_convert_all
     from litetext_convert.write.shards import parse_size
@@ -62,7 +65,7 @@ def command(
     with out.status("finding the tokenizer"):
         check_tokenizer(tokenizer)
     with out.status("listing the checkpoints"):
-        checkpoints = list_checkpoints(source, repo_id, revision)
+        checkpoints = list_checkpoints(source, repo_id, revision, family)
     rows = convert_all(
         folder, checkpoints=checkpoints, revision=revision, tokenizer=tokenizer, num_heads=num_heads, dtype=dtype,
         max_shard_size=max_shard_size, force=force, verify_load=verify_load, verify=verify, push=push_to_hub,

@@ -34,6 +34,8 @@ def command(
     out = _output.start(as_json)
     with out.status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    if prepared.resolved.notice:  # e.g. an alias' file found under a new name
+        out.note(f"note: {prepared.resolved.notice}")
     with out.status("scanning every tensor for NaN/Inf" if not no_scan else "summarising"):
         summary = summarize(prepared, scan=not no_scan)
     out.result(summary, lambda console: render_inspect(console, summary))

@@ -234,9 +234,9 @@ class _HfRun:
 
 
 def load_converted(folder: str | Path, dtype: torch.dtype):
-    from transformers import Sam3LiteTextModel
+    from litetext_convert.plan.hf_config import model_class_of_folder
 
-    model = Sam3LiteTextModel.from_pretrained(str(folder))
+    model = model_class_of_folder(folder).from_pretrained(str(folder))
     return model.to(dtype).eval().requires_grad_(False)
 
 

@@ -116,8 +116,9 @@ def dummy_ids(batch: int, context: int, seed: int) -> torch.Tensor:
 
 def load_converted(folder: Path, dtype: torch.dtype):
     """The converted folder as users load it; a damaged folder is an error, never random weights."""
-    from transformers import Sam3LiteTextModel
     from transformers.utils import logging as hf_logging
+
+    from litetext_convert.plan.hf_config import model_class_of_folder
 
     hf_logging.disable_progress_bar()
     if not (folder / "config.json").is_file():
@@ -125,7 +126,8 @@ def load_converted(folder: Path, dtype: torch.dtype):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line answer
     try:
-        model, info = Sam3LiteTextModel.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+        model_class = model_class_of_folder(folder)  # the family's class, as config.json names it
+        model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
     except Exception as exc:  # a damaged folder fails inside transformers/safetensors in many ways
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise LitetextError(f"the converted folder {folder} cannot be loaded: {reason}") from None

@@ -8,9 +8,15 @@ import torch
 from litetext_convert.plan.infer import Architecture
 
 
-def build_config(arch: Architecture):
-    from transformers import Sam3LiteTextConfig
+def transformers_class(name: str):
+    """A transformers class by the name a family declares (hf_model_class / hf_config_class)."""
+    import transformers
 
+    return getattr(transformers, name)
+
+
+def build_config(arch: Architecture):
+    Sam3LiteTextConfig = transformers_class(arch.family.hf_config_class)
     text, det = arch.text, arch.detector
     patches = det.image_size.value // det.patch_size.value
     vision = {
@@ -77,14 +83,22 @@ def build_config(arch: Architecture):
             "num_attention_heads": heads,
         },
     )
-    config.architectures = ["Sam3LiteTextModel"]
+    config.architectures = [arch.family.hf_model_class]
     return config
 
 
 def meta_model_tensors(config) -> dict[str, torch.Tensor]:
     """Every parameter and persistent buffer the model expects, as meta tensors."""
-    from transformers import Sam3LiteTextModel
-
+    model_class = transformers_class(config.architectures[0])
     with torch.device("meta"):
-        model = Sam3LiteTextModel(config)
+        model = model_class(config)
     return dict(model.state_dict())
+
+
+def model_class_of_folder(folder) -> type:
+    """The transformers class a converted folder was written for (config.json `architectures`)."""
+    import json
+    from pathlib import Path
+
+    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or ["Sam3LiteTextModel"]
+    return transformers_class(architectures[0])

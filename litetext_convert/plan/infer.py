@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from litetext_convert.errors import CheckpointError
+from litetext_convert.families import Family, recognise
 from litetext_convert.paths import read_config
 
 TEXT = "detector.backbone.language_backbone."
@@ -81,6 +82,7 @@ class DetectorArchitecture:
 class Architecture:
     text: TextArchitecture
     detector: DetectorArchitecture
+    family: Family
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -95,38 +97,16 @@ class Architecture:
         def facts(section) -> dict:
             return {name: value.to_json() for name, value in asdict_shallow(section).items() if value is not None}
 
-        return {"text": facts(self.text), "detector": facts(self.detector), "notes": list(self.notes)}
+        return {
+            "family": self.family.to_json(),
+            "text": facts(self.text),
+            "detector": facts(self.detector),
+            "notes": list(self.notes),
+        }
 
 
 def asdict_shallow(obj) -> dict:
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
-
-
-# ----------------------------------------------------------------------------------------------
-# Look-alikes
-# ----------------------------------------------------------------------------------------------
-
-
-def refuse_lookalikes(keys: list[str], filename: str) -> None:
-    table = read_config("lookalikes.toml")
-    for entry in table["lookalike"]:
-        pattern = re.compile(entry["any_key"])
-        hit = next((key for key in keys if pattern.search(key)), None)
-        if hit:
-            raise CheckpointError(f"{filename} is {entry['message']} (tell-tale key: {hit})")
-    has_text = any(key.startswith(TEXT + "encoder.") for key in keys)
-    has_vit = f"{TRUNK}patch_embed.proj.weight" in keys
-    trunk_keys = [key for key in keys if key.startswith(TRUNK)]
-    if trunk_keys and not has_vit:
-        raise CheckpointError(
-            f"{filename} has a vision trunk that is not SAM3's ViT (e.g. {trunk_keys[0]}): "
-            "an EfficientSAM3 student-vision checkpoint, which Sam3LiteTextModel cannot hold"
-        )
-    if not has_text:
-        sample = keys[0] if keys else "none"
-        raise CheckpointError(
-            f"{filename} has no SAM3-LiteText text encoder (no '{TEXT}encoder.*' keys; first key: {sample})"
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,12 +125,14 @@ def _shape(tensors: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
     return tuple(tensors[key].shape)
 
 
-def load_variant_table() -> dict[str, dict]:
-    return read_config("variants.toml")
-
-
 def infer_text(
-    tensors: dict[str, torch.Tensor], filename: str, *, context_length: int | None, num_heads: int | None, notes: list[str]
+    tensors: dict[str, torch.Tensor],
+    filename: str,
+    *,
+    context_length: int | None,
+    num_heads: int | None,
+    notes: list[str],
+    variants: dict[str, dict],
 ) -> TextArchitecture:
     keys = list(tensors)
     vocab, hidden = _shape(tensors, TEXT + "encoder.embedding_layer.weight")
@@ -190,8 +172,8 @@ def infer_text(
         raise CheckpointError(f"text positional table has shape {list(pos_shape)}, expected [1, 1, T, {hidden}]")
     rows = pos_shape[2]
 
-    variant = _match_variant(family, hidden, len(layers))
-    heads = _heads(variant, hidden, num_heads)
+    variant = _match_variant(variants, family, hidden, len(layers))
+    heads = _heads(variants, variant, hidden, num_heads)
     context = _context(filename, rows, context_length, notes)
     return TextArchitecture(
         variant=variant,
@@ -209,19 +191,18 @@ def infer_text(
     )
 
 
-def _match_variant(family: str, hidden: int, layers: int) -> Fact:
-    for key, spec in load_variant_table().items():
+def _match_variant(variants: dict[str, dict], family: str, hidden: int, layers: int) -> Fact:
+    for key, spec in variants.items():
         if (spec["variant"], spec["hidden_size"], spec["layers"]) == (family, hidden, layers):
             return Fact(key, "weights + variant table")
     return Fact("custom", "weights (no released variant has this shape)")
 
 
-def _heads(variant: Fact, hidden: int, flag: int | None) -> Fact:
+def _heads(table: dict[str, dict], variant: Fact, hidden: int, flag: int | None) -> Fact:
     if flag is not None:
         if hidden % flag:
             raise CheckpointError(f"--num-heads {flag} does not divide the text width {hidden}")
         return Fact(flag, "flag")
-    table = load_variant_table()
     if variant.value in table:
         return Fact(table[variant.value]["heads"], "variant table (not observable in the weights)")
     if hidden % _HEAD_DIM:
@@ -358,15 +339,17 @@ def infer_architecture(
     context_length: int | None = None,
     num_heads: int | None = None,
 ) -> Architecture:
-    refuse_lookalikes(list(tensors), filename)
+    family = recognise(list(tensors), filename)
     notes: list[str] = []
-    text = infer_text(tensors, filename, context_length=context_length, num_heads=num_heads, notes=notes)
+    text = infer_text(
+        tensors, filename, context_length=context_length, num_heads=num_heads, notes=notes, variants=family.variant_table()
+    )
     detector = infer_detector(tensors, notes)
     if text.detector_width.value != detector.d_model.value:
         raise CheckpointError(
             f"the text projector outputs {text.detector_width.value} features but the detector is {detector.d_model.value} wide"
         )
-    return Architecture(text, detector, notes)
+    return Architecture(text, detector, family, notes)
 
 
 def to_plain(arch: Architecture) -> dict:

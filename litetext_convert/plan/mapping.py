@@ -1,4 +1,5 @@
-"""Compile configs/mapping.toml into a conversion plan, and prove the plan total and injective.
+"""Compile a family's mapping tables (configs/mapping.toml + configs/families/<id>/mapping_<target>.toml,
+merged in order) into a conversion plan, and prove the plan total and injective.
 
 The plan is computed from key names and shapes alone (meta or mmap tensors), so it is cheap on a
 full-size checkpoint and can be checked before a single byte is written.
@@ -6,12 +7,13 @@ full-size checkpoint and can be checked before a single byte is written.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
 import torch
 
 from litetext_convert.errors import MappingError
@@ -47,10 +49,15 @@ class Drop:
     reason: str
 
 
+# How an expected-missing target is written; each fill says what the folder then holds.
+FILLS = {"zeros": torch.zeros}
+
+
 @dataclass(frozen=True)
 class ExpectedMissing:
     target: re.Pattern
     reason: str
+    fill: str
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,36 @@ class MappingTable:
     rules: tuple[Rule, ...]
     drops: tuple[Drop, ...]
     expected_missing: tuple[ExpectedMissing, ...]
-    path: Path
+    paths: tuple[Path, ...]
+
+    @property
+    def path(self) -> Path:
+        """The first (shared) table."""
+        return self.paths[0]
+
+    def to_json(self) -> list[dict]:
+        """Every table file and its sha256, for the conversion record."""
+        root = configs_dir()
+        return [
+            {
+                "file": str(path.relative_to(root)) if path.is_relative_to(root) else path.name,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+            for path in self.paths
+        ]
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A target no source key produces, written with a stated fill (an `expected_missing` entry)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    fill: str
+    reason: str
+
+    def tensor(self) -> torch.Tensor:
+        return FILLS[self.fill](self.shape, dtype=self.dtype)
 
 
 @dataclass(frozen=True)
@@ -77,6 +113,7 @@ class Plan:
     dropped: dict[str, str]  # source key -> reason
     target_shapes: dict[str, tuple[int, ...]]
     target_dtypes: dict[str, torch.dtype]
+    filled: dict[str, Fill] = field(default_factory=dict)  # expected-missing targets, written with their fill
     step_of_target: dict[str, Step] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -92,28 +129,48 @@ class Plan:
             counts[reason] += 1
         return dict(counts)
 
+    def fills_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for fill in self.filled.values():
+            counts[f"{fill.fill}: {fill.reason}"] += 1
+        return dict(counts)
+
 
 def default_table_path() -> Path:
+    """The shared SAM3-detector table (configs/mapping.toml); a family adds its own after it."""
     return configs_dir() / "mapping.toml"
 
 
-def load_table(path: Path | None = None) -> MappingTable:
-    """Read and validate the table: regexes compile, templates only use groups the regex captures."""
-    path = path or default_table_path()
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise MappingError(f"cannot read mapping table {path}: {exc}") from None
+def family_table_paths(family_id: str = "sam3_litetext", target: str = "image") -> list[Path]:
+    from litetext_convert.families import family_by_id
+
+    return family_by_id(family_id).table_paths(target)
+
+
+def load_table(path: Path | list[Path] | None = None) -> MappingTable:
+    """Read and validate one table, or several merged in order (default: SAM3-LiteText's image
+    tables): regexes compile, templates only use groups the regex captures."""
+    paths = family_table_paths() if path is None else [path] if isinstance(path, Path) else list(path)
     problems: list[str] = []
-    rules = tuple(_compile_rule(i, entry, problems) for i, entry in enumerate(data.get("rule", [])))
-    drops = tuple(_compile_drop(entry, problems) for entry in data.get("drop", []))
-    missing = tuple(_compile_expected_missing(entry, problems) for entry in data.get("expected_missing", []))
-    unknown_sections = set(data) - {"rule", "drop", "expected_missing"}
-    if unknown_sections:
-        problems.append(f"unknown sections: {sorted(unknown_sections)}")
+    rules: list[Rule] = []
+    drops: list[Drop] = []
+    missing: list[ExpectedMissing] = []
+    for table_path in paths:
+        try:
+            data = tomllib.loads(table_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise MappingError(f"cannot read mapping table {table_path}: {exc}") from None
+        # Rule numbers run on across the merged files, so a problem names one rule unambiguously.
+        rules += [_compile_rule(len(rules) + i, entry, problems) for i, entry in enumerate(data.get("rule", []))]
+        drops += [_compile_drop(entry, problems) for entry in data.get("drop", [])]
+        missing += [_compile_expected_missing(entry, problems) for entry in data.get("expected_missing", [])]
+        unknown_sections = set(data) - {"rule", "drop", "expected_missing"}
+        if unknown_sections:
+            problems.append(f"{table_path.name}: unknown sections: {sorted(unknown_sections)}")
     if problems:
-        raise MappingError(f"mapping table {path} is invalid ({len(problems)} problems)", problems)
-    return MappingTable(rules, drops, missing, path)
+        names = " + ".join(str(p) for p in paths)
+        raise MappingError(f"mapping table {names} is invalid ({len(problems)} problems)", problems)
+    return MappingTable(tuple(rules), tuple(drops), tuple(missing), tuple(paths))
 
 
 def _compile(pattern: str, where: str, problems: list[str]) -> re.Pattern:
@@ -164,7 +221,12 @@ def _compile_expected_missing(entry: dict, problems: list[str]) -> ExpectedMissi
     where = f"expected_missing ({entry.get('target', '?')})"
     if not entry.get("reason"):
         problems.append(f"{where}: every expected-missing entry needs a reason")
-    return ExpectedMissing(_compile(entry.get("target", "(?!)"), where, problems), entry.get("reason", ""))
+    if entry.get("fill") not in FILLS:
+        problems.append(f"{where}: fill must be one of {sorted(FILLS)}, got {entry.get('fill')!r}")
+    unknown = set(entry) - {"target", "reason", "fill"}
+    if unknown:
+        problems.append(f"{where}: unknown fields {sorted(unknown)}")
+    return ExpectedMissing(_compile(entry.get("target", "(?!)"), where, problems), entry.get("reason", ""), entry.get("fill", ""))
 
 
 def build_plan(
@@ -218,14 +280,20 @@ def build_plan(
             problems.append(
                 f"shape mismatch: {target} from {producers[target]} is {list(shape)}, the model expects {list(expected.shape)}"
             )
-    for target in expected_targets:
-        if target not in target_shapes and not any(m.target.fullmatch(target) for m in table.expected_missing):
+    filled: dict[str, Fill] = {}
+    for target, expected in expected_targets.items():
+        if target in target_shapes:
+            continue
+        declared = next((m for m in table.expected_missing if m.target.fullmatch(target)), None)
+        if declared is None:
             problems.append(f"missing target: {target} is produced by no source key")
+        else:
+            filled[target] = Fill(tuple(expected.shape), expected.dtype, declared.fill, declared.reason)
 
     if problems:
         raise MappingError(
             f"the mapping does not cover this checkpoint ({len(problems)} problem{'s' if len(problems) > 1 else ''})",
             problems,
-            hint="configs/mapping.toml declares every rule and drop; --json lists every problem",
+            hint=f"{' + '.join(p.name for p in table.paths)} declare every rule and drop; --json lists every problem",
         )
-    return Plan(steps, dropped, target_shapes, target_dtypes)
+    return Plan(steps, dropped, target_shapes, target_dtypes, filled)

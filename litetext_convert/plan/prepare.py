@@ -28,7 +28,7 @@ class Prepared:
     resolved: ResolvedCheckpoint
     loaded: LoadedCheckpoint
     arch: Architecture
-    config: object  # transformers.Sam3LiteTextConfig
+    config: object  # the family's transformers config (Sam3LiteTextConfig for the LiteText families)
     expected: dict[str, torch.Tensor]  # the model's parameters and buffers, on the meta device
     plan: Plan
     ctx: ops.OpContext
@@ -43,7 +43,7 @@ def prepare(
     revision: str | None = None,
     context_length: int | None = None,
     num_heads: int | None = None,
-    table_path: Path | None = None,
+    table_path: Path | list[Path] | None = None,
     hash_source: bool = False,
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
@@ -55,7 +55,7 @@ def prepare(
     config = build_config(arch)
     expected = meta_model_tensors(config)
     ctx = ops.OpContext(arch.context_length)
-    table = load_table(table_path)
+    table = load_table(table_path or arch.family.table_paths("image"))
     plan = build_plan(table, loaded.tensors, expected, ctx)
     return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
 

@@ -71,16 +71,26 @@ def quiet() -> Iterator[None]:
         hub_logging.set_verbosity(verbosity)
 
 
+class MissingInRepo(CheckpointError):
+    """The repository answered, and the file is not in it: alias resolution may look for a renamed one."""
+
+
 def download(repo_id: str, filename: str, revision: str | None) -> str:
-    """hf_hub_download, fast when offline or unreachable, errors as one line (CheckpointError)."""
+    """hf_hub_download, fast when offline or unreachable, errors as one line (CheckpointError;
+    MissingInRepo when the repository has no such file)."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     cache_only_if_unreachable()
     with quiet():
         try:
             return hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
         except Exception as err:  # noqa: BLE001 - translated below; bugs keep their type
-            raise as_litetext_error(err, f"{repo_id}:{filename}" + (f"@{revision}" if revision else ""), kind=CheckpointError) from None
+            where = f"{repo_id}:{filename}" + (f"@{revision}" if revision else "")
+            # LocalEntryNotFoundError (offline, not cached) is a subclass: not a verdict on the repository
+            if isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError):
+                raise MissingInRepo(f"{where}: no such file in the repository") from None
+            raise as_litetext_error(err, where, kind=CheckpointError) from None
 
 
 # ---------------------------------------------------------------- the one table

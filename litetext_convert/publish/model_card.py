@@ -53,6 +53,18 @@ class FolderRecords:
     def context_length(self) -> int:
         return int(self.conversion["context_length"])
 
+    @property
+    def family_id(self) -> str:
+        """Records made before families existed are SAM3-LiteText."""
+        return str((self.conversion.get("family") or {}).get("id", "sam3_litetext"))
+
+    @property
+    def card_wording(self) -> dict[str, Any]:
+        """The family's card wording (configs/families/<id>/family.toml [card])."""
+        from litetext_convert.families import family_by_id
+
+        return family_by_id(self.family_id).card
+
 
 def load_records(folder: Path) -> FolderRecords:
     """Read the records a converted folder must carry; a missing parity record is allowed here."""
@@ -142,7 +154,7 @@ def _not_yet_verified_banner(problem: str) -> str:
 
 def _card_data(records: FolderRecords, *, unverified: bool) -> ModelCardData:
     source = records.conversion["source"]
-    tags = ["sam3", "sam3_lite_text", "efficientsam3", "mobileclip", "text-prompted-segmentation", "litetext"]
+    tags = list(records.card_wording["tags"])
     if unverified:
         tags.append("unverified")
     return ModelCardData(
@@ -155,7 +167,8 @@ def _card_data(records: FolderRecords, *, unverified: bool) -> ModelCardData:
 
 
 def _title(records: FolderRecords) -> str:
-    return f"# SAM3-LiteText {records.variant.upper()} (text context {records.context_length}) for Transformers"
+    title = records.card_wording["title"]
+    return f"# {title} {records.variant.upper()} (text context {records.context_length}) for Transformers"
 
 
 def _unverified_banner(problem: str) -> str:
@@ -168,8 +181,8 @@ def _unverified_banner(problem: str) -> str:
 
 def _overview(records: FolderRecords) -> str:
     return (
-        f"[SAM3-LiteText]({PAPER_URL}) is SAM3 with its text encoder replaced by a compact, distilled "
-        f"MobileCLIP-{records.variant.upper()} text encoder that reads {records.context_length} tokens. "
+        f"{records.card_wording['overview']} (MobileCLIP-{records.variant.upper()}, "
+        f"{records.context_length} tokens). "
         "This repository holds it as a Hugging Face Transformers `Sam3LiteTextModel` "
         "with its `Sam3Processor`: give it an image and a short text prompt, get instance masks and boxes."
     )

@@ -289,11 +289,12 @@ def _check_complete(folder: Path, paths: list[str]) -> None:
 
 
 def default_repo_id(user: str, records: FolderRecords) -> str:
-    return f"{user}/sam3-litetext-{records.variant}-ctx{records.context_length}"
+    # sam3_litetext -> sam3-litetext-s0-ctx16, sam3p1_litetext -> sam3p1-litetext-s0-ctx16: no two families share a name
+    return f"{user}/{records.family_id.replace('_', '-')}-{records.variant}-ctx{records.context_length}"
 
 
 def _default_commit_message(records: FolderRecords) -> str:
-    return f"Upload SAM3-LiteText {records.variant} ctx{records.context_length} (litetext {__version__})"
+    return f"Upload {records.card_wording['title']} {records.variant} ctx{records.context_length} (litetext {__version__})"
 
 
 # ---------------------------------------------------------------- planning

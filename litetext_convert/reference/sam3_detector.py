@@ -470,18 +470,27 @@ class KeyAccount:
     loaded: int
     ignored: dict[str, int]  # reason -> count
     text_positional_note: str = ""
+    left_at_init: dict[str, int] = field(default_factory=dict)  # original model keys with no source: reason -> count
 
     def to_json(self) -> dict:
-        return {"loaded": self.loaded, "ignored": dict(self.ignored), "text_positional_note": self.text_positional_note}
+        return {
+            "loaded": self.loaded,
+            "ignored": dict(self.ignored),
+            "left_at_init": dict(self.left_at_init),
+            "text_positional_note": self.text_positional_note,
+        }
 
 
-def _split_keys(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, int]]:
+def _split_keys(
+    state_dict: Mapping[str, Tensor], family_ignored: Mapping[str, str] | None = None
+) -> tuple[dict[str, Tensor], dict[str, int]]:
     """Detector keys with 'detector.' stripped, and the count of ignored keys per reason."""
     kept: dict[str, Tensor] = {}
     ignored: dict[str, int] = {}
     unknown = []
+    patterns = {**IGNORED_KEYS, **(family_ignored or {})}
     for key, tensor in state_dict.items():
-        reason = next((why for pattern, why in IGNORED_KEYS.items() if re.match(pattern, key)), None)
+        reason = next((why for pattern, why in patterns.items() if re.match(pattern, key)), None)
         if reason:
             ignored[reason] = ignored.get(reason, 0) + 1
         elif key.startswith(DETECTOR_PREFIX):
@@ -493,16 +502,26 @@ def _split_keys(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], di
     return kept, ignored
 
 
-def _load_strict(model: nn.Module, detector_keys: dict[str, Tensor]) -> int:
-    """Load every non-text key; the text keys were loaded by the student encoder already."""
+def _load_strict(
+    model: nn.Module, detector_keys: dict[str, Tensor], left_at_init: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, int]]:
+    """Load every non-text key; the text keys were loaded by the student encoder already. Model keys
+    matching `left_at_init` (a family's declared gaps, e.g. SAM 3.1's absent 0.5x neck level) may be
+    absent and keep their initial values, as upstream's non-strict load leaves them; counted per reason."""
     non_text = {k: v for k, v in detector_keys.items() if not k.startswith(TEXT_PREFIX)}
     expected = {k for k in model.state_dict() if not k.startswith(TEXT_PREFIX)}
     missing, unexpected = sorted(expected - non_text.keys()), sorted(non_text.keys() - expected)
+    at_init: dict[str, int] = {}
+    for pattern, why in (left_at_init or {}).items():
+        gaps = [k for k in missing if re.match(pattern, k)]
+        if gaps:
+            at_init[why] = len(gaps)
+            missing = [k for k in missing if k not in gaps]
     if missing or unexpected:
         raise ValueError(f"original detector keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
     result = model.load_state_dict(non_text, strict=False)
     assert not result.unexpected_keys
-    return len(non_text)
+    return len(non_text), at_init
 
 
 # ----------------------------------------------------------------------------------------------
@@ -661,12 +680,13 @@ def build_original_detector(state_dict: Mapping[str, Tensor], arch, *, dtype: to
     if original_unavailable_reason():
         raise RuntimeError(original_unavailable_reason())
     sam3, _ = _import_sam3()
-    detector_keys, ignored = _split_keys(state_dict)
+    family = getattr(arch, "family", None)
+    detector_keys, ignored = _split_keys(state_dict, family.original_ignored if family else None)
     sizes = DetectorSizes.from_architecture(arch, detector_keys)
     student = _student_text_encoder(detector_keys, arch, torch.float32)
     with original_runtime():
         model = _sam3_image(sizes, TokenIdLanguageBackbone.wrapping(student))
-    loaded = _load_strict(model, detector_keys)
+    loaded, at_init = _load_strict(model, detector_keys, family.original_left_at_init if family else None)
     text_keys = sum(1 for k in detector_keys if k.startswith(TEXT_PREFIX))
     model = _cast_real_tensors(model, dtype).eval().requires_grad_(False)
     if dtype == torch.float64:
@@ -678,7 +698,7 @@ def build_original_detector(state_dict: Mapping[str, Tensor], arch, *, dtype: to
     return OriginalDetector(
         model=model,
         dtype=dtype,
-        keys=KeyAccount(loaded=loaded + text_keys, ignored=ignored, text_positional_note=note),
+        keys=KeyAccount(loaded=loaded + text_keys, ignored=ignored, text_positional_note=note, left_at_init=at_init),
         original_name=ORIGINAL_NAME.format(package="LiteText fork sam3" if upstream_fork_available() else "Meta sam3",
                                            version=sam3.__version__),
     )

@@ -1,28 +1,24 @@
 """Resolve `--checkpoint` (alias, `REPO_ID:PATH/IN/REPO`, or a local file) to a file on disk.
 
+Aliases come from every family (configs/families/<id>/family.toml). When the repository no longer
+has an alias' file under its name, the family's folder is listed and the file with the same
+family, variant and context is used, with a notice that says so.
+
 Hub files come through `huggingface_hub.hf_hub_download`, so its cache, `HF_HUB_OFFLINE` and
 its progress bars apply unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from litetext_convert.errors import CheckpointError
-from litetext_convert.paths import read_config
+from litetext_convert.families import all_aliases, load_families
 
 _HUB_REFERENCE = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+):(?P<path>.+)")
-
-
-@dataclass(frozen=True)
-class Registry:
-    repo_id: str
-    revision: str
-    folder: str
-    license: str | None
-    aliases: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -35,6 +31,7 @@ class ResolvedCheckpoint:
     revision: str | None
     alias: str | None
     license: str | None
+    notice: str | None = None  # said to the user: e.g. the alias' file was found under a new name
 
     def to_json(self) -> dict:
         return {
@@ -43,40 +40,76 @@ class ResolvedCheckpoint:
             "revision": self.revision,
             "alias": self.alias,
             "license": self.license,
+            **({"notice": self.notice} if self.notice else {}),
         }
-
-
-def load_registry() -> Registry:
-    data = read_config("checkpoints.toml")
-    hub = data["hub"]
-    return Registry(hub["repo_id"], hub["revision"], hub["folder"], hub.get("license"), dict(data["aliases"]))
 
 
 def resolve(
     checkpoint: str, *, repo_id: str | None = None, revision: str | None = None
 ) -> ResolvedCheckpoint:
-    registry = load_registry()
-    if checkpoint in registry.aliases:
-        return _download(
-            repo_id or registry.repo_id,
-            registry.aliases[checkpoint],
-            revision or registry.revision,
-            alias=checkpoint,
-            license=registry.license if repo_id in (None, registry.repo_id) else None,
-        )
+    aliases = all_aliases()
+    if checkpoint in aliases:
+        family, filename = aliases[checkpoint]
+        repo = repo_id or family.repo_id
+        revision = revision or family.revision
+        license = family.license if repo_id in (None, family.repo_id) else None
+        return _download_alias(repo, filename, revision, alias=checkpoint, family=family, license=license)
     local = Path(checkpoint).expanduser()
     if local.exists():
         return _local(local)
     hub = _HUB_REFERENCE.fullmatch(checkpoint)
     if hub:
-        license = registry.license if hub["repo"] == registry.repo_id else None
-        return _download(hub["repo"], hub["path"], revision, alias=None, license=license)
+        owner = next((f for f in load_families() if f.repo_id == hub["repo"]), None)
+        return _download(hub["repo"], hub["path"], revision, alias=None, license=owner.license if owner else None)
     if "/" in checkpoint or checkpoint.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise CheckpointError(f"checkpoint file not found: {checkpoint}")
     raise CheckpointError(
         f"unknown checkpoint alias {checkpoint!r}",
-        hint=f"known aliases: {', '.join(registry.aliases)}; or give a local path or REPO_ID:PATH",
+        hint=f"known aliases: {', '.join(aliases)}; or give a local path or REPO_ID:PATH",
     )
+
+
+def _download_alias(repo_id: str, filename: str, revision: str, *, alias: str, family, license):
+    """An alias' file; if the repository no longer has it under that name, the file of the same
+    family, variant and context in the family's folder (and the resolution says so)."""
+    from litetext_convert.publish.hub import MissingInRepo
+
+    try:
+        return _download(repo_id, filename, revision, alias=alias, license=license)
+    except MissingInRepo:
+        pass
+    listing = list_family_folder(repo_id, revision, family)
+    wanted = family.file_identity(Path(filename).name)
+    candidates = [name for name in listing if family.file_identity(Path(name).name) == wanted]
+    if len(candidates) != 1:
+        found = ", ".join(candidates) if candidates else "none"
+        raise CheckpointError(
+            f"{repo_id}:{filename}@{revision}: no such file in the repository, and the {family.folder}/ folder has "
+            f"{'no' if not candidates else 'more than one'} {family.name} file for {wanted[0]} ctx{wanted[1]} ({found})",
+            hint="pass REPO_ID:PATH of the file you want",
+        )
+    renamed = candidates[0]
+    resolved = _download(repo_id, renamed, revision, alias=alias, license=license)
+    notice = f"{alias}: {filename} is not in {repo_id}; using {renamed} (same family, variant and context)"
+    return dataclasses.replace(resolved, notice=notice)
+
+
+def list_family_folder(
+    repo_id: str, revision: str | None, family, *, hint: str = "go online, or pass a local file or REPO_ID:PATH"
+) -> list[str]:
+    """The *.pt files of a family's folder in a Hub repository."""
+    from huggingface_hub import list_repo_files
+
+    from litetext_convert.publish import hub
+
+    if not hub.cache_only_if_unreachable():
+        raise hub.unreachable_error(f"list {repo_id}", hint=hint)
+    try:
+        with hub.quiet():
+            files = list_repo_files(repo_id, revision=revision)
+    except Exception as exc:  # noqa: BLE001 - the Hub table says what happened; bugs keep their type
+        raise hub.as_litetext_error(exc, repo_id) from None
+    return sorted(name for name in files if name.startswith(family.folder + "/") and name.endswith(".pt"))
 
 
 def _local(path: Path) -> ResolvedCheckpoint:
@@ -88,6 +121,7 @@ def _local(path: Path) -> ResolvedCheckpoint:
 def _download(repo_id: str, filename: str, revision: str | None, *, alias: str | None, license: str | None):
     # Imported here: huggingface_hub is only needed when something lives on the Hub.
     from litetext_convert.publish.hub import download
+
 
     path = download(repo_id, filename, revision)  # fast and one line when offline or unreachable
     return ResolvedCheckpoint(Path(path), repo_id, filename, revision, alias, license)

@@ -1,4 +1,4 @@
-"""Synthetic SAM3-LiteText checkpoints in the exact upstream on-disk layout.
+"""Synthetic SAM3-LiteText checkpoints in the exact upstream on-disk layout (SAM3.1-LiteText: sam31.py).
 
 Tests can never download the released files, so this module generates their key layout
 (key -> shape, dtype, in file order) from a handful of sizes, and fills it with seeded values
@@ -275,9 +275,9 @@ def _rope_rows(s: DetectorSizes, block: int) -> int:
     return side * side
 
 
-def _neck(b: _LayoutBuilder, p: str, s: DetectorSizes) -> None:
+def _neck(b: _LayoutBuilder, p: str, s: DetectorSizes, scales: tuple[float, ...] = NECK_SCALES) -> None:
     w, d = s.vit_width, s.d_model
-    for level, scale in enumerate(NECK_SCALES):
+    for level, scale in enumerate(scales):
         lvl = f"{p}.{level}"
         if scale == 4.0:
             b.conv_transpose(f"{lvl}.dconv_2x2_0", w, w // 2, 2)
@@ -623,16 +623,30 @@ def _rope_table_for(key: str, s: DetectorSizes) -> torch.Tensor:
     return axial_rope_table(s.vit_head_dim, s.window_size, 1.0)
 
 
+FAMILIES = ("sam3_litetext", "sam3p1_litetext")
+
+
+def family_layout(family: str, text: TextSizes, detector: DetectorSizes) -> Layout:
+    """The on-disk layout of a family's released files (SAM3.1-LiteText: synthetic/sam31.py)."""
+    if family == "sam3_litetext":
+        return upstream_layout(text, detector)
+    if family == "sam3p1_litetext":
+        from litetext_convert.synthetic import sam31
+
+        return sam31.upstream_layout(text, detector)
+    raise ValueError(f"unknown family {family!r}: expected one of {FAMILIES}")
+
+
 def build_state_dict(text: TextSizes, detector: DetectorSizes, *, seed: int = 0, scale: str = "default",
-                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Seeded values for every key of `upstream_layout`; floating tensors in `dtype`.
+                     dtype: torch.dtype = torch.float32, family: str = "sam3_litetext") -> dict[str, torch.Tensor]:
+    """Seeded values for every key of the family's layout; floating tensors in `dtype`.
 
     RoPE tables stay complex64 and counters int64, as in a half-precision file saved from the model.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     state: dict[str, torch.Tensor] = {}
-    for key, (shape, stored_dtype) in upstream_layout(text, detector).items():
+    for key, (shape, stored_dtype) in family_layout(family, text, detector).items():
         gen = torch.Generator().manual_seed(_key_seed(seed, key))
         value = _draw(key, shape, _role(key, shape, stored_dtype), scale, gen, detector)
         if value.is_floating_point() and dtype != value.dtype:
@@ -656,7 +670,8 @@ def tiny_text(variant: str = "s0", context: int = 16, pos_rows: int | None = Non
 
 def tiny_checkpoint(path: str | Path, variant: str = "s0", context: int = 16, pos_rows: int | None = None,
                     **kwargs) -> Path:
-    """A few-MB checkpoint with every kind of key of a real file (tiny detector, tiny text encoder)."""
+    """A few-MB checkpoint with every kind of key of a real file (tiny detector, tiny text encoder);
+    `family="sam3p1_litetext"` (a kwarg for build_state_dict) writes the SAM3.1-LiteText layout."""
     return save_checkpoint(path, tiny_text(variant, context, pos_rows), TINY_DETECTOR, **kwargs)
 
 

@@ -8,7 +8,6 @@ only then renames the folder into place.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -57,11 +56,13 @@ class ConversionResult:
 
 def target_entries(prepared: Prepared, dtype: str) -> list[TensorEntry]:
     plan = prepared.plan
-    return [
+    mapped = [
         TensorEntry(target, plan.target_shapes[target], target_dtype(plan.target_dtypes[target], dtype))
         for step in plan.steps
         for target in step.targets
     ]
+    filled = [TensorEntry(name, fill.shape, target_dtype(fill.dtype, dtype)) for name, fill in plan.filled.items()]
+    return mapped + filled
 
 
 class _TargetProducer:
@@ -75,6 +76,9 @@ class _TargetProducer:
         self.pending: dict[str, torch.Tensor] = {}
 
     def __call__(self, name: str) -> torch.Tensor:
+        fill = self.prepared.plan.filled.get(name)
+        if fill is not None:  # an expected-missing target: no source, its declared fill
+            return fill.tensor().to(target_dtype(fill.dtype, self.dtype))
         if name not in self.pending:
             step = self.prepared.plan.step_of_target[name]
             source = self.prepared.loaded.tensors[step.source]
@@ -84,7 +88,9 @@ class _TargetProducer:
         return tensor.to(target_dtype(tensor.dtype, self.dtype)).contiguous()
 
     def written(self, entry: TensorEntry) -> None:
-        step = self.prepared.plan.step_of_target[entry.name]
+        step = self.prepared.plan.step_of_target.get(entry.name)
+        if step is None:  # a filled target has no source pages to release
+            return
         if self.release_pages and entry.name == step.targets[-1]:
             release_source_pages(self.prepared.loaded.tensors[step.source])
 
@@ -164,13 +170,14 @@ def verify_with_transformers(folder: Path) -> list[str]:
     """--verify-load: what users will do. No missing, unexpected or mismatched keys allowed."""
     import warnings as _warnings
 
-    from transformers import Sam3LiteTextModel
     from transformers.utils import logging as hf_logging
+
+    from litetext_convert.plan.hf_config import model_class_of_folder
 
     hf_logging.disable_progress_bar()
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
-        model, info = Sam3LiteTextModel.from_pretrained(str(folder), output_loading_info=True)
+        model, info = model_class_of_folder(folder).from_pretrained(str(folder), output_loading_info=True)
     bad = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
     if bad or info.get("error_msgs"):
         raise OutputError(f"transformers reloads the folder with problems: {bad or info['error_msgs']}")
@@ -190,6 +197,7 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "wrapper": prepared.loaded.wrapper,
             "stripped_prefix": prepared.loaded.stripped_prefix,
         },
+        "family": prepared.arch.family.to_json(),
         "variant": prepared.arch.variant,
         "context_length": prepared.arch.context_length,
         "architecture": prepared.arch.to_json(),
@@ -198,15 +206,13 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "mapped": plan.mapped_sources,
             "dropped": plan.drops_by_reason(),
             "target": len(entries),
+            "filled": plan.fills_by_reason(),
             "missing": 0,
             "unexpected": 0,
         },
         "parameters": sum(math.prod(entry.shape) for entry in entries if entry.dtype.is_floating_point),
         "dtype": dtype if dtype != "keep" else _config_dtype(entries),
-        "mapping_table": {
-            "file": prepared.table.path.name,
-            "sha256": hashlib.sha256(prepared.table.path.read_bytes()).hexdigest(),
-        },
+        "mapping_tables": prepared.table.to_json(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
