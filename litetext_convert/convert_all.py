@@ -9,8 +9,8 @@ from pathlib import Path
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import PARITY_RECORD
-from litetext_convert.parity.run import parity_record
-from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.parity.precision import text_parity_record
+from litetext_convert.parity.text import ParityOptions
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.source.resolve import load_registry
 from litetext_convert.write.convert import convert
@@ -84,7 +84,7 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
             dropped=sum(result.record["keys"]["dropped"].values()),
         )
         if verify:
-            parity = parity_record(run_text_parity(prepared, folder, ParityOptions()), None, "text", [])
+            parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced
             (folder / PARITY_RECORD).write_text(json.dumps(parity, indent=2, default=str) + "\n")
             if not parity["passed"]:
                 row.update(status="parity failed", error=parity["first_failure"] or "tokenizer")

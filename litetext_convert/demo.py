@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import OutputError
+from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.run import parity_record
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
@@ -24,7 +25,8 @@ DEMO_CONTEXT = 16
 
 
 def run_demo(console: Console, workdir: Path | None = None) -> dict:
-    """Returns what a --json reader needs: the summary, the conversion record and both parity records."""
+    """Returns what a --json reader needs: the summary, the conversion record and the parity records
+    (float32, float64, and bfloat16 with its exactness verdict and precision cost)."""
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
         root = Path(workdir) if workdir else Path(scratch)
         try:
@@ -63,5 +65,11 @@ def _run(console: Console, root: Path) -> dict:
         render_parity(console, record, debug=True)
         passed = passed and record["passed"]
         records[dtype] = record
+    console.print(Rule("5. bfloat16: convert, prove the conversion exact, measure what the precision costs"))
+    reduced = convert(prepared, root / "converted-bfloat16", dtype="bfloat16", tokenizer=str(tokenizer), force=True)
+    record = text_parity_record(prepared, reduced.folder, ParityOptions(dtype="bfloat16"))
+    render_parity(console, record, debug=False)
+    passed = passed and record["passed"]
+    records["bfloat16"] = record
     console.print(Rule("PASS" if passed else "FAIL", style="green" if passed else "red"))
     return {"passed": passed, "inspect": summary, "conversion": result.record, "parity": records}

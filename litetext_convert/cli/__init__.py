@@ -126,7 +126,9 @@ def parity_command(
     context_length: ContextOpt = None,
     num_heads: HeadsOpt = None,
     scope: Annotated[str, typer.Option(help="text | detector | all")] = "text",
-    dtype: Annotated[str, typer.Option(help="float32 | float64 (both sides)")] = "float32",
+    dtype: Annotated[
+        str, typer.Option(help="float32 | float64 (both sides) | bfloat16 | float16 (exactness in that dtype + its cost)")
+    ] = "float32",
     batch: Annotated[int, typer.Option(min=1)] = 2,
     seed: int = 0,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Real prompt (repeatable).")] = None,
@@ -143,8 +145,9 @@ def parity_command(
 
     if scope not in ("text", "detector", "all"):
         raise LitetextError(f"--scope {scope!r}: choose text, detector or all")
-    if dtype not in ("float32", "float64"):
-        raise LitetextError(f"--dtype {dtype!r}: choose float32 or float64")
+    from litetext_convert.plan.dtypes import canonical
+
+    canonical(dtype)  # an unknown name fails here, before any loading
     record = run_parity(
         checkpoint,
         converted=converted,
@@ -269,7 +272,7 @@ def demo_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Offline end to end on an embedded default: build a small upstream-layout S0 checkpoint, inspect,
-    convert, and prove parity (float32 and float64)."""
+    convert, and prove parity (float32 and float64; a bfloat16 conversion proven exact, with its precision cost)."""
     from litetext_convert.demo import run_demo
 
     # With --json the human report goes to stderr and stdout carries only the JSON.

@@ -10,7 +10,9 @@ from rich.console import Console
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD, PARITY_RECORD
+from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.plan import dtypes
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.report import render_parity
 from litetext_convert.write.convert import convert
@@ -71,19 +73,24 @@ def run_parity(
 
     hf_logging.disable_progress_bar()
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
-    options = ParityOptions(dtype=dtype, batch=batch, seed=seed, prompts=prompts, atol=atol, rtol=rtol)
+    dtype = dtypes.canonical(dtype)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
-            convert(prepared, folder, tokenizer=tokenizer)
+            # A reduced dtype is proven on a folder converted to it; float32/float64 on the source's own.
+            convert(prepared, folder, tokenizer=tokenizer, dtype=dtype if dtypes.is_reduced(dtype) else "keep")
             notes = ["converted into a temporary folder for this run"]
         else:
             folder = Path(converted)
             notes = check_converted_matches(prepared, folder)
+        dtype, dtype_notes = precision.parity_dtype(dtype, precision.folder_dtype(folder))
+        notes += dtype_notes
+        options = ParityOptions(dtype=dtype, batch=batch, seed=seed, prompts=prompts, atol=atol, rtol=rtol)
         # The detector report carries the text stages too: they are what the detector is fed.
         result = run_text_parity(prepared, folder, options)
+        checks = precision.precision_checks(prepared, folder, dtype, batch=batch, seed=seed)
         detector = _detector_scope(prepared, folder, dtype, seed, image, boxes) if scope in ("detector", "all") else None
-    record = parity_record(result, detector, scope, notes)
+    record = precision.attach(parity_record(result, detector, scope, notes), checks)
     if converted is not None:
         (Path(converted) / PARITY_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
     if json_path is not None:
@@ -99,6 +106,8 @@ def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> dict:
     reason = original_unavailable_reason()
     if reason:
         raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
+    if dtypes.is_reduced(dtype):  # exactness in float64 with rounded weights, and the dtype's cost
+        return precision.detector_scope(prepared, folder, dtype, seed, image, boxes)
     try:
         from litetext_convert.parity.detector import run_detector_parity
     except ImportError as exc:  # pragma: no cover - the module itself imports without sam3

@@ -15,6 +15,8 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from litetext_convert.errors import LitetextError, ParityFailure
 from litetext_convert.folder import CONVERSION_RECORD, PARITY_RECORD
+from litetext_convert.parity.precision import card_section as precision_card_section
+from litetext_convert.parity.precision import precision_problem
 
 CONFIG = "config.json"
 CARD_FILENAME = "README.md"
@@ -76,6 +78,9 @@ def parity_problem(records: FolderRecords) -> str | None:
     if not parity.get("passed", False) or failed_stages:
         detail = f" (failing stages: {', '.join(failed_stages)})" if failed_stages else ""
         return f"the parity record says the check failed{detail}"
+    precision = precision_problem(records.conversion, parity)  # a reduced dtype must be proven exact in it
+    if precision:
+        return precision
     recorded_context = parity.get("inputs", {}).get("context_length")
     if recorded_context is not None and recorded_context != records.context_length:
         # A record left over from another conversion in the same folder vouches for nothing here.
@@ -115,6 +120,7 @@ def render_model_card(folder: Path, *, repo_id: str, allow_unverified: bool = Fa
         _source_section(records.conversion),
         _architecture_section(records),
         _parity_section(records.parity),
+        precision_card_section(records.conversion, records.parity),
         _provenance_section(records.conversion),
     ]
     body = "\n\n".join(section for section in sections if section) + "\n"
