@@ -82,6 +82,7 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
             parameters=result.record["parameters"],
             mapped=result.record["keys"]["mapped"],
             dropped=sum(result.record["keys"]["dropped"].values()),
+            dtype=result.record["dtype"],
         )
         if verify:
             parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced

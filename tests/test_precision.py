@@ -177,6 +177,19 @@ def _integer_tensors(folder: Path) -> int:
     return sum(not t.is_floating_point() for t in load_file(str(folder / "model.safetensors")).values())
 
 
+def test_convert_all_in_bfloat16_proves_each_folder(tiny_checkpoints, tokenizer_dir, tmp_path):
+    from litetext_convert.convert_all import convert_all
+
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(tiny_checkpoints["s0"], source / tiny_checkpoints["s0"].name)
+    (row,) = convert_all(tmp_path / "out", source=str(source), repo_id=None, revision=None, tokenizer=str(tokenizer_dir),
+                         num_heads=heads("s0"), dtype="bf16", force=False, verify=True, push=False, namespace=None,
+                         private=False, token=None)
+    assert row["status"] == "ok" and row["dtype"] == "bfloat16", row
+    assert record_of(Path(row["folder"]))["precision"]["exactness"]["passed"]
+
+
 # ---------------------------------------------------------------- a source stored in bfloat16
 
 
@@ -229,3 +242,25 @@ def test_push_refuses_a_bfloat16_folder_proven_only_in_float32(reduced, workdir,
     (folder / PARITY_RECORD).write_text(json.dumps(record))
     result = push_folder(folder, PushOptions(repo_id=REPO, dry_run=True), api=NoNetwork())
     assert result.status == "refused" and "does not prove bfloat16 exactness" in result.message
+
+
+# ---------------------------------------------------------------- whole detector (Meta's sam3 only)
+
+
+def test_detector_scope_in_bfloat16_is_exact_in_float64_and_reports_detections(reduced, tiny_checkpoints):
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    if original_unavailable_reason():
+        pytest.skip(original_unavailable_reason())
+    saved = (reduced["bfloat16"] / PARITY_RECORD).read_text()
+    record = run_parity(
+        str(tiny_checkpoints["s0"]), converted=reduced["bfloat16"], tokenizer=None, repo_id=None, revision=None,
+        context_length=None, num_heads=heads("s0"), scope="detector", dtype="bfloat16", batch=2, seed=0, prompts=[],
+        image=None, boxes=[], atol=None, rtol=None, json_path=None, console=None, debug=False,
+    )
+    (reduced["bfloat16"] / PARITY_RECORD).write_text(saved)
+    assert record["passed"] and record["detector"]["dtype"] == "float64"
+    assert all(stage["max_abs"] <= 1e-9 * max(stage["reference_max"], 1.0) for stage in record["detector"]["stages"])
+    cost = record["precision"]["detector_cost"]
+    assert cost["against"] == "float32" and 0 < cost["detections"]["kept"] <= cost["detections"]["k"]
+    assert 0.5 < cost["detections"]["mask_iou_mean"] <= 1.0 and 0 < cost["detections"]["box_max_abs"] < 0.1

@@ -163,7 +163,14 @@ def _difference(expected: torch.Tensor, actual: torch.Tensor) -> str | None:
 
 def rounded_weights_float64(prepared: Prepared, folder: Path, dtype: str, batch: int, seed: int) -> list[StageDiff]:
     """Original with its weights rounded to `dtype`, run in float64, vs the converted model in float64."""
-    from litetext_convert.parity.text import HFTextTrace, compare_text, dummy_ids, layer_kinds, load_converted, text_state_dict
+    from litetext_convert.parity.text import (
+        HFTextTrace,
+        compare_text,
+        dummy_ids,
+        layer_kinds,
+        load_converted,
+        text_state_dict,
+    )
     from litetext_convert.reference import load_original_text_encoder
 
     atol, rtol = dtypes.tolerances("float64", "text")
@@ -182,7 +189,14 @@ def rounded_weights_float64(prepared: Prepared, folder: Path, dtype: str, batch:
 
 def text_cost(prepared: Prepared, folder: Path, dtype: str, batch: int, seed: int) -> dict:
     """The converted model in `dtype` against the original (source weights) in float32 and float64."""
-    from litetext_convert.parity.text import HFTextTrace, compare_text, dummy_ids, layer_kinds, load_converted, text_state_dict
+    from litetext_convert.parity.text import (
+        HFTextTrace,
+        compare_text,
+        dummy_ids,
+        layer_kinds,
+        load_converted,
+        text_state_dict,
+    )
     from litetext_convert.reference import load_original_text_encoder
 
     ids = dummy_ids(batch, prepared.arch.context_length, seed)
