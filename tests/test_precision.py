@@ -74,8 +74,10 @@ def test_aliases_cast_rule_and_tolerances_come_from_one_place():
         dtypes.canonical("int8")
     # float32/float64 tolerances are what they were before the table moved to configs/
     assert dtypes.tolerances("float32") == (1e-5, 1e-5) and dtypes.tolerances("float64") == (1e-10, 0.0)
-    bf16, fp16 = dtypes.tolerances("bfloat16"), dtypes.tolerances("float16")
-    assert bf16[0] > fp16[0] > dtypes.tolerances("float32")[0]  # coarser dtype, looser bound
+    assert dtypes.atol_of_max("float32") == dtypes.atol_of_max("float64") == 0.0
+    # coarser dtype, looser bound
+    assert dtypes.atol_of_max("bf16") > dtypes.atol_of_max("fp16") > 0
+    assert dtypes.tolerances("bf16")[1] > dtypes.tolerances("fp16")[1] > dtypes.tolerances("fp32")[1]
 
 
 # ---------------------------------------------------------------- a proven reduced-precision folder

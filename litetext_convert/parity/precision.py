@@ -456,8 +456,10 @@ def card_section(conversion: dict, parity: dict | None) -> str:
         "## Precision",
         f"Weights in **{dtype}**. Conversion: **{verdict}**: {tensors['checked']} of {tensors['planned']} tensors equal "
         f"the original checkpoint's tensors cast to {dtype} (after the mapping's own reshaping), bit for bit; "
-        f"the original implementation run in {dtype} matches stage by stage (the parity table above), and with "
-        f"the weights rounded to {dtype} both sides agree in float64.",
+        f"the original implementation run in {dtype} matches stage by stage (the parity table above; in {dtype} "
+        f"the tolerance also grows by {_same_dtype_share(precision):g} x each stage's largest value, as rounding "
+        f"does), and with the weights rounded to {dtype} both sides agree in float64 "
+        f"(largest difference {_rounded_max(precision):.1e}).",
         f"What {dtype} costs (the converted model in {dtype} against the original float32 checkpoint run in "
         "float32, text encoder, seeded token ids); differences of the dtype, not of the conversion:",
     ]
@@ -473,6 +475,14 @@ def card_section(conversion: dict, parity: dict | None) -> str:
                      f"{dtype} (exactness of the conversion, not rounding).")
         parts.append(detector_cost_lines(detector))
     return "\n\n".join(parts)
+
+
+def _same_dtype_share(precision: dict) -> float:
+    return precision["exactness"].get("same_dtype", {}).get("atol_of_max", 0.0)
+
+
+def _rounded_max(precision: dict) -> float:
+    return max((s["max_abs"] for s in precision["exactness"].get("rounded_weights_float64", [])), default=0.0)
 
 
 def _table(header, rows) -> str:
