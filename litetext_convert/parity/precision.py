@@ -31,6 +31,7 @@ from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.plan import dtypes, ops
+from litetext_convert.source.load import SAFETENSORS, TORCH_ZIP
 
 if TYPE_CHECKING:
     from litetext_convert.plan.prepare import Prepared
@@ -90,15 +91,23 @@ def reread_source(prepared: Prepared) -> dict[str, torch.Tensor]:
     the loader recorded it: the expected tensors never come from the objects the writer used."""
     loaded = prepared.loaded
     path = loaded.path
-    if loaded.format == "safetensors":
+    if loaded.format == SAFETENSORS:
         from safetensors.torch import load_file
 
         raw = load_file(str(path))
     else:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=loaded.format == "torch zip")
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=loaded.format == TORCH_ZIP)
     state = raw[loaded.wrapper] if loaded.wrapper else raw
     prefix = loaded.stripped_prefix or ""
     return {key: state[prefix + key] for key in prepared.loaded.tensors}
+
+
+def _release(prepared: Prepared, tensor: torch.Tensor) -> None:
+    """Drop a memory-mapped source tensor's resident pages (torch zip files only: the others are heap)."""
+    from litetext_convert.write.shards import release_source_pages
+
+    if prepared.loaded.format == TORCH_ZIP:
+        release_source_pages(tensor)
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
@@ -132,6 +141,7 @@ def check_tensors(prepared: Prepared, folder: Path, dtype: str) -> dict:
             why = _difference(expected, actual)
             if why:
                 mismatches.append({"tensor": target, "source": step.source, "ops": list(step.ops), "why": why})
+        _release(prepared, source[step.source])  # a full-size source costs one tensor of RSS, not the file
     for extra in sorted(set(where) - planned):
         mismatches.append({"tensor": extra, "why": "in the folder but not in the plan"})
     return {
@@ -280,8 +290,11 @@ def detector_scope(prepared: Prepared, folder: Path, dtype: str, seed: int, imag
 
     from litetext_convert.parity.detector import run_detector_parity
 
-    rounded = dataclasses.replace(prepared, loaded=dataclasses.replace(
-        prepared.loaded, tensors={key: dtypes.cast(value, dtype) for key, value in prepared.loaded.tensors.items()}))
+    rounded_tensors = {}
+    for key, value in prepared.loaded.tensors.items():
+        rounded_tensors[key] = dtypes.cast(value, dtype)
+        _release(prepared, value)  # the rounded copy is what this check reads; the file's pages can go
+    rounded = dataclasses.replace(prepared, loaded=dataclasses.replace(prepared.loaded, tensors=rounded_tensors))
     result = run_detector_parity(rounded, folder, dtype="float64", seed=seed, image=image, boxes=boxes or None).to_json()
     del rounded
     result["meaning"] = (f"float64 on both sides, the original given the weights rounded to {dtype}: "
