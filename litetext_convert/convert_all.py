@@ -12,8 +12,9 @@ from typing import ContextManager
 from litetext_convert.errors import LitetextError
 from litetext_convert.families import family_by_id, load_families
 from litetext_convert.folder import write_parity_record
-from litetext_convert.parity.run import parity_record, remember_source
-from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.parity.precision import text_parity_record
+from litetext_convert.parity.run import remember_source
+from litetext_convert.parity.text import ParityOptions
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.source.resolve import list_family_folder
 from litetext_convert.write.convert import convert
@@ -91,9 +92,10 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
             parameters=result.record["parameters"],
             mapped=result.record["keys"]["mapped"],
             dropped=sum(result.record["keys"]["dropped"].values()),
+            dtype=result.record["dtype"],
         )
         if verify:
-            parity = parity_record(run_text_parity(prepared, folder, ParityOptions()), None, "text", [])
+            parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced
             write_parity_record(folder, parity)
             if not parity["passed"]:
                 row.update(status="parity failed", error=parity["first_failure"])

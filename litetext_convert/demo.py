@@ -11,6 +11,7 @@ from rich.rule import Rule
 
 from litetext_convert.errors import OutputError
 from litetext_convert.folder import write_parity_record
+from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.run import parity_record, remember_source
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
@@ -26,7 +27,8 @@ DEMO_CONTEXT = 16
 
 
 def run_demo(console: Console, workdir: Path | None = None) -> dict:
-    """Returns what a --json reader needs: the summary, the conversion record and both parity records."""
+    """Returns what a --json reader needs: the summary, the conversion record and the parity records
+    (float32, float64, and bfloat16 with its exactness verdict and precision cost)."""
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
         root = Path(workdir) if workdir else Path(scratch)
         try:
@@ -67,6 +69,15 @@ def _run(console: Console, root: Path) -> dict:
         render_parity(console, record, debug=True)
         passed = passed and record["passed"]
         records[dtype] = record
+    console.print(Rule("5. bfloat16: convert, prove the conversion exact, measure what the precision costs"))
+    reduced = convert(prepared, root / "converted-bfloat16", dtype="bfloat16", tokenizer=str(tokenizer), force=True)
+    record = text_parity_record(prepared, reduced.folder, ParityOptions(dtype="bfloat16"))
+    render_parity(console, record, debug=False)
+    passed = passed and record["passed"]
+    records["bfloat16"] = record
+    remember_source(reduced.folder, str(checkpoint), prepared, num_heads=heads, context_length=None)
+    write_parity_record(reduced.folder, record)
+    write_folder_card(reduced.folder)
     write_folder_card(folder)
     console.print("model card: README.md in the converted folder, with both parity records")
     console.print(Rule("PASS" if passed else "FAIL", style="green" if passed else "red"))

@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from litetext_convert.parity.precision import summary_lines as precision_lines
+
 
 def _count(n: int) -> str:
     return f"{n:,}"
@@ -210,6 +212,8 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
                 f"{padded['tokenizer_mask_vs_upstream_mask_positions']} positions: a literal '!' is id 0, padding to upstream"
             )
         console.print(f"  recipe that reproduces upstream: {padded['recipe']}")
+    for line in precision_lines(record.get("precision")):  # dtype, exactness verdict, precision cost
+        console.print(f"precision: {line}", markup=False)
     detector = record.get("detector")
     if detector:
         render_detector(console, detector, debug=debug)

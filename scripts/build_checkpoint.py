@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
+from litetext_convert.plan.dtypes import DTYPES  # noqa: E402
 from litetext_convert.synthetic.builder import (  # noqa: E402
     FAMILIES,
     FULL_DETECTOR,
@@ -30,7 +29,6 @@ from litetext_convert.synthetic.builder import (  # noqa: E402
 )
 
 SIZES = {"full": (TEXT_PRESETS, FULL_DETECTOR), "tiny": (TINY_TEXT_PRESETS, TINY_DETECTOR)}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

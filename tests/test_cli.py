@@ -169,7 +169,7 @@ def test_detector_scope_without_meta_sam3_is_refused_before_loading(folder, no_w
     assert code == EXIT_BAD_INPUT and "sam3" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("args, fragment", [(["--scope", "everything"], "--scope 'everything'"), (["--dtype", "bf16"], "--dtype")])
+@pytest.mark.parametrize("args, fragment", [(["--scope", "everything"], "--scope 'everything'"), (["--dtype", "int8"], "--dtype")])
 def test_bad_parity_options_are_refused_before_loading(folder, args, fragment, no_weights, capsys):
     code, _, err = run_cli(["parity", str(folder), *args], capsys)
     assert code == EXIT_BAD_INPUT and fragment in err

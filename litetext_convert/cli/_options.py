@@ -13,30 +13,17 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.errors import LitetextError
+from litetext_convert.plan import dtypes
 
-# Aliases people type for dtypes. plan/dtypes.py (issue 16) is meant to own these names; until it is on
-# main, this minimal mapping is the one place the CLI reads them from.
-DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
-                 "bf16": "bfloat16", "fp64": "float64", "double": "float64"}
-CONVERT_DTYPES = ("keep", "float32", "bfloat16", "float16", "float64")
-PARITY_DTYPES = ("float32", "float64")
 SCOPES = ("text", "detector", "all")
 
 
-def canonical_dtype(value: str, allowed: tuple[str, ...]) -> str:
-    name = DTYPE_ALIASES.get(value.strip().lower(), value.strip().lower())
-    if name not in allowed:
-        aliases = ", ".join(alias for alias, target in DTYPE_ALIASES.items() if target in allowed)
-        raise LitetextError(f"unknown --dtype {value!r}; choose {', '.join(allowed)}" + (f" (or {aliases})" if aliases else ""))
-    return name
-
-
 def _convert_dtype(value: str) -> str:
-    return canonical_dtype(value, CONVERT_DTYPES)
+    return dtypes.canonical(value, allow_keep=True)
 
 
 def _parity_dtype(value: str) -> str:
-    return canonical_dtype(value, PARITY_DTYPES)
+    return dtypes.canonical(value)  # float32/float64, or a reduced dtype: exactness in it + its cost
 
 
 def _scope(value: str) -> str:
@@ -89,7 +76,7 @@ VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload 
 
 ScopeOpt = Annotated[str, typer.Option("--scope", metavar="SCOPE", callback=_scope, help="text | detector | all.")]
 ParityDtypeOpt = Annotated[
-    str, typer.Option("--dtype", metavar="DTYPE", callback=_parity_dtype, help="float32 | float64 on both sides (aliases fp32, fp64).")
+    str, typer.Option("--dtype", metavar="DTYPE", callback=_parity_dtype, help="float32 | float64 (both sides) | bfloat16 | float16 (exactness in that dtype + its cost); aliases fp32, fp64, bf16, fp16.")
 ]
 
 # ---------------------------------------------------------------- the Hub (publishing)

@@ -21,7 +21,9 @@ from litetext_convert.folder import (
     verdict,
     write_parity_record,
 )
+from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.plan import dtypes
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.write.convert import convert
 
@@ -125,26 +127,32 @@ def run_parity(
     status = status or (lambda message: contextlib.nullcontext())
     prompts = prompts or []
     hf_logging.disable_progress_bar()
+    dtype = dtypes.canonical(dtype)
     with status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
-    options = ParityOptions(dtype=dtype, batch=batch, seed=seed, prompts=prompts, atol=atol, rtol=rtol)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
+            # A reduced dtype is proven on a folder converted to it; float32/float64 on the source's own.
             with status("converting into a temporary folder"):
-                convert(prepared, folder, tokenizer=tokenizer)
+                convert(prepared, folder, tokenizer=tokenizer, dtype=dtype if dtypes.is_reduced(dtype) else "keep")
             notes = ["converted into a temporary folder for this run"]
         else:
             folder = Path(converted)
             notes = check_converted_matches(prepared, folder)
+        dtype, dtype_notes = precision.parity_dtype(dtype, precision.folder_dtype(folder))
+        notes += dtype_notes
+        options = ParityOptions(dtype=dtype, batch=batch, seed=seed, prompts=prompts, atol=atol, rtol=rtol)
         # The detector report carries the text stages too: they are what the detector is fed.
         with status(f"text parity, {dtype}: original and converted side by side"):
             result = run_text_parity(prepared, folder, options)
+        with status(f"exactness of the folder's tensors ({dtype})"):
+            checks = precision.precision_checks(prepared, folder, dtype, batch=batch, seed=seed)
         detector, outputs = None, None
         if scope in ("detector", "all"):
             with status(f"whole-detector parity, {dtype} (the slow part)"):
                 detector, outputs = _detector_scope(prepared, folder, dtype, seed, image, boxes or [])
-    record = parity_record(result, detector, scope, notes, prompts)
+    record = precision.attach(parity_record(result, detector, scope, notes, prompts), checks)
     if converted is not None:
         from litetext_convert.publish.model_card import write_folder_card
 
@@ -161,6 +169,8 @@ def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> tuple[dict, 
     reason = original_unavailable_reason()
     if reason:
         raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
+    if dtypes.is_reduced(dtype):  # exactness in float64 with rounded weights, and the dtype's cost
+        return precision.detector_scope(prepared, folder, dtype, seed, image, boxes), None
     from litetext_convert.parity.detector import run_detector_parity
 
     result = run_detector_parity(prepared, folder, dtype=dtype, seed=seed, image=image, boxes=boxes or None)

@@ -16,12 +16,12 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
+from litetext_convert.plan import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.reference import load_original_text_encoder, load_upstream_tokenizer, merges_from_folder
 from litetext_convert.write.processor import merges_fingerprint, vocabulary_name
 
-DEFAULT_TOLERANCES = {"float32": (1e-5, 1e-5), "float64": (1e-10, 0.0)}
 SOT, EOT = 49406, 49407
 
 # Prompts that stress tokenization: punctuation, unicode, numbers, case, whitespace, empty, too long.
@@ -51,8 +51,12 @@ class ParityOptions:
     rtol: float | None = None
 
     def tolerances(self) -> tuple[float, float]:
-        default_atol, default_rtol = DEFAULT_TOLERANCES[self.dtype]
+        default_atol, default_rtol = dtypes.tolerances(self.dtype, "text")  # configs/tolerances.toml
         return (self.atol if self.atol is not None else default_atol, self.rtol if self.rtol is not None else default_rtol)
+
+    def atol_of_max(self) -> float:
+        """Reduced precision: the share of a stage's magnitude added to atol (0 when --atol is given)."""
+        return dtypes.atol_of_max(self.dtype, "text") if self.atol is None else 0.0
 
 
 @dataclass
@@ -177,22 +181,23 @@ def _tensor(output):
 
 
 def compare_text(
-    original_trace, hf: dict, hf_mask, layer_kinds: list[str], atol: float, rtol: float, prefix: str = "text"
+    original_trace, hf: dict, hf_mask, layer_kinds: list[str], atol: float, rtol: float, prefix: str = "text",
+    atol_of_max: float = 0.0,
 ) -> list[StageDiff]:
-    diffs = [compare(f"{prefix}.embeddings", original_trace.embeddings, hf["embeddings"], atol=atol, rtol=rtol)]
+    diffs = [compare(f"{prefix}.embeddings", original_trace.embeddings, hf["embeddings"], atol=atol, rtol=rtol, atol_of_max=atol_of_max)]
     for index, (ours, theirs) in enumerate(zip(original_trace.layers, hf["layers"])):
         kind = layer_kinds[index]
-        diffs.append(compare(f"{prefix}.layer.{index} ({kind})", ours, theirs, atol=atol, rtol=rtol))
+        diffs.append(compare(f"{prefix}.layer.{index} ({kind})", ours, theirs, atol=atol, rtol=rtol, atol_of_max=atol_of_max))
     if len(original_trace.layers) != len(hf["layers"]):
         diffs.append(
             StageDiff(f"{prefix}.layer count", float("inf"), float("inf"), float("inf"), 0.0, 0.0, [], False, atol, rtol,
                       f"original {len(original_trace.layers)} vs converted {len(hf['layers'])}")
         )
-    diffs.append(compare(f"{prefix}.final_norm", original_trace.final_norm, hf["final_norm"], atol=atol, rtol=rtol))
+    diffs.append(compare(f"{prefix}.final_norm", original_trace.final_norm, hf["final_norm"], atol=atol, rtol=rtol, atol_of_max=atol_of_max))
     diffs.append(
-        compare(f"{prefix}.features (detector-facing)", original_trace.text_features, hf["text_features"], atol=atol, rtol=rtol)
+        compare(f"{prefix}.features (detector-facing)", original_trace.text_features, hf["text_features"], atol=atol, rtol=rtol, atol_of_max=atol_of_max)
     )
-    diffs.append(compare(f"{prefix}.pooled (CLIP-style)", original_trace.pooled, hf["pooled"], atol=atol, rtol=rtol))
+    diffs.append(compare(f"{prefix}.pooled (CLIP-style)", original_trace.pooled, hf["pooled"], atol=atol, rtol=rtol, atol_of_max=atol_of_max))
     hf_padding = torch.zeros_like(original_trace.padding_mask) if hf_mask is None else ~hf_mask.bool()
     diffs.append(compare(f"{prefix}.padding_mask", original_trace.padding_mask, hf_padding, atol=0.0, rtol=0.0))
     return diffs
@@ -204,7 +209,7 @@ def layer_kinds(model) -> list[str]:
 
 def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) -> ParityResult:
     started = time.perf_counter()
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[options.dtype]
+    torch_dtype = dtypes.torch_dtype(options.dtype)
     atol, rtol = options.tolerances()
     arch = prepared.arch
     original, original_info = load_original_text_encoder(text_state_dict(prepared), arch, torch_dtype)
@@ -215,14 +220,14 @@ def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) ->
     ids = dummy_ids(options.batch, arch.context_length, options.seed)
     with torch.no_grad():
         original_trace = original(ids)
-    stages = compare_text(original_trace, hf_trace(ids), None, kinds, atol, rtol)
+    stages = compare_text(original_trace, hf_trace(ids), None, kinds, atol, rtol, atol_of_max=options.atol_of_max())
     inputs = {"kind": "dummy ids", "batch": options.batch, "seed": options.seed, "context_length": arch.context_length}
 
     tokenizer_report = None
     padded_report = None
     if options.prompts:
         tokenizer_report, padded_report, prompt_stages = _prompt_parity(
-            prepared, folder, original, hf_trace, kinds, options.prompts, atol, rtol
+            prepared, folder, original, hf_trace, kinds, options.prompts, atol, rtol, options.atol_of_max()
         )
         stages += prompt_stages
         inputs["prompts"] = options.prompts
@@ -303,7 +308,7 @@ def _why_different(upstream: list[int], converted: list[int]) -> str:
     return "different tokens"
 
 
-def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, rtol):
+def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, rtol, atol_of_max=0.0):
     """Real prompts: each side tokenizes with its own tokenizer; padded positions show what the
     attention mask does (transformers masks them, upstream attends to them)."""
     context = prepared.arch.context_length
@@ -317,7 +322,8 @@ def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, r
     # upstream's own padding mask (ids == 0) for the detector.
     faithful = hf_trace(hf_ids)
     recipe_mask = hf_ids != 0
-    stages = compare_text(original_trace, faithful, recipe_mask, kinds, atol, rtol, prefix="prompts.text")
+    stages = compare_text(original_trace, faithful, recipe_mask, kinds, atol, rtol, prefix="prompts.text",
+                          atol_of_max=atol_of_max)
     # What Sam3LiteTextModel.forward does by default: the tokenizer's mask goes into the encoder.
     masked = hf_trace(hf_ids, hf_mask)
     real = ~original_trace.padding_mask

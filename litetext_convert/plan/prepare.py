@@ -14,13 +14,13 @@ import torch
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops
+# dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
+from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
 from litetext_convert.plan.hf_config import build_config, meta_model_tensors
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.mapping import MappingTable, Plan, build_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 @dataclass
@@ -59,17 +59,6 @@ def prepare(
     plan = build_plan(table, loaded.tensors, expected, ctx)
     return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
 
-
-
-def check_dtype(requested: str) -> None:
-    if requested != "keep" and requested not in DTYPES:
-        raise LitetextError(f"unknown --dtype {requested!r}; choose keep, {', '.join(DTYPES)}")
-
-
-def target_dtype(source: torch.dtype, requested: str) -> torch.dtype:
-    if requested == "keep" or not source.is_floating_point:
-        return source
-    return DTYPES[requested]
 
 
 

@@ -19,11 +19,14 @@ from litetext_convert.errors import LitetextError, ParityFailure
 from litetext_convert.folder import (
     CARD,
     CONVERSION_RECORD,
+    DEFAULT_PROMPT_SET,
     PARITY_DIR,
     folder_problem,
     read_parity_records,
     verdict,
 )
+from litetext_convert.parity.precision import card_section as precision_card_section
+from litetext_convert.parity.precision import precision_problem
 
 CONFIG = "config.json"
 CARD_FILENAME = CARD
@@ -95,7 +98,21 @@ def _read_json(path: Path, *, required: bool) -> dict[str, Any] | None:
 
 def parity_problem(records: FolderRecords) -> str | None:
     """Why the folder does not count as verified, or None when its parity records vouch for it."""
-    return folder_problem(records.parities, records.context_length)
+    problem = folder_problem(records.parities, records.context_length)
+    if problem:
+        return problem
+    for record in records.parities:  # a reduced dtype must be proven exact in that dtype, by every record
+        problem = precision_problem(records.conversion, record)
+        if problem:
+            return problem
+    return None
+
+
+def _precision_record(parities: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record whose precision figures the card shows: on the default inputs, the widest scope."""
+    default = [r for r in parities if r.get("prompt_set", DEFAULT_PROMPT_SET) == DEFAULT_PROMPT_SET]
+    ranked = sorted(default, key=lambda r: r.get("scope") in ("detector", "all"), reverse=True)
+    return ranked[0] if ranked else None
 
 
 def unverified_refusal(records: FolderRecords, folder: Path) -> LitetextError:
@@ -125,6 +142,7 @@ def render_model_card(folder: Path, *, repo_id: str, allow_unverified: bool = Fa
         _source_section(records.conversion),
         _architecture_section(records),
         _parity_section(records.parities),
+        precision_card_section(records.conversion, _precision_record(records.parities)),
         _provenance_section(records.conversion),
     ]
     body = "\n\n".join(section for section in sections if section) + "\n"

@@ -106,7 +106,7 @@ def convert(
     verify_load: bool = False,
     on_bytes: Callable[[int], None] | None = None,
 ) -> ConversionResult:
-    check_dtype(dtype)
+    dtype = check_dtype(dtype)  # aliases (bf16, fp16) become the canonical name the record keeps
     started = time.perf_counter()
     tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)  # fail before writing anything
     entries = target_entries(prepared, dtype)
