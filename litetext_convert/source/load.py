@@ -103,6 +103,10 @@ def sniff_format(path: Path) -> str:
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     path = Path(path)
     identity = file_identity(_check_regular_file(path))
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:  # torch's reader takes the name as UTF-8 text
+        raise CheckpointError(f"checkpoint name {printable(path)} is not valid UTF-8", hint="rename the file") from None
     kind = sniff_format(path)
     if kind == TORCH_ZIP:
         _check_pickle_size(path)

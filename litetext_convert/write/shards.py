@@ -192,6 +192,39 @@ def write_json(path: Path, data: dict) -> None:
         path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def write_report_file(path: Path, text: str, *, ours: Callable[[str], bool], what: str) -> None:
+    """Write a report the user asked for (e.g. `parity --json PATH`) without ever replacing a file
+    litetext did not write: `path` must be new, or a regular file whose text `ours` recognises.
+    Written beside and renamed, so a failure never leaves half a file under the name."""
+    path = check_report_path(path, ours=ours, what=what)
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with write_errors(path):
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def check_report_path(path: Path, *, ours: Callable[[str], bool], what: str) -> Path:
+    """Refuse early (before a long run) a report path that holds something litetext did not write."""
+    path = Path(os.path.abspath(path))
+    if os.path.lexists(path):
+        try:
+            mine = stat.S_ISREG(os.lstat(path).st_mode) and ours(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            mine = False
+        if not mine:
+            raise OutputError(
+                f"{printable(path)} exists and is not a {what} litetext wrote; it was left as it is",
+                hint="choose a new file name",
+            )
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {printable(path)}: its folder does not exist")
+    return path
+
+
 # ----------------------------------------------------------------------------------------------
 # Memory: give mmap'd source pages back once they are written
 # ----------------------------------------------------------------------------------------------
@@ -251,8 +284,10 @@ def owned_files(folder: Path) -> list[str]:
         if record["tool"]["name"] != "litetext" or not all(isinstance(n, str) for n in listed):
             raise ValueError
     except (OSError, ValueError, KeyError, TypeError):
+        entries = sorted(os.listdir(folder))
         raise OutputError(
-            f"output folder {printable(folder)} was not written by litetext (no conversion record listing its files)",
+            f"output folder {printable(folder)} holds {printable(entries[0])!r} and no litetext conversion record "
+            "listing its files: litetext did not write it",
             hint="litetext only replaces folders it wrote; move it away or choose another --output-dir",
         ) from None
     allowed = set(listed) | LATER_FILES | {CONVERSION_RECORD}
