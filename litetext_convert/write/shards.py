@@ -165,16 +165,28 @@ def write_shard(
     return checksums
 
 
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
 @contextlib.contextmanager
 def write_errors(path: Path) -> Iterator[None]:
     try:
         yield
-    except OSError as exc:
+    except OutputError:
+        raise
+    except Exception as exc:
+        # The `tokenizers` library writes tokenizer.json from Rust; its I/O errors arrive as a bare
+        # Exception("No space left on device (os error 28)"). Same errno, same one line.
+        match = _RUST_OS_ERROR.search(str(exc)) if not isinstance(exc, OSError) else None
+        if not isinstance(exc, OSError) and not match:
+            raise
+        if match:
+            exc = OSError(int(match.group(1)), os.strerror(int(match.group(1))))
         if exc.errno == errno.ENOSPC:
             raise OutputError(f"no space left on the device while writing {path.name}", hint="free space or choose another --output-dir") from None
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise OutputError(f"cannot write {path}: permission denied") from None
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write {printable(path)}: permission denied") from None
+        raise OutputError(f"cannot write {printable(path)}: {exc.strerror or exc}") from None
 
 
 def write_index(folder: Path, shards: list[Shard], metadata: dict[str, str]) -> None:

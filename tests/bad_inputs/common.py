@@ -3,6 +3,7 @@ checkpoints (each entry: how to make it, extra arguments, fragments of the one l
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import sys
@@ -53,6 +54,55 @@ def _main_quiet(args: list, patch: pytest.MonkeyPatch) -> None:
 
 def folder_digest(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): corpus.sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk, simulated
+
+
+class FullDisk:
+    """A disk with `free` bytes left: writes into `.partial-` folders fail with ENOSPC past that."""
+
+    def __init__(self, free: int, only: str = ""):
+        self.free = free
+        self.only = only  # fail only for files whose name contains this
+        self.real_open = io.open
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = self.real_open(file, mode, *args, **kwargs)
+        name = os.fspath(file) if isinstance(file, (str, os.PathLike)) else ""
+        if any(flag in mode for flag in "wax") and ".partial-" in str(name) and self.only in Path(str(name)).name:
+            return _MeteredFile(handle, self)
+        return handle
+
+
+class _MeteredFile:
+    def __init__(self, handle, disk: FullDisk):
+        self._handle, self._disk = handle, disk
+
+    def write(self, data) -> int:
+        size = len(memoryview(data).cast("B")) if not isinstance(data, str) else len(data.encode())
+        if size > self._disk.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk.free -= size
+        return self._handle.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.close()
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+def fill_disk(monkeypatch, disk: FullDisk) -> None:
+    import builtins
+
+    monkeypatch.setattr(io, "open", disk.open)  # pathlib's Path.open
+    monkeypatch.setattr(builtins, "open", disk.open)  # json/transformers' save_pretrained
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import os
 import shutil
@@ -18,8 +16,18 @@ import torch
 from conftest import CliResult
 
 from bad_inputs import corpus
-from bad_inputs.common import *
-from bad_inputs.common import _main_quiet  # noqa: F401
+from bad_inputs.common import (
+    BAD_CHECKPOINTS,
+    HEADS,
+    IS_ROOT,
+    FullDisk,
+    assert_nothing_left,
+    assert_one_line_error,
+    bad_checkpoint,
+    fill_disk,
+    folder_digest,
+    source_digest,
+)
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -240,7 +248,7 @@ def test_a_leftover_holding_a_foreign_file_is_named_and_kept(ws, cli):
 
 def test_a_failed_run_removes_the_parent_folders_it_created(ws, cli, monkeypatch):
     parent = ws.fresh_parent("parents")
-    _fill_disk(monkeypatch, _FullDisk(free=0, only="config.json"))
+    fill_disk(monkeypatch, FullDisk(free=0, only="config.json"))
     result = cli(*_convert_args(ws, parent / "a" / "b" / "out"))
     monkeypatch.undo()
     assert_one_line_error(result, EXIT_BAD_INPUT, "no space left")
@@ -319,7 +327,7 @@ def test_source_truncated_during_a_float16_run_is_one_line_not_sigbus(ws):
     args = ["convert", "-c", str(source), *HEADS, "--tokenizer", str(ws.tokenizer), "-o", str(parent / "out"),
             "--dtype", "float16", "--max-shard-size", "100KB"]
     bootstrap = f"SOURCE = {str(source)!r}\n" + _TRUNCATE_MID_RUN_BOOTSTRAP
-    done = subprocess.run([sys.executable, "-c", bootstrap, *args], capture_output=True, text=True, env=corpus.clean_env(), timeout=120)
+    done = subprocess.run([sys.executable, "-c", bootstrap, *args], capture_output=True, text=True, env=corpus.clean_env(), timeout=120, check=False)
 
     assert done.returncode != -signal.SIGBUS, "died of SIGBUS"
     assert_one_line_error(CliResult(done.returncode, done.stdout, done.stderr), EXIT_BAD_INPUT, "was changed by another program")
@@ -378,54 +386,9 @@ def test_missing_tokenizer_folder(ws, cli):
     assert_nothing_left(parent)
 
 
-class _FullDisk:
-    """A disk with `free` bytes left: writes into `.partial-` folders fail with ENOSPC past that."""
-
-    def __init__(self, free: int, only: str = ""):
-        self.free = free
-        self.only = only  # fail only for files whose name contains this
-        self.real_open = io.open
-
-    def open(self, file, mode="r", *args, **kwargs):
-        handle = self.real_open(file, mode, *args, **kwargs)
-        name = os.fspath(file) if isinstance(file, (str, os.PathLike)) else ""
-        if any(flag in mode for flag in "wax") and ".partial-" in str(name) and self.only in Path(str(name)).name:
-            return _MeteredFile(handle, self)
-        return handle
-
-
-class _MeteredFile:
-    def __init__(self, handle, disk: _FullDisk):
-        self._handle, self._disk = handle, disk
-
-    def write(self, data) -> int:
-        size = len(memoryview(data).cast("B")) if not isinstance(data, str) else len(data.encode())
-        if size > self._disk.free:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._disk.free -= size
-        return self._handle.write(data)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.close()
-        return False
-
-    def __getattr__(self, name):
-        return getattr(self._handle, name)
-
-
-def _fill_disk(monkeypatch, disk: _FullDisk) -> None:
-    import builtins
-
-    monkeypatch.setattr(io, "open", disk.open)  # pathlib's Path.open
-    monkeypatch.setattr(builtins, "open", disk.open)  # json/transformers' save_pretrained
-
-
 def test_disk_full_while_writing_shards(ws, cli, monkeypatch):
     parent = ws.fresh_parent("diskfull")
-    _fill_disk(monkeypatch, _FullDisk(free=200_000))
+    fill_disk(monkeypatch, FullDisk(free=200_000))
     result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out", "--max-shard-size", "500KB")
     monkeypatch.undo()
     assert_one_line_error(result, EXIT_BAD_INPUT, "no space left on the device", ".safetensors")
@@ -434,7 +397,7 @@ def test_disk_full_while_writing_shards(ws, cli, monkeypatch):
 
 def test_disk_full_while_writing_the_config(ws, cli, monkeypatch):
     parent = ws.fresh_parent("diskfull_config")
-    _fill_disk(monkeypatch, _FullDisk(free=0, only="config.json"))
+    fill_disk(monkeypatch, FullDisk(free=0, only="config.json"))
     result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
     monkeypatch.undo()
     assert_nothing_left(parent)
@@ -535,7 +498,7 @@ def _offline_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _run_subprocess(args: list, env: dict[str, str]) -> CliResult:
-    done = subprocess.run(corpus.subprocess_command([str(a) for a in args]), capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(corpus.subprocess_command([str(a) for a in args]), capture_output=True, text=True, env=env, timeout=120, check=False)
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -551,3 +514,32 @@ def test_offline_default_tokenizer_is_one_actionable_line(ws, tmp_path):
     result = _run_subprocess(["convert", "-c", ws.good, *HEADS, "-o", parent / "out"], _offline_env(tmp_path))
     assert_nothing_left(parent)
     assert_one_line_error(result, EXIT_BAD_INPUT, "openai/clip-vit-base-patch32", "cache", "--tokenizer")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer folder
+
+
+def test_corrupt_tokenizer_folder(ws, cli):
+    folder = ws.inputs("corrupt_tokenizer") / "tokenizer"
+    shutil.copytree(ws.tokenizer, folder, dirs_exist_ok=True)
+    (folder / "vocab.json").write_text("garbage{")
+    parent = ws.fresh_parent("corrupt_tokenizer")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", folder, "-o", parent / "out")
+    assert_one_line_error(result, EXIT_BAD_INPUT, "cannot load the tokenizer", "damaged")
+    assert_nothing_left(parent)
+
+
+def test_disk_full_while_the_tokenizer_library_writes_tokenizer_json(ws, cli, monkeypatch):
+    """`tokenizers` writes from Rust: its ENOSPC is a bare Exception('... (os error 28)')."""
+    from litetext_convert.write import convert as convert_module
+
+    def full_disk(folder, *args):
+        (folder / "tokenizer.json").write_text("{")
+        raise Exception("No space left on device (os error 28)")  # noqa: TRY002 - what tokenizers raises
+
+    monkeypatch.setattr(convert_module, "save_processor", full_disk)
+    parent = ws.fresh_parent("diskfull_tokenizer")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
+    assert_one_line_error(result, EXIT_BAD_INPUT, "no space left on the device")
+    assert_nothing_left(parent)

@@ -10,8 +10,11 @@ import pytest
 from conftest import CliResult
 
 from bad_inputs import corpus
-from bad_inputs.common import *
-from bad_inputs.common import _main_quiet  # noqa: F401
+from bad_inputs.common import (
+    HEADS,
+    assert_nothing_left,
+    assert_one_line_error,
+)
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
 )

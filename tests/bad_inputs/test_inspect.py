@@ -11,8 +11,13 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from bad_inputs import corpus
-from bad_inputs.common import *
-from bad_inputs.common import _main_quiet  # noqa: F401
+from bad_inputs.common import (
+    BAD_CHECKPOINTS,
+    assert_one_line_error,
+    bad_checkpoint,
+    source_digest,
+)
+from bad_inputs.corpus import TINY_HEADS
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
     CheckpointError,

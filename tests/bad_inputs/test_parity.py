@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bad_inputs import corpus
-from bad_inputs.common import *
-from bad_inputs.common import _main_quiet  # noqa: F401
+from bad_inputs.common import (
+    HEADS,
+    Workspace,
+    assert_one_line_error,
+    folder_digest,
+)
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
     EXIT_PARITY_FAILED,
@@ -118,3 +123,95 @@ def test_parity_with_a_foreign_but_consistent_vocabulary_fails(ws, cli):
     assert cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, "-o", folder).code == 0
     result = cli("parity", "-c", ws.good, *HEADS, "--converted", folder)
     assert_one_line_error(result, EXIT_PARITY_FAILED, "tokenizer")
+
+
+# ---------------------------------------------------------------------------------------------
+# --json PATH never writes over a file litetext did not write
+
+
+@pytest.mark.parametrize("victim", ["a user's file", "the source checkpoint"])
+def test_parity_json_never_overwrites_a_foreign_file(ws, cli, sharded_folder, victim):
+    folder = ws.inputs("parity_json")
+    if victim == "the source checkpoint":
+        target = folder / "tiny_s0_ctx16.pt"
+        shutil.copy(ws.good, target)
+        checkpoint = target
+    else:
+        target = folder / "results.json"
+        target.write_text('{"mine": true}\n')
+        checkpoint = ws.good
+    before = corpus.sha256(target)
+
+    result = cli("parity", "-c", checkpoint, *HEADS, "--converted", sharded_folder, "--json", target)
+
+    assert_one_line_error(result, EXIT_BAD_INPUT, "exists and is not a parity record litetext wrote")
+    assert corpus.sha256(target) == before
+
+
+def test_parity_json_replaces_its_own_earlier_record(ws, cli, sharded_folder):
+    target = ws.fresh_parent("parity_json_own") / "parity.json"
+    args = ["parity", "-c", ws.good, *HEADS, "--converted", sharded_folder, "--json", target]
+    assert cli(*args).code == 0
+    assert cli(*args).code == 0, "a parity record litetext wrote may be replaced"
+    assert json.loads(target.read_text())["passed"] is True
+    assert corpus.listing(target.parent) == {"parity.json"}
+
+
+# ---------------------------------------------------------------------------------------------
+# An original side that cannot be imported
+
+
+def _fake_fork(root: Path, broken_import: str) -> Path:
+    """The upstream fork's layout (sam3.backbones.mobile_clip, sam3.model.text_encoder_student),
+    whose model module imports something this environment lacks."""
+    package = root / "sam3"
+    for sub in ("backbones", "model"):
+        (package / sub).mkdir(parents=True, exist_ok=True)
+        (package / sub / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "backbones" / "mobile_clip.py").write_text("")
+    (package / "model" / "text_encoder_student.py").write_text(f"import {broken_import}\n")
+    (package / "model" / "tokenizer_ve.py").write_text(f"import {broken_import}\n")
+    return root
+
+
+def test_fork_with_a_missing_dependency_falls_back_to_the_clean_room_reference(ws, cli, sharded_folder, monkeypatch):
+    fork = _fake_fork(ws.inputs("fake_fork"), "torchvision_is_not_installed_here")
+    monkeypatch.syspath_prepend(str(fork))
+    for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
+        monkeypatch.delitem(sys.modules, name)
+    target = ws.fresh_parent("fork_fallback") / "parity.json"
+
+    result = cli("parity", "-c", ws.good, *HEADS, "--converted", sharded_folder, "--json", target)
+
+    for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
+        del sys.modules[name]
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    notes = [line for line in result.stderr_lines if line.startswith("note:")]
+    assert notes == [
+        (
+            "note: the upstream fork on the path cannot be imported (module 'torchvision_is_not_installed_here' "
+            "is missing); the clean-room reference is used instead"
+        )
+    ]
+    assert "clean-room" in json.dumps(json.loads(target.read_text()))
+
+
+def test_broken_meta_sam3_is_one_line(ws, monkeypatch):
+    from litetext_convert.errors import LitetextError
+    from litetext_convert.reference import sam3_detector
+
+    root = ws.inputs("broken_sam3")
+    (root / "sam3").mkdir(exist_ok=True)
+    (root / "sam3" / "__init__.py").write_text("")
+    (root / "sam3" / "model_builder.py").write_text("import a_module_that_is_missing\n")
+    monkeypatch.syspath_prepend(str(root))
+    for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(LitetextError) as caught:
+        sam3_detector._import_sam3()
+    for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
+        del sys.modules[name]
+    assert "Meta's sam3 is installed but cannot be imported" in caught.value.one_line()
+    assert "'a_module_that_is_missing' is missing" in caught.value.one_line()

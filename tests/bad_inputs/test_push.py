@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import http_error
 
-from bad_inputs.common import *
-from bad_inputs.common import _main_quiet  # noqa: F401
+from bad_inputs.common import (
+    Workspace,
+    assert_one_line_error,
+    folder_digest,
+)
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
 )
@@ -81,3 +85,28 @@ def test_push_folder_that_is_not_converted(ws, cli, no_credentials):
     folder = ws.inputs("not_converted")
     result = cli("push", folder, "--dry-run")
     assert_one_line_error(result, EXIT_BAD_INPUT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Only regular files inside the folder are published
+
+
+@pytest.mark.parametrize("kind", ["link to a token", "link to a folder", "FIFO"])
+def test_push_refuses_what_is_not_a_regular_file_inside_the_folder(ws, verified, cli, fake_hub, no_credentials, kind):
+    folder = _copy_of(verified, ws)
+    secret = folder.parent / "token"
+    secret.write_text("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")
+    if kind == "link to a token":
+        (folder / "notes.txt").symlink_to(secret)
+    elif kind == "link to a folder":
+        (folder / "extras").symlink_to(folder.parent)
+    else:
+        os.mkfifo(folder / "notes.txt")
+    name = "extras" if kind == "link to a folder" else "notes.txt"
+
+    result = cli("push", folder, "--repo-id", "alice/sam3-litetext-s0-ctx16", "--token", "hf_NotARealTokenNotARealToken1234")
+
+    fragment = "is not a regular file" if kind == "FIFO" else "is a symbolic link"
+    assert_one_line_error(result, EXIT_BAD_INPUT, "refusing to publish", f"{name} {fragment}")
+    assert "create_commit" not in fake_hub.calls
+    assert "hf_TheUsersRealToken" not in result.stdout + result.stderr

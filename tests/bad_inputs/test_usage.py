@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bad_inputs.common import *
-from bad_inputs.common import _main_quiet  # noqa: F401
+from bad_inputs.common import (
+    assert_one_line_error,
+)
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
 )
