@@ -90,7 +90,7 @@ def test_existing_output_is_refused_unless_forced(tiny_checkpoints, tokenizer_di
     assert code == 2 and "keep.txt" in err and (out / "keep.txt").read_text() == "mine"
     (out / "keep.txt").unlink()
     out.rmdir()
-    assert run_cli(base, capsys)[0] == 0
+    assert run_cli(base, capsys).code == 0
     code, _, err = run_cli([*base, "--force"], capsys)
     assert code == 0, err
     assert (out / "model.safetensors").exists()

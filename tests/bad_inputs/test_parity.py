@@ -141,8 +141,9 @@ def test_parity_json_never_overwrites_a_foreign_file(ws, cli, sharded_folder, vi
         target.write_text('{"mine": true}\n')
         checkpoint = ws.good
     before = corpus.sha256(target)
+    converted = _damaged(sharded_folder, ws, f"json_{victim.replace(' ', '_')}", lambda folder: None)  # a copy
 
-    result = cli("parity", "-c", checkpoint, *HEADS, "--converted", sharded_folder, "--json", target)
+    result = cli("parity", "-c", checkpoint, *HEADS, "--converted", converted, "--json", target)
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "exists and is not a parity record litetext wrote")
     assert corpus.sha256(target) == before
@@ -150,7 +151,8 @@ def test_parity_json_never_overwrites_a_foreign_file(ws, cli, sharded_folder, vi
 
 def test_parity_json_replaces_its_own_earlier_record(ws, cli, sharded_folder):
     target = ws.fresh_parent("parity_json_own") / "parity.json"
-    args = ["parity", "-c", ws.good, *HEADS, "--converted", sharded_folder, "--json", target]
+    converted = _damaged(sharded_folder, ws, "json_own", lambda folder: None)  # a copy: parity writes its record there
+    args = ["parity", "-c", ws.good, *HEADS, "--converted", converted, "--json", target]
     assert cli(*args).code == 0
     assert cli(*args).code == 0, "a parity record litetext wrote may be replaced"
     assert json.loads(target.read_text())["passed"] is True
@@ -181,8 +183,9 @@ def test_fork_with_a_missing_dependency_falls_back_to_the_clean_room_reference(w
     for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
         monkeypatch.delitem(sys.modules, name)
     target = ws.fresh_parent("fork_fallback") / "parity.json"
+    converted = _damaged(sharded_folder, ws, "fork_fallback", lambda folder: None)  # a copy
 
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", sharded_folder, "--json", target)
+    result = cli("parity", "-c", ws.good, *HEADS, "--converted", converted, "--json", target)
 
     for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
         del sys.modules[name]
