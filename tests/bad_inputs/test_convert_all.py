@@ -96,3 +96,21 @@ def test_convert_all_hub_unreachable(ws, cli, monkeypatch):
     parent = ws.fresh_parent("all_unreachable")
     result = cli("convert-all", "-o", parent / "all", "--tokenizer", ws.tokenizer)
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot list", "--source")
+
+
+def test_convert_all_force_keeps_a_users_subfolder(ws, cli):
+    """--force replaces a subfolder only when litetext wrote it; a user's folder of the same name stays."""
+    source = ws.inputs("all_force_source")
+    shutil.copy(ws.good, source / "good_ctx16.pt")
+    parent = ws.fresh_parent("all_force")
+    mine = parent / "all" / "good_ctx16"
+    mine.mkdir(parents=True)
+    (mine / "mine.txt").write_text("the user's")
+
+    result = cli("convert-all", "-o", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS,
+                 "--no-verify", "--force", "--json")
+
+    assert_one_line_error(result, EXIT_BAD_INPUT, "good_ctx16.pt")
+    row = json.loads(result.stdout)["results"][0]
+    assert row["status"] == "failed" and "'mine.txt'" in row["error"]
+    assert corpus.listing(mine) == {"mine.txt"} and corpus.listing(parent / "all") == {"good_ctx16"}
