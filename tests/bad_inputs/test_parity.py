@@ -55,6 +55,13 @@ def _break_config_json(folder: Path) -> None:
     (folder / "config.json").write_text("{ not json")
 
 
+def _decoder_heads_not_dividing(folder: Path) -> None:
+    """An edit text-scope parity would not exercise: only the detector's decoder splits into these heads."""
+    config = json.loads((folder / "config.json").read_text())
+    config["detr_decoder_config"]["num_attention_heads"] = 3
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def _truncate_a_shard(folder: Path) -> None:
     shard = min(folder.glob("model-*.safetensors"))
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
@@ -66,6 +73,7 @@ DAMAGED_FOLDERS = [
     pytest.param(_edit_hidden_size, ("mismatch",), id="hidden size edited"),
     pytest.param(_break_config_json, ("config.json is damaged",), id="config.json not json"),
     pytest.param(_truncate_a_shard, ("cannot be loaded",), id="truncated shard"),
+    pytest.param(_decoder_heads_not_dividing, ("num_attention_heads 3 does not divide",), id="decoder heads edited"),
 ]
 
 
