@@ -153,6 +153,10 @@ def test_force_never_replaces_the_folder_holding_the_source(ws, cli):
     assert corpus.sha256(source) == before and corpus.listing(folder) == {"tiny_s0_ctx16.pt"}
 
 
+def test_force_never_replaces_the_file_system_root(ws, cli):
+    assert_one_line_error(cli(*_convert_args(ws, "/", "--force")), EXIT_BAD_INPUT, "refusing to write over", "root")
+
+
 @pytest.mark.skipif(not os.path.ismount("/proc"), reason="needs a mount point")
 def test_force_never_replaces_a_mount_point(ws, cli):
     assert_one_line_error(cli(*_convert_args(ws, "/proc", "--force")), EXIT_BAD_INPUT, "is a mount point")
