@@ -300,6 +300,20 @@ def _refuse_if_not_regular(path: Path, folder: Path) -> None:
         raise LitetextError(f"refusing to publish {printable(folder)}: {printable(path.relative_to(folder))} is not a regular file")
 
 
+CARD_MARK = "Converted by litetext"  # in every card render_model_card writes
+
+
+def _check_card_is_ours(folder: Path) -> None:
+    """The card is rewritten in the folder after a push: never over a README.md a user wrote."""
+    card = folder / CARD_FILENAME
+    if card.is_file() and CARD_MARK not in card.read_text(encoding="utf-8", errors="replace"):
+        raise LitetextError(
+            f"refusing to publish {printable(folder)}: its {CARD_FILENAME} was not written by litetext "
+            "and would be replaced by the model card",
+            hint=f"move {CARD_FILENAME} out of the folder",
+        )
+
+
 def _check_complete(folder: Path, paths: list[str]) -> None:
     # A half-written folder (interrupted conversion) must not reach the Hub.
     if CONFIG not in paths or not any(p.startswith("model") and p.endswith(".safetensors") for p in paths):
@@ -350,6 +364,7 @@ def _local_plan(folder: Path, records: FolderRecords, options: PushOptions, repo
         _validate_repo_id(repo_id)
     paths = local_files(folder)
     _check_complete(folder, paths)
+    _check_card_is_ours(folder)
     problem = parity_problem(records)
     card = render_model_card(folder, repo_id=repo_id, allow_unverified=options.allow_unverified)
     files = [_planned(path, digest_file(folder / path)) for path in paths]

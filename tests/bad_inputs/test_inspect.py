@@ -26,7 +26,7 @@ from litetext_convert.errors import (
 
 
 @pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
-def test_inspectbad_checkpoint(ws, cli, case):
+def test_inspect_bad_checkpoint(ws, cli, case):
     checkpoint, extra, fragments = bad_checkpoint(ws, case)
     before = source_digest(checkpoint)
 

@@ -110,3 +110,14 @@ def test_push_refuses_what_is_not_a_regular_file_inside_the_folder(ws, verified,
     assert_one_line_error(result, EXIT_BAD_INPUT, "refusing to publish", f"{name} {fragment}")
     assert "create_commit" not in fake_hub.calls
     assert "hf_TheUsersRealToken" not in result.stdout + result.stderr
+
+
+def test_push_never_replaces_a_readme_the_user_wrote(ws, verified, cli, fake_hub, no_credentials):
+    folder = _copy_of(verified, ws)
+    (folder / "README.md").write_text("# My own notes\n")
+    before = folder_digest(folder)
+
+    result = cli("push", folder, "--repo-id", "alice/sam3-litetext-s0-ctx16", "--token", "hf_NotARealTokenNotARealToken1234")
+
+    assert_one_line_error(result, EXIT_BAD_INPUT, "README.md was not written by litetext")
+    assert folder_digest(folder) == before and "create_commit" not in fake_hub.calls
