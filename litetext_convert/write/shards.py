@@ -204,28 +204,15 @@ def write_json(path: Path, data: dict) -> None:
         path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def write_report_file(path: Path, text: str, *, ours: Callable[[str], bool], what: str) -> None:
-    """Write a report the user asked for (e.g. `parity --json PATH`) without ever replacing a file
-    litetext did not write: `path` must be new, or a regular file whose text `ours` recognises.
-    Written beside and renamed, so a failure never leaves half a file under the name."""
-    path = check_report_path(path, ours=ours, what=what)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with write_errors(path):
-            temporary.write_text(text, encoding="utf-8")
-            os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def check_report_path(path: Path, *, ours: Callable[[str], bool], what: str) -> Path:
-    """Refuse early (before a long run) a report path that holds something litetext did not write."""
+def check_report_path(path: Path, *, ours: Callable[[bytes], bool], what: str) -> Path:
+    """A file the user names for a report (e.g. `parity --plot FILE.png`) is written only when it is
+    new, or a regular file that `ours` recognises as one litetext wrote: never over anything else
+    (the source checkpoint, a user's file). Checked before the long run."""
     path = Path(os.path.abspath(path))
     if os.path.lexists(path):
         try:
-            mine = stat.S_ISREG(os.lstat(path).st_mode) and ours(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
+            mine = stat.S_ISREG(os.lstat(path).st_mode) and ours(path.read_bytes())
+        except OSError:
             mine = False
         if not mine:
             raise OutputError(
@@ -274,19 +261,25 @@ def release_source_pages(tensor: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------------------------
 #
 # The rule: a folder is litetext's when it holds a conversion record written by litetext, and
-# every entry in it is a regular file that the record's `files` list names (or one that a later
-# litetext command adds: the parity record, the model card). Anything else in it -> refuse.
+# every entry in it is a regular file that the record's `files` list names, or one that a later
+# litetext command adds (the card README.md, parity records under parity/, the hidden source memo
+# under .litetext/, the legacy parity_record.json). Anything else in it -> refuse, naming it.
 # Only that folder, at the path the user named, is ever replaced, and the old one is emptied file
 # by file from that list (never rmtree), so a file that appears meanwhile survives.
 
-LATER_FILES = frozenset({"parity_record.json", "README.md"})  # written into a converted folder by parity / push
+LATER_FILES = frozenset({"parity_record.json", "README.md"})  # folder.LEGACY_PARITY_RECORD, folder.CARD
+LATER_FOLDERS = {  # sub-folder -> the names litetext writes in it (folder.PARITY_DIR; parity.run.SOURCE_MEMO)
+    "parity": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
+    ".litetext": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
+}
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")
 # What a killed run can have written into its `.partial-` folder: weights, index, configs, tokenizer files.
 _WRITTEN_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(safetensors|json|txt|jinja)$")
 
 
 def owned_files(folder: Path) -> list[str]:
-    """The entries of `folder` that litetext wrote; raises OutputError naming the first that it did not."""
+    """The files of `folder` that litetext wrote, as relative posix paths (sub-folders' files first
+    listed after them); raises OutputError naming the first entry that it did not write."""
     from litetext_convert.folder import CONVERSION_RECORD
 
     record_path = folder / CONVERSION_RECORD
@@ -303,14 +296,26 @@ def owned_files(folder: Path) -> list[str]:
             hint="litetext only replaces folders it wrote; move it away or choose another --output-dir",
         ) from None
     allowed = set(listed) | LATER_FILES | {CONVERSION_RECORD}
-    entries = sorted(os.listdir(folder))
-    for entry in entries:
-        if entry not in allowed or not stat.S_ISREG(os.lstat(folder / entry).st_mode):
-            raise OutputError(
-                f"output folder {printable(folder)} holds {printable(entry)!r}, which litetext did not write",
-                hint="litetext only replaces files it wrote; move it away or choose another --output-dir",
-            )
-    return entries
+    owned = []
+    for entry in sorted(os.listdir(folder)):
+        mode = os.lstat(folder / entry).st_mode
+        if entry in LATER_FOLDERS and stat.S_ISDIR(mode):
+            for inner in sorted(os.listdir(folder / entry)):
+                if not LATER_FOLDERS[entry].fullmatch(inner) or not stat.S_ISREG(os.lstat(folder / entry / inner).st_mode):
+                    raise _foreign(folder, f"{entry}/{inner}")
+                owned.append(f"{entry}/{inner}")
+        elif entry in allowed and stat.S_ISREG(mode):
+            owned.append(entry)
+        else:
+            raise _foreign(folder, entry)
+    return owned
+
+
+def _foreign(folder: Path, entry: str) -> OutputError:
+    return OutputError(
+        f"output folder {printable(folder)} holds {printable(entry)!r}, which litetext did not write",
+        hint="litetext only replaces files it wrote; move it away or choose another --output-dir",
+    )
 
 
 def check_output_target(target: Path, *, keep: list[Path] = ()) -> None:
@@ -487,14 +492,14 @@ def _swap_into_place(temporary: Path, target: Path, replaced: tuple[os.stat_resu
                 raise _appeared(target) from None
             raise OutputError(f"cannot move the converted folder to {printable(target)}: {exc.strerror or exc}") from None
         return
-    identity, files = replaced
+    identity, _ = replaced
     try:
         now = os.stat(target)
         same = (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino)
         current = owned_files(target) if os.listdir(target) else []
     except (OSError, OutputError):
         raise _appeared(target) from None
-    if not same or not set(current) <= set(files) | LATER_FILES:
+    if not same:
         raise _appeared(target)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     try:
@@ -512,6 +517,9 @@ def _swap_into_place(temporary: Path, target: Path, replaced: tuple[os.stat_resu
     for name in current:  # only the files checked just above; a file that appeared since stays
         with contextlib.suppress(FileNotFoundError):
             os.unlink(old / name)
+    for sub in LATER_FOLDERS:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.rmdir(old / sub)
     try:
         os.rmdir(old)
     except OSError:
