@@ -46,12 +46,11 @@ def check_config(config) -> None:
                 raise CheckpointError(f"{where}.{name} is {value}; it must be positive")
         for width_name, heads_name in pairs:
             width, heads = getattr(sub, width_name, None), getattr(sub, heads_name, None)
-            if isinstance(width, int) and isinstance(heads, int):
-                if heads <= 0 or width % heads:
-                    raise CheckpointError(
-                        f"{where}: {heads_name} {heads} does not divide {width_name} {width}; "
-                        "attention could not split the width into heads"
-                    )
+            if isinstance(width, int) and isinstance(heads, int) and (heads <= 0 or width % heads):
+                raise CheckpointError(
+                    f"{where}: {heads_name} {heads} does not divide {width_name} {width}; "
+                    "attention could not split the width into heads"
+                )
 
 
 def _sub_configs(config, where: str = "config"):

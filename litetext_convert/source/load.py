@@ -243,7 +243,7 @@ class SourceGuard:
         self._fd: int | None = None
         self._previous = None
 
-    def __enter__(self) -> "SourceGuard":
+    def __enter__(self) -> SourceGuard:  # noqa: PYI034 - a context manager used in one place
         with contextlib.suppress(OSError):
             self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
             if threading.current_thread() is threading.main_thread():

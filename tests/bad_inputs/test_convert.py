@@ -113,6 +113,18 @@ def test_existing_output_needs_force_and_force_replaces_only_ours(ws, cli):
     assert corpus.listing(parent) == {"out"}, "the replaced folder or a partial one was left behind"
 
 
+def test_force_replaces_a_verified_folder_with_its_card_records_and_memo(ws, cli):
+    """What later commands add (README.md, parity/*.json, .litetext/source.json) is litetext's too."""
+    parent = ws.fresh_parent("verified_again")
+    out = parent / "out"
+    assert cli(*_convert_args(ws, out)).code == 0
+    assert cli("parity", out, "-c", ws.good, *HEADS).code == 0
+    assert (out / "parity").is_dir()
+    result = cli(*_convert_args(ws, out, "--force"))
+    assert result.code == 0, result.stderr
+    assert corpus.listing(parent) == {"out"} and not (out / "parity").exists()
+
+
 def test_force_refuses_a_converted_folder_holding_a_users_file(ws, cli):
     parent = ws.fresh_parent("owned_plus_user")
     out = parent / "out"
