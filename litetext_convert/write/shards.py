@@ -272,6 +272,7 @@ LATER_FOLDERS = {  # sub-folder -> the names litetext writes in it (folder.PARIT
     "parity": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
     ".litetext": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
 }
+CARD_MARK = b"Converted by litetext"  # in every card litetext writes (publish/model_card.py, provenance)
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")
 # What a killed run can have written into its `.partial-` folder: weights, index, configs, tokenizer files.
 _WRITTEN_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(safetensors|json|txt|jinja)$")
@@ -305,6 +306,8 @@ def owned_files(folder: Path) -> list[str]:
                     raise _foreign(folder, f"{entry}/{inner}")
                 owned.append(f"{entry}/{inner}")
         elif entry in allowed and stat.S_ISREG(mode):
+            if entry == "README.md" and entry not in listed and CARD_MARK not in (folder / entry).read_bytes():
+                raise _foreign(folder, entry)  # a README the user wrote in place of litetext's card
             owned.append(entry)
         else:
             raise _foreign(folder, entry)

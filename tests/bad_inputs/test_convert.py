@@ -125,14 +125,15 @@ def test_force_replaces_a_verified_folder_with_its_card_records_and_memo(ws, cli
     assert corpus.listing(parent) == {"out"} and not (out / "parity").exists()
 
 
-def test_force_refuses_a_converted_folder_holding_a_users_file(ws, cli):
+@pytest.mark.parametrize("name", ["my_notes.md", "README.md"], ids=["a file of its own", "its own README in place of the card"])
+def test_force_refuses_a_converted_folder_holding_a_users_file(ws, cli, name):
     parent = ws.fresh_parent("owned_plus_user")
     out = parent / "out"
     assert cli(*_convert_args(ws, out)).code == 0
-    (out / "my_notes.md").write_text("mine")
+    (out / name).write_text("mine")
     before = folder_digest(out)
 
-    assert_one_line_error(cli(*_convert_args(ws, out, "--force")), EXIT_BAD_INPUT, "'my_notes.md'", "did not write")
+    assert_one_line_error(cli(*_convert_args(ws, out, "--force")), EXIT_BAD_INPUT, f"'{name}'", "did not write")
     assert folder_digest(out) == before and corpus.listing(parent) == {"out"}
 
 
