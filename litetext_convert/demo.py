@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from litetext_convert.errors import OutputError
+from litetext_convert.errors import OutputError, printable
 from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.run import parity_record, remember_source
@@ -30,12 +30,22 @@ def run_demo(console: Console, workdir: Path | None = None) -> dict:
     """Returns what a --json reader needs: the summary, the conversion record and the parity records
     (float32, float64, and bfloat16 with its exactness verdict and precision cost)."""
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
-        root = Path(workdir) if workdir else Path(scratch)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot use {root} as the demo folder: {exc.strerror or exc}") from None
+        root = _fresh_workdir(console, Path(workdir)) if workdir else Path(scratch)
         return _run(console, root)
+
+
+def _fresh_workdir(console: Console, workdir: Path) -> Path:
+    """The demo writes only into a folder that is new or empty: a workdir that holds anything gets
+    a fresh `demo-*` subfolder, so nothing already there is ever replaced."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not any(workdir.iterdir()):
+            return workdir
+        root = Path(tempfile.mkdtemp(prefix="demo-", dir=workdir))
+    except OSError as exc:
+        raise OutputError(f"cannot use {printable(workdir)} as the demo folder: {exc.strerror or exc}") from None
+    console.print(f"{workdir} is not empty: this demo writes into the new folder {root}", markup=False)
+    return root
 
 
 def _run(console: Console, root: Path) -> dict:

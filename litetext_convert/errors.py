@@ -6,6 +6,8 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import sys
+
 EXIT_OK = 0
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -24,7 +26,29 @@ class LitetextError(Exception):
 
     def one_line(self) -> str:
         text = self.message if not self.hint else f"{self.message} ({self.hint})"
-        return " ".join(text.split())
+        return " ".join(printable(text).split())
+
+
+def printable(text: object) -> str:
+    """Text that came from a file (a key, a name) made safe for a terminal line.
+
+    Control characters (ANSI escapes, newlines, carriage returns, NUL ...) and bytes that are not
+    UTF-8 (surrogate escapes in file names) are shown as Python escapes, so a crafted key can
+    neither colour the terminal nor forge a second `error:` line. Ordinary Unicode stays readable.
+    """
+    out = []
+    for char in str(text):
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000 or code in (0x2028, 0x2029):
+            out.append(" " if char in " \t" else ascii(char)[1:-1])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def note(message: str) -> None:
+    """A one-line notice on stderr that is not an error (e.g. a stale leftover removed)."""
+    sys.stderr.write(f"note: {' '.join(printable(message).split())}\n")
 
 
 class CheckpointError(LitetextError):

@@ -6,7 +6,13 @@ Everything is built once per test session in a temporary folder; nothing is down
 from __future__ import annotations
 
 import hashlib
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,20 +66,175 @@ def converted(workdir, tiny_checkpoints, tokenizer_dir) -> dict[str, Path]:
     return folders
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the real entry point (cli.main: the one that turns errors into one line and an exit code)."""
-    import sys
+# ---------------------------------------------------------------------------------------------
+# The one CLI runner of the suite
 
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+    def __iter__(self):  # `code, out, err = run_cli(...)`
+        return iter((self.code, self.stdout, self.stderr))
+
+
+def run_cli(args: list, capsys, monkeypatch: pytest.MonkeyPatch | None = None) -> CliResult:
+    """`cli.main()` itself (the function that turns errors into one line and an exit code), with
+    argv patched: no start-up cost. What a real process would also print on stderr is kept:
+    library log handlers point at the captured stderr, and Python warnings are appended as the
+    default hook would print them."""
+    if monkeypatch is None:
+        with pytest.MonkeyPatch.context() as patch:
+            return run_cli(args, capsys, patch)
     from litetext_convert import cli
 
-    argv = sys.argv
-    sys.argv = ["litetext", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
+    capsys.readouterr()  # drop anything printed before
+    monkeypatch.delenv("LITETEXT_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["litetext", *map(str, args)])
+    for handler in _library_log_handlers():
+        monkeypatch.setattr(handler, "stream", sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    printed = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+    return CliResult(code, captured.out, captured.err + printed)
+
+
+def _library_log_handlers() -> list[logging.StreamHandler]:
+    """Stream handlers bound, at import, to whatever sys.stderr was then."""
+    loggers = [logging.getLogger(), logging.getLogger("transformers"), logging.getLogger("huggingface_hub")]
+    return [h for logger in loggers for h in logger.handlers if type(h) is logging.StreamHandler]
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch) -> Callable[..., CliResult]:
+    """`cli("convert", "-c", path, ...)` -> CliResult."""
+    return lambda *args: run_cli(list(args), capsys, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one fake Hub of the suite: the HfApi methods publish.py calls, no network
+
+HUB_REPO = "alice/sam3-litetext-s0-ctx16"
+
+
+def http_error(status: int, cls=None, server_message: str | None = None):
+    """A real huggingface_hub error around a hand-made HTTP response."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from litetext_convert.publish import push as publish
+
+    request = publish._http.Request("POST", f"https://huggingface.co/api/models/{HUB_REPO}/commit/main")
+    response = publish._http.Response(status, request=request)
+    return (cls or HfHubHTTPError)(f"{status} Client Error: {server_message or ''}", response=response, server_message=server_message)
+
+
+class FakeHub:
+    """An in-memory {repo: {branch: {path: bytes}}}. `failures[method]`: raised one per call, in
+    order, then calls succeed; `broken[method]`: raised on every call; `down`: every call raises it."""
+
+    def __init__(self, user: str = "alice", down: BaseException | None = None):
+        self.user = user
+        self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
+        self.calls: list[str] = []
+        self.failures: dict[str, list[BaseException]] = {}
+        self.broken: dict[str, BaseException] = {}
+        self.down = down
+
+    def _enter(self, method: str) -> None:
+        self.calls.append(method)
+        if self.down is not None:
+            raise self.down
+        if method in self.broken:
+            raise self.broken[method]
+        if self.failures.get(method):
+            raise self.failures[method].pop(0)
+
+    def whoami(self, token=None, **_):
+        self._enter("whoami")
+        return {"name": self.user}
+
+    def list_repo_tree(self, repo_id, *, recursive=False, revision=None, token=None, **_):
+        from huggingface_hub.errors import (
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        self._enter("list_repo_tree")
+        if repo_id not in self.repos:
+            raise http_error(404, RepositoryNotFoundError)
+        branches = self.repos[repo_id]
+        if (revision or "main") not in branches:
+            raise http_error(404, RevisionNotFoundError)
+        return [_repo_file(path, data) for path, data in branches[revision or "main"].items()]
+
+    def create_repo(self, repo_id, *, private=None, exist_ok=False, token=None, **_):
+        self._enter("create_repo")
+        self.repos.setdefault(repo_id, {"main": {".gitattributes": b"*.safetensors filter=lfs\n"}})
+        self.private = bool(private)
+
+    def repo_info(self, repo_id, *, token=None, **_):
+        self._enter("repo_info")
+        return SimpleNamespace(private=self.private)
+
+    def create_branch(self, repo_id, *, branch, exist_ok=False, token=None, **_):
+        self._enter("create_branch")
+        self.repos[repo_id].setdefault(branch, dict(self.repos[repo_id]["main"]))
+
+    def create_commit(self, repo_id, operations, *, commit_message, revision=None, create_pr=None, token=None, **_):
+        from huggingface_hub import CommitOperationAdd
+
+        self._enter("create_commit")
+        target = "refs/pr/1" if create_pr else (revision or "main")
+        files = self.repos[repo_id].setdefault(target, dict(self.repos[repo_id][revision or "main"]))
+        for op in operations:
+            assert isinstance(op, CommitOperationAdd)
+            content = op.path_or_fileobj
+            files[op.path_in_repo] = content if isinstance(content, bytes) else Path(content).read_bytes()
+        self.last_commit = SimpleNamespace(message=commit_message, paths=[op.path_in_repo for op in operations])
+        return SimpleNamespace(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
+            pr_url=f"https://huggingface.co/{repo_id}/discussions/1" if create_pr else None,
+        )
+
+
+def _repo_file(path: str, data: bytes):
+    from huggingface_hub.hf_api import RepoFile
+
+    git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    if path.endswith(".safetensors"):  # stored in LFS: the blob id is the pointer's, the sha256 the content's
+        lfs = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+        return RepoFile(path=path, size=len(data), oid="f" * 40, lfs=lfs)
+    return RepoFile(path=path, size=len(data), oid=git_sha1)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> FakeHub:
+    """A FakeHub that `litetext push` gets instead of HfApi, retrying without waiting."""
+    from litetext_convert.publish import push as publish
+
+    hub = FakeHub()
+    monkeypatch.setattr(publish, "HfApi", lambda *a, **k: hub)
+    monkeypatch.setattr(publish.time, "sleep", lambda seconds: None)
+    return hub
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    """No token anywhere: not in the environment, not in the login cache."""
+    from litetext_convert.publish import push as publish
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(publish.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))

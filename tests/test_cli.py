@@ -401,7 +401,6 @@ def test_plot_without_matplotlib_names_the_extra(folder, tmp_path, no_weights, c
 # ---------------------------------------------------------------- --force over a user's files
 
 
-@pytest.mark.xfail(strict=False, reason="only-ours deletion is built in write/shards.py by the reliability branch (issue 15)")
 def test_force_never_deletes_files_litetext_did_not_write(s0, tmp_path, tokenizer_dir, capsys):
     target = tmp_path / "mine"
     (target / "sub").mkdir(parents=True)

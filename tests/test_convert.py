@@ -86,9 +86,14 @@ def test_existing_output_is_refused_unless_forced(tiny_checkpoints, tokenizer_di
     base = ["convert", "-c", str(tiny_checkpoints["l"]), "-o", str(out), "--num-heads", str(heads("l")), "--tokenizer", str(tokenizer_dir)]
     code, _, err = run_cli(base, capsys)
     assert code == 2 and "already exists" in err and (out / "keep.txt").exists()
+    code, _, err = run_cli([*base, "--force"], capsys)  # --force replaces only a folder litetext wrote
+    assert code == 2 and "keep.txt" in err and (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    assert run_cli(base, capsys).code == 0
     code, _, err = run_cli([*base, "--force"], capsys)
     assert code == 0, err
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert (out / "model.safetensors").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left beside it
 
 

@@ -10,18 +10,15 @@ import hashlib
 import json
 import traceback
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from huggingface_hub import CommitOperationAdd, ModelCard
+from conftest import FakeHub, http_error  # the suite's one fake Hub
+from huggingface_hub import ModelCard
 from huggingface_hub.errors import (
-    HfHubHTTPError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
-    RevisionNotFoundError,
 )
-from huggingface_hub.hf_api import RepoFile
 
 from litetext_convert.errors import EXIT_BAD_INPUT, EXIT_PARITY_FAILED, HubError
 from litetext_convert.publish import push as publish
@@ -68,11 +65,8 @@ PARITY = {
 
 
 @pytest.fixture(autouse=True)
-def no_ambient_credentials(monkeypatch, tmp_path):
+def no_ambient_credentials(no_credentials):
     """No real token or login cache may leak into, or be read by, these tests."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(publish.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
 
 
 def make_folder(root: Path, *, parity: dict | None | str = "default") -> Path:
@@ -130,78 +124,6 @@ def make_folder(root: Path, *, parity: dict | None | str = "default") -> Path:
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return make_folder(tmp_path)
-
-
-def http_error(status: int, cls: type[HfHubHTTPError] = HfHubHTTPError, server_message: str | None = None):
-    request = _http.Request("POST", f"https://huggingface.co/api/models/{REPO}/commit/main")
-    response = _http.Response(status, request=request)
-    return cls(f"{status} Client Error: {server_message or ''}", response=response, server_message=server_message)
-
-
-class FakeHub:
-    """The HfApi methods publish.py uses, over an in-memory {repo: {branch: {path: bytes}}}."""
-
-    def __init__(self, user: str = "alice"):
-        self.user = user
-        self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
-        self.calls: list[str] = []
-        self.failures: dict[str, list[BaseException]] = {}  # raised one per call, in order; then calls succeed
-        self.broken: dict[str, BaseException] = {}  # raised on every call
-
-    def _enter(self, method: str) -> None:
-        self.calls.append(method)
-        if method in self.broken:
-            raise self.broken[method]
-        if self.failures.get(method):
-            raise self.failures[method].pop(0)
-
-    def whoami(self, token=None, **_):
-        self._enter("whoami")
-        return {"name": self.user}
-
-    def list_repo_tree(self, repo_id, *, recursive=False, revision=None, token=None, **_):
-        self._enter("list_repo_tree")
-        if repo_id not in self.repos:
-            raise http_error(404, RepositoryNotFoundError)
-        branches = self.repos[repo_id]
-        if (revision or "main") not in branches:
-            raise http_error(404, RevisionNotFoundError)
-        return [_repo_file(path, data) for path, data in branches[revision or "main"].items()]
-
-    def create_repo(self, repo_id, *, private=None, exist_ok=False, token=None, **_):
-        self._enter("create_repo")
-        self.repos.setdefault(repo_id, {"main": {".gitattributes": b"*.safetensors filter=lfs\n"}})
-        self.private = bool(private)
-
-    def repo_info(self, repo_id, *, token=None, **_):
-        self._enter("repo_info")
-        return SimpleNamespace(private=self.private)
-
-    def create_branch(self, repo_id, *, branch, exist_ok=False, token=None, **_):
-        self._enter("create_branch")
-        self.repos[repo_id].setdefault(branch, dict(self.repos[repo_id]["main"]))
-
-    def create_commit(self, repo_id, operations, *, commit_message, revision=None, create_pr=None, token=None, **_):
-        self._enter("create_commit")
-        target = "refs/pr/1" if create_pr else (revision or "main")
-        files = self.repos[repo_id].setdefault(target, dict(self.repos[repo_id][revision or "main"]))
-        for op in operations:
-            assert isinstance(op, CommitOperationAdd)
-            content = op.path_or_fileobj
-            files[op.path_in_repo] = content if isinstance(content, bytes) else Path(content).read_bytes()
-        self.last_commit = SimpleNamespace(message=commit_message, paths=[op.path_in_repo for op in operations])
-        return SimpleNamespace(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
-            pr_url=f"https://huggingface.co/{repo_id}/discussions/1" if create_pr else None,
-        )
-
-
-def _repo_file(path: str, data: bytes) -> RepoFile:
-    git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    if path.endswith(".safetensors"):  # stored in LFS: the blob id is the pointer's, the sha256 the content's
-        lfs = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
-        return RepoFile(path=path, size=len(data), oid="f" * 40, lfs=lfs)
-    return RepoFile(path=path, size=len(data), oid=git_sha1)
 
 
 class NoNetwork:

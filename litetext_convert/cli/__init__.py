@@ -19,6 +19,7 @@ from litetext_convert.errors import (
     EXIT_OK,
     LitetextError,
     MappingError,
+    printable,
 )
 
 EXIT_INTERNAL = 3
@@ -92,7 +93,7 @@ _register()
 def _litetext_error(exc: LitetextError) -> tuple[int, str | None]:
     line = exc.one_line()
     if isinstance(exc, MappingError) and exc.problems:
-        shown = "; ".join(exc.problems[:3])
+        shown = "; ".join(printable(problem) for problem in exc.problems[:3])
         more = f"; and {len(exc.problems) - 3} more" if len(exc.problems) > 3 else ""
         line = f"{line}: {shown}{more}"
     return exc.exit_code, f"error: {line}"
@@ -100,7 +101,7 @@ def _litetext_error(exc: LitetextError) -> tuple[int, str | None]:
 
 def _usage_error(exc) -> tuple[int, str | None]:
     command = getattr(getattr(exc, "ctx", None), "command_path", "litetext")
-    message = " ".join(exc.format_message().split())
+    message = " ".join(printable(exc.format_message()).split())
     return exc.exit_code, f"error: {message} (see '{command} --help')"
 
 
@@ -117,7 +118,7 @@ def _broken_pipe(exc) -> tuple[int, str | None]:
 
 
 def _internal(exc) -> tuple[int, str | None]:
-    detail = " ".join(str(exc).split())[:300]
+    detail = " ".join(printable(exc).split())[:300]
     return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {detail} (set LITETEXT_DEBUG=1 for the traceback)"
 
 

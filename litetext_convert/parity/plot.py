@@ -13,6 +13,7 @@ from pathlib import Path
 from litetext_convert.errors import LitetextError
 
 INSTALL_HINT = "pip install -e '.[plot]'"
+PLOT_MARK = b"Software\x00litetext"  # the PNG text chunk savefig writes: a plot litetext may replace
 FLOOR = 1e-18  # exact zeros drawn at the bottom of the log axis
 
 
@@ -20,9 +21,12 @@ def check_plot_target(path: Path) -> None:
     """Before any work: matplotlib importable, a .png name, a folder to write into."""
     import importlib.util
 
+    from litetext_convert.write.shards import check_report_path
+
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise LitetextError(f"--plot {path}: give a .png file name")
+    check_report_path(path, ours=lambda data: PLOT_MARK in data, what="plot")  # never over a user's file
     if importlib.util.find_spec("matplotlib") is None:
         raise LitetextError("--plot needs matplotlib, which is not installed", hint=INSTALL_HINT)
     if not path.parent.absolute().is_dir():
@@ -50,7 +54,7 @@ def plot_record(record: dict, path: Path) -> Path:
         _detector_images(figure, grid, len(panels), outputs)
     verdict = "PASS" if record.get("passed") else f"FAIL at {record.get('first_failure')}"
     figure.suptitle(f"litetext parity: {record.get('scope')} scope, {record.get('dtype')}: {verdict}")
-    figure.savefig(str(path), dpi=110)
+    figure.savefig(str(path), dpi=110, metadata={"Software": "litetext"})
     plt.close(figure)
     return Path(path)
 

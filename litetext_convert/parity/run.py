@@ -23,7 +23,7 @@ from litetext_convert.folder import (
 )
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
-from litetext_convert.plan import dtypes
+from litetext_convert.plan import dtypes, validate
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.write.convert import convert
 
@@ -85,6 +85,7 @@ def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
             f"{folder} was converted for context {context}, but the checkpoint's context is {prepared.arch.context_length}",
             hint="pass the same --context-length used for the conversion",
         )
+    check_folder_structure(folder)
     notes = []
     record_path = folder / CONVERSION_RECORD
     if record_path.is_file():
@@ -97,6 +98,18 @@ def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
     else:
         notes.append(f"{folder.name} has no {CONVERSION_RECORD}: its source cannot be checked")
     return notes
+
+
+def check_folder_structure(folder: Path) -> None:
+    """A folder whose config cannot run one forward (e.g. heads that do not divide a width, edited
+    after conversion) is never verified, even where the scope checked does not use that part."""
+    from transformers import Sam3LiteTextConfig
+
+    try:
+        config = Sam3LiteTextConfig.from_pretrained(str(folder))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise LitetextError(f"{folder}/config.json is damaged ({type(exc).__name__}: {exc})") from None
+    validate.check_config(config)
 
 
 def run_parity(

@@ -6,6 +6,7 @@ inspect and parity stop here; `write.convert` goes on from a `Prepared`.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.plan import ops
+from litetext_convert.plan import ops, validate
 # dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
 from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
 from litetext_convert.plan.hf_config import build_config, meta_model_tensors
@@ -51,12 +52,15 @@ def prepare(
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
+    validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
     config = build_config(arch)
+    validate.check_config(config)
     expected = meta_model_tensors(config)
     ctx = ops.OpContext(arch.context_length)
     table = load_table(table_path or arch.family.table_paths("image"))
     plan = build_plan(table, loaded.tensors, expected, ctx)
+    validate.check_dtypes(plan, expected)
     return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
 
 
@@ -67,18 +71,24 @@ class SourceHash:
 
     def __init__(self, path: Path):
         self._digest: str | None = None
+        self.opened: tuple = ()  # the file's identity when the hash began (compared with the loaded one)
         self._thread = threading.Thread(target=self._work, args=(path,), daemon=True)
-        self._thread.start()
+        if Path(path).is_file():  # never open a FIFO or device: the loader refuses those with one line
+            self._thread.start()
 
     def _work(self, path: Path) -> None:
+        from litetext_convert.source.load import file_identity
+
         digest = hashlib.sha256()
         with path.open("rb") as handle:
+            self.opened = file_identity(os.fstat(handle.fileno()))
             while chunk := handle.read(16 << 20):
                 digest.update(chunk)
         self._digest = digest.hexdigest()
 
     def result(self) -> str:
-        self._thread.join()
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
         if self._digest is None:
             raise LitetextError("could not read the source checkpoint to hash it")
         return self._digest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
 
 from litetext_convert import __version__
-from litetext_convert.errors import EXIT_OK, HubError, LitetextError
+from litetext_convert.errors import EXIT_OK, HubError, LitetextError, printable
 from litetext_convert.publish import hub
 from litetext_convert.publish.model_card import (
     CARD_FILENAME,
@@ -270,13 +271,47 @@ def _ambient_tokens() -> list[str]:
 
 
 def local_files(folder: Path) -> list[str]:
-    """Files to publish, as posix paths: everything but hidden paths and the card (regenerated)."""
+    """Files to publish, as posix paths: everything but hidden paths and the card (regenerated).
+
+    Only regular files inside the folder are published: a symbolic link (e.g. to the Hub token) or
+    a FIFO anywhere in it refuses the push, naming it; nothing is followed out of the folder."""
     paths = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-            paths.append(relative.as_posix())
+    for root, folders, files in os.walk(folder):  # os.walk lists a linked folder but never enters it
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted([*files, *folders]):
+            path = Path(root) / name
+            if name.startswith("."):
+                continue
+            _refuse_if_not_regular(path, folder)
+            if path.is_file():
+                paths.append(path.relative_to(folder).as_posix())
     return sorted(p for p in paths if p != CARD_FILENAME)
+
+
+def _refuse_if_not_regular(path: Path, folder: Path) -> None:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        raise LitetextError(
+            f"refusing to publish {printable(folder)}: {printable(path.relative_to(folder))} is a symbolic link "
+            f"(to {printable(os.readlink(path))}); only regular files inside the folder are published",
+            hint="remove the link or copy the file in",
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise LitetextError(f"refusing to publish {printable(folder)}: {printable(path.relative_to(folder))} is not a regular file")
+
+
+CARD_MARK = "Converted by litetext"  # in every card render_model_card writes
+
+
+def _check_card_is_ours(folder: Path) -> None:
+    """The card is rewritten in the folder after a push: never over a README.md a user wrote."""
+    card = folder / CARD_FILENAME
+    if card.is_file() and CARD_MARK not in card.read_text(encoding="utf-8", errors="replace"):
+        raise LitetextError(
+            f"refusing to publish {printable(folder)}: its {CARD_FILENAME} was not written by litetext "
+            "and would be replaced by the model card",
+            hint=f"move {CARD_FILENAME} out of the folder",
+        )
 
 
 def _check_complete(folder: Path, paths: list[str]) -> None:
@@ -329,6 +364,7 @@ def _local_plan(folder: Path, records: FolderRecords, options: PushOptions, repo
         _validate_repo_id(repo_id)
     paths = local_files(folder)
     _check_complete(folder, paths)
+    _check_card_is_ours(folder)
     problem = parity_problem(records)
     card = render_model_card(folder, repo_id=repo_id, allow_unverified=options.allow_unverified)
     files = [_planned(path, digest_file(folder / path)) for path in paths]

@@ -46,16 +46,38 @@ def original_heads(arch) -> tuple[int, str]:
 def load_original_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype: torch.dtype):
     """(callable ids -> TextTrace, description) for the original student text encoder."""
     heads, heads_source = original_heads(arch)
+    fallback = None
     if upstream_fork_available():
-        from litetext_convert.reference.upstream import load_upstream_text_encoder
+        try:
+            from litetext_convert.reference.upstream import load_upstream_text_encoder
 
-        encoder, info = load_upstream_text_encoder(state_dict, arch, dtype, heads)
-    else:
-        encoder = ReferenceTextEncoder.from_original_state_dict(
-            state_dict, variant=arch.text.family.value, num_heads=heads, context_length=arch.context_length, dtype=dtype
-        )
-        info = {"name": CLEAN_ROOM, "kind": "clean-room", "version": __version__}
+            encoder, info = load_upstream_text_encoder(state_dict, arch, dtype, heads)
+            return encoder, {**info, "num_heads": heads, "num_heads_source": heads_source}
+        except (ImportError, OSError) as exc:
+            fallback = fork_fallback(exc)
+    encoder = ReferenceTextEncoder.from_original_state_dict(
+        state_dict, variant=arch.text.family.value, num_heads=heads, context_length=arch.context_length, dtype=dtype
+    )
+    info = {"name": CLEAN_ROOM, "kind": "clean-room", "version": __version__}
+    if fallback:
+        info["fallback"] = fallback
     return encoder, {**info, "num_heads": heads, "num_heads_source": heads_source}
+
+
+def fork_fallback(exc: BaseException) -> str:
+    """The upstream fork is on the path but cannot be used (e.g. one of its imports is missing in
+    this environment): say so once, and use the clean-room reference instead of failing."""
+    from litetext_convert.errors import note, printable
+
+    missing = f"module {exc.name!r} is missing" if isinstance(exc, ModuleNotFoundError) and exc.name else printable(exc)
+    reason = f"the upstream fork on the path cannot be imported ({missing}); the clean-room reference is used instead"
+    if reason not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add(reason)
+        note(reason)
+    return reason
+
+
+_FALLBACKS_SAID: set[str] = set()
 
 
 def merges_from_folder(folder: Path) -> list[tuple[str, str]]:
@@ -75,9 +97,12 @@ def load_upstream_tokenizer(folder: Path):
     """(callable (texts, context) -> ids, description). The vocabulary is data shared by both
     sides; the algorithm (cleaning, pre-tokenizing, BPE, padding, truncation) is upstream's."""
     if upstream_fork_available():
-        from litetext_convert.reference.upstream import load_upstream_tokenizer as load_fork_tokenizer
+        try:
+            from litetext_convert.reference.upstream import load_upstream_tokenizer as load_fork_tokenizer
 
-        return load_fork_tokenizer()
+            return load_fork_tokenizer()
+        except (ImportError, OSError) as exc:
+            fork_fallback(exc)
     return UpstreamTokenizer(merges_from_folder(folder)), f"{CLEAN_ROOM}: upstream SimpleTokenizer semantics, vocabulary from {folder.name}"
 
 

@@ -167,11 +167,19 @@ def _float64_rope_tables(model: nn.Module) -> None:
 
 def _import_sam3():
     """Import Meta's builder module without keeping the global flags it may switch on."""
+    from litetext_convert.errors import LitetextError, printable
+
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         with original_runtime():
             import sam3
             import sam3.model_builder as builder
+    except Exception as exc:  # a broken install fails in its own ways; the detector has no other original
+        missing = f"module {exc.name!r} is missing" if isinstance(exc, ModuleNotFoundError) and exc.name else printable(exc)[:160]
+        raise LitetextError(
+            f"Meta's sam3 is installed but cannot be imported ({type(exc).__name__}: {missing})",
+            hint="whole-detector parity needs it; repair the environment (README: the original environment)",
+        ) from None
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     return sam3, builder

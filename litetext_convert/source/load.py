@@ -6,16 +6,23 @@ allows it, so a 2 GB checkpoint costs page cache, not a private copy.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import pickle
 import re
+import signal
+import stat
 import struct
-from dataclasses import dataclass
+import threading
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from litetext_convert.errors import CheckpointError
+from litetext_convert.errors import CheckpointError, printable
 
 TORCH_ZIP = "torch zip"
 TORCH_LEGACY = "torch legacy pickle"
@@ -32,22 +39,56 @@ class LoadedCheckpoint:
     wrapper: str | None  # "model", "state_dict" or None for a bare dict
     stripped_prefix: str | None
     tensors: dict[str, torch.Tensor]
+    identity: tuple = field(default=())  # the file as it was when loaded (see `file_identity`)
 
     @property
     def bytes(self) -> int:
         return self.path.stat().st_size
 
 
+# dtypes a checkpoint tensor may have: what safetensors and the model hold, and complex RoPE tables
+# (SAM3 stores its ViT rotary tables; they are dropped with a reason, see the mapping).
+ACCEPTED_DTYPES = frozenset(
+    {torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.complex64, torch.complex128, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool}
+)
+# A state dict's pickle holds names and small records, a few hundred bytes per tensor; more than
+# this is data that is not weights (e.g. a crafted 1.5 GB string in a 7.5 MB zip).
+PICKLE_BYTES_PER_TENSOR = 4096
+PICKLE_BYTES_FLOOR = 16 << 20
+
+
+def file_identity(status: os.stat_result) -> tuple:
+    """What changes when a file is replaced, rewritten in place or truncated."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _check_regular_file(path: Path) -> os.stat_result:
+    """stat before opening: a FIFO would block forever, a device would be read without end."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file not found: {printable(path)}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {printable(path)}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise CheckpointError(f"{printable(path)} is a directory, not a checkpoint file")
+    if not stat.S_ISREG(status.st_mode):
+        kind = "FIFO" if stat.S_ISFIFO(status.st_mode) else "socket" if stat.S_ISSOCK(status.st_mode) else "device"
+        raise CheckpointError(f"{printable(path)} is a {kind}, not a checkpoint file (nothing was read from it)")
+    return status
+
+
 def sniff_format(path: Path) -> str:
+    _check_regular_file(path)
     try:
         with path.open("rb") as handle:
             head = handle.read(16)
     except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+        raise CheckpointError(f"{printable(path)} is a directory, not a checkpoint file") from None
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise CheckpointError(f"cannot read {printable(path)}: {exc.strerror or exc}") from None
     if not head:
-        raise CheckpointError(f"{path} is empty")
+        raise CheckpointError(f"{printable(path)} is empty")
     if head.startswith(b"PK\x03\x04"):
         return TORCH_ZIP
     if len(head) >= 9 and head[8:9] == b"{":
@@ -56,18 +97,44 @@ def sniff_format(path: Path) -> str:
             return SAFETENSORS
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode, as torch's legacy format starts
         return TORCH_LEGACY
-    raise CheckpointError(f"{path} is not a checkpoint: not a torch file or safetensors (first bytes {head[:8].hex()})")
+    raise CheckpointError(f"{printable(path)} is not a checkpoint: not a torch file or safetensors (first bytes {head[:8].hex()})")
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file not found: {path}")
+    identity = file_identity(_check_regular_file(path))
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:  # torch's reader takes the name as UTF-8 text
+        raise CheckpointError(f"checkpoint name {printable(path)} is not valid UTF-8", hint="rename the file") from None
     kind = sniff_format(path)
+    if kind == TORCH_ZIP:
+        _check_pickle_size(path)
     raw = _load_safetensors(path) if kind == SAFETENSORS else _load_torch(path, kind)
     state_dict, wrapper = _unwrap(raw, path)
     tensors, prefix = _strip_ddp_prefix(state_dict, path)
-    return LoadedCheckpoint(path, kind, wrapper, prefix, tensors)
+    _check_tensor_kinds(tensors, path)
+    return LoadedCheckpoint(path, kind, wrapper, prefix, tensors, identity)
+
+
+def _check_pickle_size(path: Path) -> None:
+    """Bounded memory: the pickle is unpickled whole, so it must be in proportion to the tensors
+    the archive stores. Read from the zip directory, before anything is unpickled."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{printable(path)} is damaged or truncated ({printable(exc)[:160]})") from None
+    pickles = [info for info in infos if info.filename.endswith("/data.pkl") or info.filename == "data.pkl"]
+    storages = sum(1 for info in infos if "/data/" in info.filename)
+    limit = max(PICKLE_BYTES_FLOOR, PICKLE_BYTES_PER_TENSOR * storages)
+    for info in pickles:
+        if info.file_size > limit:
+            raise CheckpointError(
+                f"{printable(path)}: its pickle is {info.file_size / 1e6:.0f} MB for {storages} stored tensors, "
+                f"more than a state dict needs ({limit / 1e6:.0f} MB at most); refused before unpickling",
+                hint="re-save it as a plain state dict",
+            )
 
 
 def _load_torch(path: Path, kind: str):
@@ -76,12 +143,12 @@ def _load_torch(path: Path, kind: str):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == TORCH_ZIP)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path} holds objects that a weights-only load refuses to unpickle ({_refused_global(str(exc))})",
+            f"{printable(path)} holds objects that a weights-only load refuses to unpickle ({_refused_global(str(exc))})",
             hint="litetext never runs code from a checkpoint; re-save it as a plain state dict",
         ) from None
     except Exception as exc:  # a damaged file can make torch's reader fail in many ways
         reason = _plain(str(exc))[:160] or type(exc).__name__
-        raise CheckpointError(f"{path} is damaged or truncated ({reason})") from None
+        raise CheckpointError(f"{printable(path)} is damaged or truncated ({reason})") from None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -105,12 +172,12 @@ def _load_safetensors(path: Path):
     try:
         return load_file(str(path))
     except (SafetensorError, json.JSONDecodeError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is a damaged safetensors file ({' '.join(str(exc).split())[:160]})") from None
+        raise CheckpointError(f"{printable(path)} is a damaged safetensors file ({' '.join(str(exc).split())[:160]})") from None
 
 
 def _unwrap(raw, path: Path) -> tuple[dict, str | None]:
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a dict of tensors")
+        raise CheckpointError(f"{printable(path)} holds a {type(raw).__name__}, not a dict of tensors")
     for wrapper in _WRAPPERS:
         if isinstance(raw.get(wrapper), dict):
             return raw[wrapper], wrapper
@@ -118,13 +185,99 @@ def _unwrap(raw, path: Path) -> tuple[dict, str | None]:
 
 
 def _strip_ddp_prefix(state_dict: dict, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    not_strings = [key for key in state_dict if not isinstance(key, str)]
+    if not_strings:
+        shown = ", ".join(printable(repr(key))[:60] for key in not_strings[:3])
+        raise CheckpointError(f"{printable(path)}: state dict keys that are not strings: {shown}")
     tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     if not tensors:
-        raise CheckpointError(f"{path} contains no tensors")
-    others = [str(key) for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+        raise CheckpointError(f"{printable(path)} contains no tensors")
+    others = [printable(key) for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
     if others:
-        raise CheckpointError(f"{path}: state dict entries that are not tensors: {', '.join(others[:5])}")
+        raise CheckpointError(f"{printable(path)}: state dict entries that are not tensors: {', '.join(others[:5])}")
     if not all(key.startswith(_DDP_PREFIX) for key in tensors):
         return tensors, None
     # Multi-GPU training saves every key under `module.`; the layout underneath is unchanged.
     return {key[len(_DDP_PREFIX) :]: value for key, value in tensors.items()}, _DDP_PREFIX
+
+
+def _check_tensor_kinds(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Only dense CPU tensors of the dtypes a safetensors file and the model can hold go on."""
+    for key, tensor in tensors.items():
+        problem = None
+        if tensor.layout != torch.strided or tensor.is_sparse or getattr(tensor, "is_nested", False):
+            problem = f"a {str(tensor.layout).removeprefix('torch.')} tensor (only dense tensors are weights)"
+        elif tensor.is_quantized:
+            problem = "a quantized tensor"
+        elif tensor.device.type != "cpu":
+            problem = f"a tensor on the {tensor.device.type} device, without data"
+        elif tensor.dtype not in ACCEPTED_DTYPES:
+            problem = f"dtype {str(tensor.dtype).removeprefix('torch.')}, which a converted checkpoint cannot hold"
+        elif type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+            problem = f"a tensor subclass ({type(tensor).__name__})"
+        if problem:
+            raise CheckpointError(f"{printable(path)}: {printable(key)} is {problem}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The source must not change while it is converted
+
+
+class SourceGuard:
+    """Keeps the source file as it was when loaded, for the length of a conversion.
+
+    The weights are memory-mapped: a source truncated under us would kill the process with
+    SIGBUS on the next page read, and one rewritten in place would mix old and new weights under
+    the old sha256. Python cannot recover from SIGBUS, so it must never happen: a read lease
+    (F_SETLEASE) makes the kernel hold any other process that opens the file for writing or
+    truncates it, and tell us (SIGIO); `check()` then stops the run with one line before another
+    page is read, and releasing the lease lets the writer go on. Where a lease is not available
+    (another owner, a network file system) `check()` still compares the file's identity before
+    every tensor and at the end.
+    """
+
+    def __init__(self, path: Path, identity: tuple):
+        self.path = Path(path)
+        self.identity = identity
+        self.changing = False
+        self._fd: int | None = None
+        self._previous = None
+
+    def __enter__(self) -> SourceGuard:  # noqa: PYI034 - a context manager used in one place
+        with contextlib.suppress(OSError):
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            if threading.current_thread() is threading.main_thread():
+                self._previous = signal.signal(signal.SIGIO, self._on_lease_break)
+                try:
+                    fcntl.fcntl(self._fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+                except OSError:  # not the owner, a network file system, or open for writing elsewhere
+                    self._restore_handler()
+        self.check()
+        return self
+
+    def _on_lease_break(self, signum, frame) -> None:
+        self.changing = True
+
+    def _restore_handler(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGIO, self._previous)
+            self._previous = None
+
+    def check(self) -> None:
+        try:
+            now = file_identity(os.stat(self.path))
+        except OSError:
+            now = None
+        if self.changing or (self.identity and now != self.identity):
+            raise CheckpointError(
+                f"the source checkpoint {printable(self.path)} was changed by another program while it was being converted",
+                hint="nothing was written; run again once it is complete",
+            )
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+            os.close(self._fd)
+            self._fd = None
+        self._restore_handler()

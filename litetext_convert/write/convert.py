@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.plan import ops
 from litetext_convert.plan.prepare import Prepared, SourceHash, check_dtype, target_dtype
-from litetext_convert.source.load import TORCH_ZIP
+from litetext_convert.source.load import TORCH_ZIP, SourceGuard
 from litetext_convert.write.processor import (
     load_tokenizer,
     merges_fingerprint,
@@ -69,8 +70,9 @@ class _TargetProducer:
     """Produces target tensors in plan order; each source is read once and its pages released
     as soon as its last target is written."""
 
-    def __init__(self, prepared: Prepared, dtype: str, release_pages: bool):
+    def __init__(self, prepared: Prepared, dtype: str, release_pages: bool, guard: SourceGuard | None = None):
         self.prepared = prepared
+        self.guard = guard
         self.dtype = dtype
         self.release_pages = release_pages
         self.pending: dict[str, torch.Tensor] = {}
@@ -80,6 +82,8 @@ class _TargetProducer:
         if fill is not None:  # an expected-missing target: no source, its declared fill
             return fill.tensor().to(target_dtype(fill.dtype, self.dtype))
         if name not in self.pending:
+            if self.guard:
+                self.guard.check()  # before touching the next source pages (a truncated mmap is SIGBUS)
             step = self.prepared.plan.step_of_target[name]
             source = self.prepared.loaded.tensors[step.source]
             outputs = ops.apply(list(step.ops), source, self.prepared.ctx)
@@ -112,7 +116,8 @@ def convert(
     entries = target_entries(prepared, dtype)
     shards = plan_shards(entries, parse_size(max_shard_size))
     source_hash = prepared.source_hash or SourceHash(prepared.resolved.path)
-    producer = _TargetProducer(prepared, dtype, release_pages=prepared.loaded.format == TORCH_ZIP)
+    guard = SourceGuard(prepared.resolved.path, prepared.loaded.identity)
+    producer = _TargetProducer(prepared, dtype, release_pages=prepared.loaded.format == TORCH_ZIP, guard=guard)
     metadata = {"format": "pt"}
 
     def written(entry: TensorEntry) -> None:
@@ -120,7 +125,7 @@ def convert(
         if on_bytes:
             on_bytes(entry.nbytes)
 
-    with atomic_folder(output_dir, force=force) as folder:
+    with guard, atomic_folder(output_dir, force=force, keep=[prepared.resolved.path]) as folder:
         checksums: dict[str, int] = {}
         for shard in shards:
             checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written))
@@ -134,7 +139,11 @@ def convert(
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
         record = conversion_record(prepared, entries, dtype, source_hash.result())
+        if source_hash.opened not in ((), prepared.loaded.identity):
+            guard.changing = True  # the file hashed is not the file loaded
+        guard.check()  # what was hashed and written is what was loaded
         record["tokenizer"] = tokenizer_record(folder, tokenizer)
+        record["files"] = sorted([*os.listdir(folder), CONVERSION_RECORD])  # what litetext may replace later
         write_json(folder / CONVERSION_RECORD, record)
     return ConversionResult(Path(output_dir), record, [s.filename for s in shards], time.perf_counter() - started, warnings)
 

@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from litetext_convert.errors import LitetextError
+from litetext_convert.errors import LitetextError, printable
 from litetext_convert.paths import read_config
 from litetext_convert.plan.infer import Architecture
 
@@ -32,11 +32,12 @@ def load_tokenizer(source: str | None, context_length: int):
             tokenizer = CLIPTokenizer.from_pretrained(
                 source, model_max_length=context_length, split_special_tokens=settings["split_special_tokens"]
             )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a corrupt folder makes the `tokenizers` library raise a bare Exception
         offline = not online or any(word in str(exc).lower() for word in ("offline", "connect", "cache"))
+        damaged = "" if isinstance(exc, (OSError, ValueError)) else f" (damaged: {' '.join(printable(exc).split())[:120]})"
         raise LitetextError(
-            f"cannot load the tokenizer {source!r}"
-            + (" (not in the Hugging Face cache and the Hub cannot be reached)" if offline else ""),
+            f"cannot load the tokenizer {printable(source)!r}"
+            + (" (not in the Hugging Face cache and the Hub cannot be reached)" if offline else damaged),
             hint="pass --tokenizer with a local folder holding vocab.json and merges.txt",
         ) from None
     if len(tokenizer) < 1000 and not online:

@@ -1,4 +1,4 @@
-"""Bad inputs for tests/test_bad_inputs.py, and a way to run `litetext` as users do.
+"""Bad inputs for tests/bad_inputs/ (one module per command).
 
 Every builder writes one file, starting from the tiny synthetic checkpoint in the exact upstream
 layout, so each bad input differs from a good one in exactly the way its name says.
@@ -7,13 +7,10 @@ layout, so each bad input differs from a good one in exactly the way its name sa
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import pickle
 import random
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,48 +27,7 @@ State = dict[str, torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------
-# Running the CLI
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def stderr_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-def run_in_process(args: list[str], capsys, monkeypatch) -> CliResult:
-    """`cli.main()` itself (the function that formats errors), with argv patched: no start-up cost.
-
-    What a real process would also print on stderr is kept: library log handlers are pointed at
-    the captured stderr, and Python warnings are appended as the default hook would print them.
-    """
-    from litetext_convert import cli
-
-    capsys.readouterr()  # drop anything printed before
-    monkeypatch.setattr(sys, "argv", ["litetext", *args])
-    for handler in _library_log_handlers():
-        monkeypatch.setattr(handler, "stream", sys.stderr)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    captured = capsys.readouterr()
-    printed = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
-    return CliResult(code, captured.out, captured.err + printed)
-
-
-def _library_log_handlers() -> list[logging.StreamHandler]:
-    """Stream handlers bound, at import, to whatever sys.stderr was then."""
-    loggers = [logging.getLogger(), logging.getLogger("transformers"), logging.getLogger("huggingface_hub")]
-    return [h for logger in loggers for h in logger.handlers if type(h) is logging.StreamHandler]
+# Running the CLI in a subprocess (the in-process runner is tests/conftest.py's `run_cli`)
 
 
 def subprocess_command(args: list[str]) -> list[str]:
@@ -205,3 +161,55 @@ def with_extra_key(state: State, key: str) -> State:
 def with_wrong_qkv(state: State) -> State:
     rows, width = state[QKV_KEY].shape
     return {**state, QKV_KEY: torch.zeros(rows, width + 4)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Crafted checkpoints (issue 15): each reached an internal error, a silent conversion or a hang
+
+EMBEDDING_KEY = TEXT + "encoder.embedding_layer.weight"
+PATCH_KEY = TRUNK + "patch_embed.proj.weight"
+RPB_KEYS = [f"detector.transformer.decoder.boxRPB_embed_{axis}.layers.1.{kind}" for axis in "xy" for kind in ("weight", "bias")]
+FORGED_KEY = "detector.\x1b[31mred\nerror: forged second line"
+
+
+def with_tensor(state: State, key: str, make) -> State:
+    return {**state, key: make(state[key])}
+
+
+def with_non_string_key(state: State) -> State:
+    return {**state, 7: torch.zeros(2), ("a", 1): torch.zeros(2)}
+
+
+def with_empty_rope_tables(state: State) -> State:
+    return {**state, **{key: value[:0] for key, value in state.items() if key.endswith("attn.freqs_cis")}}
+
+
+def with_decoder_heads(state: State, heads: int) -> State:
+    """The decoder's box-RPB MLP emits one bias per head: `heads` rows instead of the real count."""
+    return {**state, **{key: torch.zeros(heads, *state[key].shape[1:]) for key in RPB_KEYS}}
+
+
+def save_meta(path: Path, state: State) -> Path:
+    meta = {key: torch.empty(value.shape, dtype=value.dtype, device="meta") if key == FINAL_NORM_KEY else value
+            for key, value in state.items()}
+    return save_wrapped(path, meta)
+
+
+def disproportionate_pickle(path: Path, state: State, junk_bytes: int = 20 << 20) -> Path:
+    """A torch zip whose pickle holds a `junk_bytes` string, recompressed: a small file whose
+    unpickling would need far more memory than its size."""
+    import zipfile
+
+    plain = path.with_suffix(".plain")
+    torch.save({"model": state, "notes": "x" * junk_bytes}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info.filename))
+    plain.unlink()
+    return path
+
+
+def fifo(path: Path) -> Path:
+    if not path.exists():
+        os.mkfifo(path)
+    return path
