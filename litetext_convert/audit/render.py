@@ -1,0 +1,72 @@
+"""The audit report: findings (what, affects, cost, cause, fix), tensor classes, behaviour per stage."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from litetext_convert.audit.findings import AuditResult
+
+COST_STAGES = ("features (detector-facing)", "pooled (CLIP-style)")
+
+
+def render_audit(console: Console, result: AuditResult, debug: bool = False) -> None:
+    console.print(f"[bold]audit[/bold] {result.target}  against  {result.checkpoint}", highlight=False)
+    console.print(f"original: text {result.original.get('text', '?')}, {result.original.get('num_heads')} heads "
+                  f"({result.original.get('num_heads_source')}), context {result.context_length}", highlight=False)
+    classes = ", ".join(f"{name} {count}" for name, count in sorted(result.tensors["classes"].items()))
+    console.print(f"tensors: {result.tensors['in_folder']} in the folder, {result.tensors['expected']} expected: {classes}",
+                  highlight=False)
+    for part in result.tensors["dropped_source_parts"]:
+        console.print(f"  not in the image model (original's {part['keys']} keys, e.g. {part['example']}): {part['reason']}",
+                      highlight=False, soft_wrap=True)
+
+    table = Table(title="findings (✗ changes what the folder computes)")
+    for column in ("#", "level", "finding", "subject", "cost: features / pooled"):
+        table.add_column(column, overflow="fold")
+    for number, finding in enumerate(result.findings, 1):
+        marker = "[red]✗[/red] " if finding.deviates else "[dim]·[/dim] "
+        cost = " / ".join(_fmt(finding.cost.get(stage)) for stage in COST_STAGES) if finding.cost else ""
+        table.add_row(str(number), finding.level, marker + finding.kind, finding.subject, cost)
+    console.print(table)
+    for number, finding in enumerate(result.findings, 1):
+        console.print(f"[bold]{number}. {finding.kind}[/bold] ({finding.level})", highlight=False)
+        if finding.detail:
+            console.print(f"   {finding.detail}", markup=False, highlight=False, soft_wrap=True)
+        for label, text in (("affects", finding.affects), ("cause", finding.cause), ("fix", finding.fix)):
+            console.print(f"   {label}: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    if result.behaviour:
+        runs = result.behaviour["runs"]
+        stage_table = Table(title=f"text behaviour against the original ({result.behaviour['dtype']}, "
+                            f"{len(result.behaviour['prompts'])} prompts, real tokens only): max abs")
+        stage_table.add_column("stage")
+        for name in runs:
+            stage_table.add_column(name, justify="right")
+        names = [stage["name"] for stage in next(iter(runs.values()))]
+        shown = names if debug else [n for n in names if not n.startswith("layer.")]
+        for index, name in enumerate(names):
+            if name not in shown:
+                continue
+            cells = []
+            for stages in runs.values():
+                stage = stages[index]
+                text = _fmt(stage["max_abs"])
+                cells.append(text if stage["passed"] else f"[red]{text}[/red]")
+            stage_table.add_row(name, *cells)
+        console.print(stage_table)
+        if not result.behaviour["recipe_passed"]:
+            console.print("[yellow]the recipe alone does not reproduce the original: re-convert[/yellow]")
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    deviations = len(result.deviations)
+    if result.passed:
+        console.print("[green]PASS[/green]: the folder computes what the original computes")
+    else:
+        console.print(f"[red]FAIL[/red]: {deviations} finding{'s' if deviations != 1 else ''} change what the folder computes")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return "0" if value == 0 else f"{value:.3g}"
