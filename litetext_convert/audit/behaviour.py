@@ -33,7 +33,10 @@ from litetext_convert.parity.text import (
     text_state_dict,
 )
 from litetext_convert.plan.prepare import Prepared
-from litetext_convert.reference import load_original_text_encoder, load_upstream_tokenizer
+from litetext_convert.reference import (
+    load_original_text_encoder,
+    load_upstream_tokenizer,
+)
 
 # Sam3Processor.__call__ tokenizes text with padding="max_length", max_length=32, whatever the model.
 PROCESSOR_TEXT_LENGTH = 32
@@ -171,7 +174,9 @@ class _Runner:
         return self._compare(trace)
 
     def _encoder(self, spec: RunSpec):
-        from transformers.models.sam3_lite_text.modeling_sam3_lite_text import Sam3LiteTextTextModel
+        from transformers.models.sam3_lite_text.modeling_sam3_lite_text import (
+            Sam3LiteTextTextModel,
+        )
 
         state = dict(self.base_state)
         if spec.transpose:
@@ -210,3 +215,31 @@ def _fitting_prompts(upstream, context: int, extra: list[str]) -> list[str]:
     candidates = list(dict.fromkeys(PROMPT_CORPUS + extra))
     ids = upstream(candidates, context)
     return [prompt for prompt, row in zip(candidates, ids) if row.tolist().index(EOT) < context - 1]
+
+
+def vision_costs(model, findings: list[Finding], overrides: dict, seed: int = 0) -> dict[str, float]:
+    """The cost of each vision-config finding: FPN features of the folder as stored against the same
+    weights with that one value fixed, on a seeded image (Meta's ViT itself runs only in the
+    original environment: `litetext parity --scope detector`)."""
+    from transformers import AutoModel
+
+    size = model.config.vision_config.backbone_config.image_size
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(model.dtype)
+    state = model.vision_encoder.state_dict()
+    with torch.no_grad():
+        stored = model.vision_encoder(pixels).fpn_hidden_states
+        costs = {}
+        for finding in findings:
+            path = (finding.recipe or "").removeprefix("config:")
+            if not path.startswith("vision_config.") or path not in overrides:
+                continue
+            config = apply_overrides(model.config, {path: overrides[path]})
+            fixed = AutoModel.from_config(config.vision_config).to(model.dtype)
+            fixed.load_state_dict(state)
+            outputs = fixed.eval()(pixels).fpn_hidden_states
+            cost = max(float((a.double() - b.double()).abs().max()) for a, b in zip(stored, outputs))
+            scale = max(float(b.double().abs().max()) for b in outputs)
+            finding.cost["vision FPN (max abs)"] = cost
+            finding.cost["vision FPN (relative)"] = cost / scale if scale else cost
+            costs[path] = cost
+    return costs

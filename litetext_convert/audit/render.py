@@ -27,6 +27,8 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
     for number, finding in enumerate(result.findings, 1):
         marker = "[red]✗[/red] " if finding.deviates else "[dim]·[/dim] "
         cost = " / ".join(_fmt(finding.cost.get(stage)) for stage in COST_STAGES) if finding.cost else ""
+        if "vision FPN (relative)" in finding.cost:
+            cost = f"FPN {_fmt(finding.cost['vision FPN (max abs)'])} ({_fmt(finding.cost['vision FPN (relative)'])} rel)"
         table.add_row(str(number), finding.level, marker + finding.kind, finding.subject, cost)
     console.print(table)
     for number, finding in enumerate(result.findings, 1):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from litetext_convert.audit.behaviour import USAGE_FINDINGS, audit_behaviour
+from litetext_convert.audit.behaviour import USAGE_FINDINGS, audit_behaviour, vision_costs
 from litetext_convert.audit.config import audit_config
 from litetext_convert.audit.findings import AuditResult, Finding
 from litetext_convert.audit.target import resolve_target
@@ -28,6 +28,7 @@ def audit(
     prompts: list[str] | None = None,
     dtype: str = "float64",
     behaviour: bool = True,
+    vision: bool = False,
 ) -> AuditResult:
     started = time.perf_counter()
     folder = resolve_target(target)
@@ -52,6 +53,8 @@ def audit(
                                     fix="re-convert with `litetext convert`"))
         else:
             behaviour_result = audit_behaviour(prepared, folder, model, findings, tensors.fixes, overrides, prompts, dtype)
+            if vision:
+                vision_costs(model, findings, overrides)
             if not behaviour_result.recipe_passed:
                 notes.append("the recipe does not reproduce the original: some finding has no usage fix (re-convert)")
     return AuditResult(
