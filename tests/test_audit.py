@@ -13,6 +13,15 @@ from conftest import heads, run_cli
 import audit_defects as defects
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and does not wait on a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def source(tiny_checkpoints):
     return torch.load(tiny_checkpoints["s0"], weights_only=True)["model"]

@@ -22,7 +22,6 @@ import torch
 
 from litetext_convert.audit.config import apply_overrides
 from litetext_convert.audit.findings import Finding
-from litetext_convert.audit.tokenizer import load_folder_tokenizer
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.parity.text import (
     DEFAULT_TOLERANCES,
@@ -35,7 +34,6 @@ from litetext_convert.parity.text import (
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.reference import (
     load_original_text_encoder,
-    load_upstream_tokenizer,
 )
 
 # Sam3Processor.__call__ tokenizes text with padding="max_length", max_length=32, whatever the model.
@@ -93,13 +91,11 @@ class BehaviourAudit:
         }
 
 
-def audit_behaviour(prepared: Prepared, folder, model, findings: list[Finding], fixes: dict, overrides: dict,
-                    prompts: list[str], dtype: str = "float64") -> BehaviourAudit:
+def audit_behaviour(prepared: Prepared, model, tokenizer, upstream, findings: list[Finding], fixes: dict,
+                    overrides: dict, prompts: list[str], dtype: str = "float64") -> BehaviourAudit:
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     atol, rtol = DEFAULT_TOLERANCES[dtype]
     context = prepared.arch.context_length
-    tokenizer = load_folder_tokenizer(folder)
-    upstream, _ = load_upstream_tokenizer(folder)
     prompts = _fitting_prompts(upstream, context, prompts)
 
     original, _ = load_original_text_encoder(text_state_dict(prepared), prepared.arch, torch_dtype)

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import torch
 
-from litetext_convert.audit.behaviour import USAGE_FINDINGS, audit_behaviour, vision_costs
+from litetext_convert.audit.behaviour import (
+    USAGE_FINDINGS,
+    audit_behaviour,
+    vision_costs,
+)
 from litetext_convert.audit.config import audit_config
 from litetext_convert.audit.findings import AuditResult, Finding
 from litetext_convert.audit.target import resolve_target
 from litetext_convert.audit.tensors import FolderTensors, audit_tensors
-from litetext_convert.audit.tokenizer import audit_tokenizer
+from litetext_convert.audit.tokenizer import audit_tokenizer, load_folder_tokenizer
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan.prepare import prepare
+from litetext_convert.reference import load_upstream_tokenizer
 
 
 def audit(
@@ -39,7 +44,9 @@ def audit(
 
     tensors = audit_tensors(prepared, FolderTensors(folder))
     config_findings, overrides = audit_config(prepared, folder)
-    tokenizer_findings = audit_tokenizer(prepared, folder, prompts)
+    tokenizer = load_folder_tokenizer(folder)
+    upstream, _ = load_upstream_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
+    tokenizer_findings = audit_tokenizer(prepared, folder, tokenizer, upstream, prompts)
     findings: list[Finding] = tensors.findings + config_findings + tokenizer_findings + list(USAGE_FINDINGS.values())
     notes = list(prepared.arch.notes)
     original = _original_info(prepared)
@@ -52,7 +59,7 @@ def audit(
                                     affects="everything: transformers cannot load the folder", cause=notes[-1],
                                     fix="re-convert with `litetext convert`"))
         else:
-            behaviour_result = audit_behaviour(prepared, folder, model, findings, tensors.fixes, overrides, prompts, dtype)
+            behaviour_result = audit_behaviour(prepared, model, tokenizer, upstream, findings, tensors.fixes, overrides, prompts, dtype)
             if vision:
                 vision_costs(model, findings, overrides)
             if not behaviour_result.recipe_passed:

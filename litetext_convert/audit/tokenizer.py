@@ -10,7 +10,6 @@ from litetext_convert.audit.findings import Finding
 from litetext_convert.errors import LitetextError
 from litetext_convert.parity.text import EOT, PROMPT_CORPUS, vocabulary_problems
 from litetext_convert.plan.prepare import Prepared
-from litetext_convert.reference import load_upstream_tokenizer
 from litetext_convert.write.processor import image_processor_fields
 
 UPSTREAM_PAD_ID = 0
@@ -26,9 +25,8 @@ def load_folder_tokenizer(folder: Path):
         raise LitetextError(f"{folder} has no usable tokenizer: {' '.join(str(exc).split())[:160]}") from None
 
 
-def audit_tokenizer(prepared: Prepared, folder: Path, prompts: list[str]) -> list[Finding]:
+def audit_tokenizer(prepared: Prepared, folder: Path, tokenizer, upstream, prompts: list[str]) -> list[Finding]:
     context = prepared.arch.context_length
-    tokenizer = load_folder_tokenizer(folder)
     findings: list[Finding] = []
     if tokenizer.pad_token_id != UPSTREAM_PAD_ID:
         findings.append(Finding(
@@ -47,15 +45,14 @@ def audit_tokenizer(prepared: Prepared, folder: Path, prompts: list[str]) -> lis
             fix=f"usage: tokenize with max_length={context}, truncation=True (or re-convert with litetext)",
             recipe="context", detail=f"folder {tokenizer.model_max_length}, original {context}",
         ))
-    findings += _token_differences(folder, tokenizer, context, prompts)
+    findings += _token_differences(folder, tokenizer, upstream, context, prompts)
     findings += _image_processor(prepared, folder)
     return findings
 
 
-def _token_differences(folder: Path, tokenizer, context: int, prompts: list[str]) -> list[Finding]:
+def _token_differences(folder: Path, tokenizer, upstream, context: int, prompts: list[str]) -> list[Finding]:
     """Ids of every corpus prompt, padding aside: the folder's tokenizer against upstream's algorithm."""
     _, problems = vocabulary_problems(folder)
-    upstream, _ = load_upstream_tokenizer(folder)
     corpus = list(dict.fromkeys(PROMPT_CORPUS + prompts))
     up_ids = upstream(corpus, context).tolist()
     theirs = tokenizer(corpus, padding="max_length", truncation=True, max_length=context)["input_ids"]
