@@ -165,3 +165,19 @@ def test_bad_inputs(tmp_path, tiny_checkpoints, capsys, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     code, _, err = run_cli(["audit", "someone/sam3-litetext-s0@main", "-c", str(tiny_checkpoints["s0"])], capsys)
     assert code == 2 and "not in the Hugging Face cache" in err, err
+
+
+def test_detector_scope_as_stored_and_with_the_recipe(tmp_path, converted, tiny_checkpoints, source, capsys):
+    """Whole-detector parity of a transformers-converter style folder: off as stored, exact once the
+    recipe is applied (runs where Meta's sam3 imports: the original environment)."""
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    reason = original_unavailable_reason()
+    folder = _defective(tmp_path, converted, source, defects.transformers_converter_style)
+    code, result, err = _audit(folder, tiny_checkpoints["s0"], capsys, "--scope", "all")
+    if reason is not None:
+        assert code == 2 and "needs the original detector" in err
+        pytest.skip(reason)
+    assert code == 1
+    assert not result["detector"]["as_stored"]["passed"]
+    assert result["detector"]["with_recipe"]["passed"], result["detector"]["with_recipe"]["stages"]

@@ -40,6 +40,7 @@ class AuditResult:
     findings: list[Finding]
     tensors: dict  # counts per class, dropped source parts
     behaviour: dict | None
+    detector: dict | None = None  # whole-detector parity, as stored and with the recipe (optional)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -50,7 +51,8 @@ class AuditResult:
     @property
     def passed(self) -> bool:
         behaviour_ok = self.behaviour is None or self.behaviour["as_stored_passed"]
-        return not self.deviations and behaviour_ok
+        detector_ok = self.detector is None or self.detector["passed"]
+        return not self.deviations and behaviour_ok and detector_ok
 
     def to_json(self) -> dict:
         return {
@@ -64,6 +66,7 @@ class AuditResult:
             "findings": [finding.to_json() for finding in self.findings],
             "tensors": self.tensors,
             "behaviour": self.behaviour,
+            "detector": self.detector,
             "notes": self.notes,
             "seconds": self.seconds,
         }

@@ -59,6 +59,18 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
         console.print(stage_table)
         if not result.behaviour["recipe_passed"]:
             console.print("[yellow]the recipe alone does not reproduce the original: re-convert[/yellow]")
+    if result.detector:
+        from litetext_convert.audit.detector import summary_rows
+
+        det = Table(title=f"whole detector against {result.detector['as_stored']['original']} "
+                    f"({result.detector['as_stored']['dtype']}): max abs")
+        for column in ("stage", "as stored", "with the recipe"):
+            det.add_column(column, justify="right" if column != "stage" else "left")
+        for name, stored, stored_ok, fixed, fixed_ok in summary_rows(result.detector):
+            if not debug and name.startswith("detr.decoder.layer"):
+                continue
+            det.add_row(name, _mark(stored, stored_ok), _mark(fixed, fixed_ok))
+        console.print(det)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     deviations = len(result.deviations)
@@ -66,6 +78,10 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
         console.print("[green]PASS[/green]: the folder computes what the original computes")
     else:
         console.print(f"[red]FAIL[/red]: {deviations} finding{'s' if deviations != 1 else ''} change what the folder computes")
+
+
+def _mark(value, passed: bool) -> str:
+    return _fmt(value) if passed else f"[red]{_fmt(value)}[/red]"
 
 
 def _fmt(value) -> str:

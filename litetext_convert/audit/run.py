@@ -34,6 +34,7 @@ def audit(
     dtype: str = "float64",
     behaviour: bool = True,
     vision: bool = False,
+    detector: bool = False,
 ) -> AuditResult:
     started = time.perf_counter()
     folder = resolve_target(target)
@@ -52,6 +53,7 @@ def audit(
     original = _original_info(prepared)
 
     behaviour_result = None
+    detector_result = None
     if behaviour:
         model = _load_model(folder, dtype, notes)
         if model is None:
@@ -62,6 +64,11 @@ def audit(
             behaviour_result = audit_behaviour(prepared, model, tokenizer, upstream, findings, tensors.fixes, overrides, prompts, dtype)
             if vision:
                 vision_costs(model, findings, overrides)
+            if detector:
+                del model  # one model at a time: detector parity loads the folder itself
+                from litetext_convert.audit.detector import audit_detector
+
+                detector_result = audit_detector(prepared, folder, tensors.fixes, overrides, dtype)
             if not behaviour_result.recipe_passed:
                 notes.append("the recipe does not reproduce the original: some finding has no usage fix (re-convert)")
     return AuditResult(
@@ -73,6 +80,7 @@ def audit(
         findings=findings,
         tensors=tensors.summary,
         behaviour=behaviour_result.to_json() if behaviour_result else None,
+        detector=detector_result,
         notes=notes,
         seconds=time.perf_counter() - started,
     )
