@@ -86,8 +86,9 @@ def points_onto_boxes(folder: Path, source: dict) -> None:
 
 
 def transformers_converter_style(folder: Path, source: dict) -> None:
-    """Every known transformation of transformers' own converter at once (BatchNorm counters dropped too)."""
+    """Every known transformation of transformers' own converter at once (BatchNorm counters left at the
+    model's initial 0: it skips them and saves the randomly initialised model's buffers)."""
     for defect in (transpose_projection, keep_table_rows, pad_with_end_token, vit_eps_default):
         defect(folder, source)
     tokenizer_length(folder, source, source[SOURCE_TABLE].shape[2])
-    _edit_weights(folder, lambda t: [t.pop(k) for k in [k for k in t if k.endswith("num_batches_tracked")]])
+    _edit_weights(folder, lambda t: t.update({k: torch.zeros_like(v) for k, v in t.items() if k.endswith("num_batches_tracked")}))

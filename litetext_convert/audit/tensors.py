@@ -20,6 +20,8 @@ from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops
 from litetext_convert.plan.prepare import Prepared
 
+COUNTER = "num_batches_tracked"
+COUNTER_CAUSE = "BatchNorm step counters (not stored, or left at transformers' 0): used only in training"
 RECONVERT = "re-convert with `litetext convert` (it maps this tensor from the original)"
 
 # What it means when a converter stored the source tensor without one of our operations.
@@ -104,6 +106,9 @@ def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAu
                 continue
             stored = folder_tensors.get(target)
             kind, key = _classify(target, stored, expected, original, step, source, by_shape, prepared)
+            if key is not None and target.endswith(COUNTER):
+                kind, key = "counter differs (no effect)", ("counter differs", COUNTER_CAUSE, "nothing in eval mode",
+                                                            "none needed", None, False)
             counts[kind] += 1
             if key is None:
                 continue
@@ -120,9 +125,8 @@ def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAu
         if step.source in unsplit:
             key = ("not split", MISSED_OPERATION["split_qkv"][1], _affects(target), RECONVERT, None, True)
             counts["not split"] += 1
-        elif target.endswith("num_batches_tracked"):
-            key = ("missing", "BatchNorm step counters: used only in training; transformers starts them at 0",
-                   "nothing in eval mode", "none needed", None, False)
+        elif target.endswith(COUNTER):
+            key = ("missing", COUNTER_CAUSE, "nothing in eval mode", "none needed", None, False)
             counts["missing (no effect)"] += 1
         else:
             key = ("missing", "no tensor under this name: transformers initialises it randomly at load",
