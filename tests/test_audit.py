@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import audit_defects as defects
 import pytest
 import torch
 from conftest import heads, run_cli
-
-import audit_defects as defects
 
 
 @pytest.fixture(scope="module", autouse=True)
