@@ -180,3 +180,19 @@ def test_detector_scope_as_stored_and_with_the_recipe(tmp_path, converted, tiny_
     assert code == 1
     assert not result["detector"]["as_stored"]["passed"]
     assert result["detector"]["with_recipe"]["passed"], result["detector"]["with_recipe"]["stages"]
+
+
+def test_hub_target_through_the_cache(tmp_path, converted, tiny_checkpoints, capsys, monkeypatch):
+    """REPO_ID[@REVISION] resolves through the HF cache (offline here: a snapshot laid out as the cache does)."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--sam3-litetext-s0"
+    shutil.copytree(converted["s0"], repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text("0123abc")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    code, result, err = _audit("someone/sam3-litetext-s0@v1", tiny_checkpoints["s0"], capsys)
+    assert code == 0, err
+    assert result["folder"].endswith("0123abc") and result["target"] == "someone/sam3-litetext-s0@v1"
