@@ -53,8 +53,7 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
             cells = []
             for stages in runs.values():
                 stage = stages[index]
-                text = _fmt(stage["max_abs"])
-                cells.append(text if stage["passed"] else f"[red]{text}[/red]")
+                cells.append(_mark(stage["max_abs"], stage["passed"]))
             stage_table.add_row(name, *cells)
         console.print(stage_table)
         if not result.behaviour["recipe_passed"]:
@@ -81,7 +80,7 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
 
 
 def _mark(value, passed: bool) -> str:
-    return _fmt(value) if passed else f"[red]{_fmt(value)}[/red]"
+    return _fmt(value) if passed else f"[red]{_fmt(value)} ✗[/red]"
 
 
 def _fmt(value) -> str:
