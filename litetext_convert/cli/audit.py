@@ -13,16 +13,20 @@ from litetext_convert.errors import LitetextError, ParityFailure
 
 def command(
     target: Annotated[
-        str, typer.Argument(metavar="TARGET", help="A transformers folder, or a Hub repo REPO_ID[@REVISION] (through the HF cache).")
+        str, typer.Argument(metavar="TARGET", help="A transformers folder, or a Hub repo REPO_ID or REPO_ID@REVISION (downloaded through the HF cache).")
     ],
     checkpoint: CheckpointOpt,
     repo_id: RepoIdOpt = None,
     revision: RevisionOpt = None,
     context_length: ContextOpt = None,
     num_heads: HeadsOpt = None,
-    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Extra prompt for the behaviour level (repeatable).")] = None,
-    dtype: Annotated[str, typer.Option(help="float64 | float32 for the behaviour level (and the detector scope).")] = "float64",
-    scope: Annotated[str, typer.Option(help="text | all (all: whole-detector parity too; needs Meta's sam3).")] = "text",
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", metavar="TEXT", help="Extra prompt for the behaviour level (repeatable).")] = None,
+    dtype: Annotated[
+        str, typer.Option("--dtype", metavar="DTYPE", help="float64 | float32 for the behaviour level (and the detector scope).")
+    ] = "float64",
+    scope: Annotated[
+        str, typer.Option("--scope", metavar="SCOPE", help="text | all (all: whole-detector parity too; needs Meta's sam3).")
+    ] = "text",
     vision: Annotated[
         bool, typer.Option("--vision", help="Also measure vision-config findings on the FPN (two ViT forwards: slow at full size).")
     ] = False,
