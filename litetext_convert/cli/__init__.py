@@ -77,10 +77,10 @@ def _root(
 
 
 def _register() -> None:
-    from litetext_convert.cli import convert, convert_all, demo, inspect, parity, push
+    from litetext_convert.cli import audit, convert, convert_all, demo, inspect, parity, push
 
     for name, module in (("inspect", inspect), ("convert", convert), ("parity", parity),
-                         ("convert-all", convert_all), ("push", push), ("demo", demo)):
+                         ("convert-all", convert_all), ("push", push), ("demo", demo), ("audit", audit)):
         app.command(name, cls=_Command)(module.command)
 
 

@@ -1,0 +1,89 @@
+"""The audit report: findings (what, affects, cost, cause, fix), tensor classes, behaviour per stage."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from litetext_convert.audit.findings import AuditResult
+
+COST_STAGES = ("features (detector-facing)", "pooled (CLIP-style)")
+
+
+def render_audit(console: Console, result: AuditResult, debug: bool = False) -> None:
+    console.print(f"[bold]audit[/bold] {result.target}  against  {result.checkpoint}", highlight=False)
+    console.print(f"original: text {result.original.get('text', '?')}, {result.original.get('num_heads')} heads "
+                  f"({result.original.get('num_heads_source')}), context {result.context_length}", highlight=False)
+    classes = ", ".join(f"{name} {count}" for name, count in sorted(result.tensors["classes"].items()))
+    console.print(f"tensors: {result.tensors['in_folder']} in the folder, {result.tensors['expected']} expected: {classes}",
+                  highlight=False)
+    for part in result.tensors["dropped_source_parts"]:
+        console.print(f"  not in the image model (original's {part['keys']} keys, e.g. {part['example']}): {part['reason']}",
+                      highlight=False, soft_wrap=True)
+
+    table = Table(title="findings (✗ changes what the folder computes)")
+    for column in ("#", "level", "finding", "subject", "cost: features / pooled"):
+        table.add_column(column, overflow="fold")
+    for number, finding in enumerate(result.findings, 1):
+        marker = "[red]✗[/red] " if finding.deviates else "[dim]·[/dim] "
+        cost = " / ".join(_fmt(finding.cost.get(stage)) for stage in COST_STAGES) if finding.cost else ""
+        if "vision FPN (relative)" in finding.cost:
+            cost = f"FPN {_fmt(finding.cost['vision FPN (max abs)'])} ({_fmt(finding.cost['vision FPN (relative)'])} rel)"
+        table.add_row(str(number), finding.level, marker + finding.kind, finding.subject, cost)
+    console.print(table)
+    for number, finding in enumerate(result.findings, 1):
+        console.print(f"[bold]{number}. {finding.kind}[/bold] ({finding.level})", highlight=False)
+        if finding.detail:
+            console.print(f"   {finding.detail}", markup=False, highlight=False, soft_wrap=True)
+        for label, text in (("affects", finding.affects), ("cause", finding.cause), ("fix", finding.fix)):
+            console.print(f"   {label}: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    if result.behaviour:
+        runs = result.behaviour["runs"]
+        stage_table = Table(title=f"text behaviour against the original ({result.behaviour['dtype']}, "
+                            f"{len(result.behaviour['prompts'])} prompts, real tokens only): max abs")
+        stage_table.add_column("stage")
+        for name in runs:
+            stage_table.add_column(name, justify="right")
+        names = [stage["name"] for stage in next(iter(runs.values()))]
+        shown = names if debug else [n for n in names if not n.startswith("layer.")]
+        for index, name in enumerate(names):
+            if name not in shown:
+                continue
+            cells = []
+            for stages in runs.values():
+                stage = stages[index]
+                cells.append(_mark(stage["max_abs"], stage["passed"]))
+            stage_table.add_row(name, *cells)
+        console.print(stage_table)
+        if not result.behaviour["recipe_passed"]:
+            console.print("[yellow]the recipe alone does not reproduce the original: re-convert[/yellow]")
+    if result.detector:
+        from litetext_convert.audit.detector import summary_rows
+
+        det = Table(title=f"whole detector against {result.detector['as_stored']['original']} "
+                    f"({result.detector['as_stored']['dtype']}): max abs")
+        for column in ("stage", "as stored", "with the recipe"):
+            det.add_column(column, justify="right" if column != "stage" else "left")
+        for name, stored, stored_ok, fixed, fixed_ok in summary_rows(result.detector):
+            if not debug and name.startswith("detr.decoder.layer"):
+                continue
+            det.add_row(name, _mark(stored, stored_ok), _mark(fixed, fixed_ok))
+        console.print(det)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    deviations = len(result.deviations)
+    if result.passed:
+        console.print("[green]PASS[/green]: the folder computes what the original computes")
+    else:
+        console.print(f"[red]FAIL[/red]: {deviations} finding{'s' if deviations != 1 else ''} change what the folder computes")
+
+
+def _mark(value, passed: bool) -> str:
+    return _fmt(value) if passed else f"[red]{_fmt(value)} ✗[/red]"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return "0" if value == 0 else f"{value:.3g}"
