@@ -94,7 +94,8 @@ def convert_command(
 
     check_dtype(dtype)
     prepared = prepare(
-        checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
+        checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True,
+        defer_model_check=True,  # the meta model is built while the shards are written
     )
     total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
     with ByteProgress(total, disable=as_json) as on_bytes:
