@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_convert.py"
-STEPS = ("copy", "import torch", "baseline", "convert", "convert --verify-load", "parity")
+STEPS = ("copy", "import torch", "baseline", "convert", "convert --verify-load", "parity text", "parity text float64")
 
 
 def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
@@ -22,5 +22,5 @@ def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
     for step in STEPS:
         assert f"│ {step} " in table
     assert "floor = copy + import torch" in table and "page cache warmed" in table
-    assert table.count("MET") + table.count("MISS") == 4
+    assert table.count("MET") + table.count("MISS") == 5  # the detector targets need --original-python
     assert (tmp_path / "tiny" / "scratch" / "ours" / "config.json").is_file()
