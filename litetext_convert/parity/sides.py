@@ -22,6 +22,7 @@ same rule with the same helper.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import time
@@ -59,6 +60,7 @@ def run_side(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     model = build()
+    trim_heap()  # whatever the build allocated and dropped (random initial weights replaced by loaded ones)
     seconds[f"{name}_build"] = time.perf_counter() - started
     try:
         started = time.perf_counter()
@@ -69,6 +71,7 @@ def run_side(
     finally:
         del model
         gc.collect()  # model graphs hold reference cycles (hooks, parent links): free them now
+        trim_heap()
         if release is not None:
             release()
     return SideRun(name, outputs, seconds, info)
@@ -96,6 +99,16 @@ def _compact(tensor: Tensor, dtype: torch.dtype | None) -> Tensor:
         return tensor.to(dtype).contiguous()  # a new tensor already
     owned = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     return tensor if owned else tensor.clone(memory_format=torch.contiguous_format)
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the kernel. glibc keeps freed blocks of up to 32 MB (most
+    weight matrices) in its heap rather than unmapping them, so a freed model would otherwise
+    still count in the process's resident memory when the next side starts."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def release_mapped_pages(tensors: Iterable[Tensor], format_name: str) -> None:
