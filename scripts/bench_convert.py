@@ -81,10 +81,18 @@ class Step:
 # Inputs
 
 
-def ensure_inputs(workdir: Path, size: str) -> Inputs:
+def ensure_inputs(workdir: Path, size: str, checkpoint: Path | None = None) -> Inputs:
     """The checkpoint (built once, cached) and an offline CLIP tokenizer folder, made in a child:
-    this process must stay small, because a child's peak RSS starts from its parent's at fork."""
+    this process must stay small, because a child's peak RSS starts from its parent's at fork.
+    `checkpoint`: an existing full-size S0 file to use instead (only the tokenizer is made)."""
     folder = workdir / size
+    if checkpoint is not None:
+        tokenizer = folder / "tokenizer"
+        if not (tokenizer / "vocab.json").is_file():
+            code = ("import sys; from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer as w; "
+                    f"w(sys.argv[1], {CONTEXT})")
+            subprocess.run([sys.executable, "-c", code, str(tokenizer)], check=True, cwd=REPO)
+        return Inputs(checkpoint.resolve(), tokenizer, None)
     record = folder / "inputs.json"
     if not record.is_file():
         print(f"building the {size} S0 checkpoint in {folder} (once; cached in --workdir) ...", flush=True)
@@ -325,6 +333,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="Caches the checkpoint; scratch outputs go here too.")
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
+    parser.add_argument("--checkpoint", type=Path, help="An existing full-size S0 ctx16 checkpoint to use instead of building one.")
     parser.add_argument("--repeat", type=int, default=1, help="Runs per step (min and median are shown).")
     parser.add_argument("--original-python", help="Python of an environment with Meta's sam3: adds the forward and "
                         "whole-detector parity steps.")
@@ -354,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workdir is None or args.repeat < 1:
         raise SystemExit("--workdir is required and --repeat must be at least 1")
-    inputs = ensure_inputs(args.workdir, args.size)
+    inputs = ensure_inputs(args.workdir, args.size, args.checkpoint)
     scratch = args.workdir / args.size / "scratch"
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
