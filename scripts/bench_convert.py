@@ -269,7 +269,8 @@ def _mb(count: float) -> str:
     return f"{count / 1e6:,.0f} MB"
 
 
-def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seconds: float, size: str) -> bool:
+def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seconds: float, size: str,
+           markdown: Path | None = None) -> bool:
     from rich.console import Console
     from rich.table import Table
 
@@ -281,11 +282,12 @@ def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seco
     for column in ("step", "wall min", "wall median", "peak RSS", "RSS above import torch", "/ checkpoint bytes",
                    "wall / floor", "baseline / this"):
         table.add_column(column, justify="left" if column == "step" else "right")
+    rows = []
     for step in steps.values():
         if not step.walls:
             continue
         above = step.peak_bytes - torch_rss
-        table.add_row(
+        rows.append((
             step.name,
             f"{step.wall_min:.2f} s",
             f"{step.wall_median:.2f} s",
@@ -294,7 +296,8 @@ def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seco
             f"{above / checkpoint_bytes:.2f}x",
             f"{step.wall_min / floor:.2f}x",
             f"{steps['baseline'].wall_min / step.wall_min:.2f}x",
-        )
+        ))
+        table.add_row(*rows[-1])
     console = Console(width=160)
     console.print(table)
     console.print(f"floor = copy + import torch = {floor:.2f} s; page cache warmed first by reading the whole "
@@ -318,11 +321,19 @@ def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seco
     if det64 is not None and det64.walls:
         ratios["detector64"] = (det64.peak_bytes / 1e9, 8.0, f"{det64.peak_bytes / 1e9:.2f} GB")
     verdicts = {}
+    target_lines = []
     for name, (measured, limit, reading) in ratios.items():
         full_size_only = name.startswith("detector") and name != "detector_wall"
         verdicts[name] = measured <= limit if name != "speedup" else measured >= limit
         met = verdicts[name] or (full_size_only and size == "tiny")
         console.print(f"  {'MET ' if met else 'MISS'}  {TARGETS[name]}: {reading}")
+        target_lines.append(f"- {'met' if met else '**missed**'}: {TARGETS[name]}: {reading}")
+    if markdown is not None:  # the README's table, regenerated from this run
+        header = [column.header for column in table.columns]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", f"floor = copy + import torch = {floor:.2f} s (min of each).", "", *target_lines]
+        markdown.write_text("\n".join(lines) + "\n")
     return all(verdicts.values())
 
 
@@ -334,6 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="Caches the checkpoint; scratch outputs go here too.")
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
     parser.add_argument("--checkpoint", type=Path, help="An existing full-size S0 ctx16 checkpoint to use instead of building one.")
+    parser.add_argument("--markdown", type=Path, help="Also write the table and targets as Markdown (the README's).")
     parser.add_argument("--repeat", type=int, default=1, help="Runs per step (min and median are shown).")
     parser.add_argument("--original-python", help="Python of an environment with Meta's sam3: adds the forward and "
                         "whole-detector parity steps.")
@@ -370,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_seconds = warm_page_cache(inputs.checkpoint)
     steps = build_steps(inputs, scratch, args.original_python, args.detector_repeat, args.detector_float64)
     measure(steps, args.repeat, logs)
-    met = render(steps, inputs.checkpoint.stat().st_size, args.repeat, warm_seconds, args.size)
+    met = render(steps, inputs.checkpoint.stat().st_size, args.repeat, warm_seconds, args.size, args.markdown)
     return 0 if met or args.size == "tiny" else 1
 
 

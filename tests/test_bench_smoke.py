@@ -13,7 +13,7 @@ STEPS = ("copy", "import torch", "baseline", "convert", "convert --verify-load",
 
 def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--workdir", str(tmp_path), "--size", "tiny"],
+        [sys.executable, str(SCRIPT), "--workdir", str(tmp_path), "--size", "tiny", "--markdown", str(tmp_path / "bench.md")],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -24,3 +24,5 @@ def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
     assert "floor = copy + import torch" in table and "page cache warmed" in table
     assert table.count("MET") + table.count("MISS") == 5  # the detector targets need --original-python
     assert (tmp_path / "tiny" / "scratch" / "ours" / "config.json").is_file()
+    markdown = (tmp_path / "bench.md").read_text()  # what the README's table is regenerated from
+    assert markdown.startswith("| step |") and all(f"| {step} |" in markdown for step in STEPS)
