@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_convert.py"
-STEPS = ("copy", "import torch", "baseline", "convert", "convert --verify-load", "parity")
+STEPS = ("copy", "import torch", "baseline", "convert", "convert --verify-load", "parity text", "parity text float64")
 
 
 def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--workdir", str(tmp_path), "--size", "tiny"],
+        [sys.executable, str(SCRIPT), "--workdir", str(tmp_path), "--size", "tiny", "--markdown", str(tmp_path / "bench.md")],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -22,5 +22,7 @@ def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
     for step in STEPS:
         assert f"│ {step} " in table
     assert "floor = copy + import torch" in table and "page cache warmed" in table
-    assert table.count("MET") + table.count("MISS") == 4
+    assert table.count("MET") + table.count("MISS") == 5  # the detector targets need --original-python
     assert (tmp_path / "tiny" / "scratch" / "ours" / "config.json").is_file()
+    markdown = (tmp_path / "bench.md").read_text()  # what the README's table is regenerated from
+    assert markdown.startswith("| step |") and all(f"| {step} |" in markdown for step in STEPS)

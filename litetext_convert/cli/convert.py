@@ -57,7 +57,8 @@ def command(
         check_tokenizer(tokenizer)
     with out.status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(
-            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
+            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True,
+            defer_model_check=True,  # the meta model is built while the shards are written; checked before publishing
         )
     if prepared.resolved.notice:  # e.g. an alias' file found under a new name
         out.note(f"note: {prepared.resolved.notice}")

@@ -20,7 +20,6 @@ that is how both calls here feed text (the tokenizer-padding question is the tex
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import re
 import time
@@ -33,6 +32,7 @@ from torch import Tensor
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.parity.sides import SideRun, release_mapped_pages, run_side
 from litetext_convert.reference.sam3_detector import ForwardCapture
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -279,17 +279,20 @@ def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tens
 
 
 def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: Tensor,
-                 boxes: Tensor | None, box_labels: Tensor | None):
+                 boxes: Tensor | None, box_labels: Tensor | None) -> SideRun:
+    """Meta's detector built from the checkpoint's own (memory-mapped) tensors, run once, freed; its
+    resident checkpoint pages are handed back afterwards."""
     from litetext_convert.reference.sam3_detector import build_original_detector
 
-    started = time.perf_counter()
-    detector = build_original_detector(prepared.loaded.tensors, prepared.arch, dtype=dtype)
-    built = time.perf_counter() - started
-    started = time.perf_counter()
-    stages = detector.run(pixel_values.to(dtype), input_ids, boxes=boxes, box_labels=box_labels)
-    seconds = {"original_build": built, "original_forward": time.perf_counter() - started}
-    facts = {"original_keys": detector.keys.to_json()}
-    return stages, seconds, facts, detector.workarounds, detector.original_name
+    loaded = prepared.loaded
+    return run_side(
+        "original",
+        build=lambda: build_original_detector(loaded.tensors, prepared.arch, dtype=dtype),
+        forward=lambda detector: detector.run(pixel_values.to(dtype), input_ids, boxes=boxes, box_labels=box_labels),
+        describe=lambda detector: {"keys": detector.keys.to_json(), "workarounds": list(detector.workarounds),
+                                   "name": detector.original_name},
+        release=lambda: release_mapped_pages(loaded.tensors.values(), loaded.format),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,18 +380,22 @@ def run_detector_parity(
     box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
     label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
 
-    reference, seconds, facts, workarounds, original_name = run_original(
-        prepared, torch_dtype, pixel_values, input_ids, box_tensor, label_tensor)
-    gc.collect()
-    load_started = time.perf_counter()
-    model = load_converted(converted_folder, torch_dtype)
-    seconds["transformers_load"] = time.perf_counter() - load_started
-    with float64_rope(model) if dtype == "float64" else contextlib.nullcontext():
-        hf = run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
+    # One side at a time (parity/sides.py): peak memory is one model and one forward.
+    original = run_original(prepared, torch_dtype, pixel_values, input_ids, box_tensor, label_tensor)
+    reference = original.outputs
+    seconds = dict(original.seconds)
+    facts = {"original_keys": original.info["keys"]}
+    workarounds, original_name = original.info["workarounds"], original.info["name"]
+
+    def forward(model) -> _HfRun:
+        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext():
+            return run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
+
+    converted = run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward)
+    hf = converted.outputs
+    seconds["transformers_load"] = converted.seconds["transformers_build"]
     if dtype == "float64":
         workarounds = [*workarounds, *TRANSFORMERS_FLOAT64_WORKAROUNDS]
-    del model
-    gc.collect()
     seconds.update(hf.seconds)
 
     stages = compare_stages(reference, hf.faithful, dtype)

@@ -142,7 +142,17 @@ def check_tensors(prepared: Prepared, folder: Path, dtype: str) -> dict:
             if why:
                 mismatches.append({"tensor": target, "source": step.source, "ops": list(step.ops), "why": why})
         _release(prepared, source[step.source])  # a full-size source costs one tensor of RSS, not the file
-    for extra in sorted(set(where) - planned):
+    # A filled target (expected-missing, e.g. SAM3.1's absent 0.5x neck level) has no source to equal:
+    # the original never reads it, so any values will do; it must be there with the model's shape/dtype.
+    filled = prepared.plan.filled
+    for target, fill in filled.items():
+        if target not in where:
+            mismatches.append({"tensor": target, "why": "filled target missing from the folder"})
+            continue
+        actual = handles[where[target]].get_tensor(target)
+        if tuple(actual.shape) != fill.shape or actual.dtype != dtypes.target_dtype(fill.dtype, dtype):
+            mismatches.append({"tensor": target, "why": f"filled target is {list(actual.shape)} {actual.dtype}"})
+    for extra in sorted(set(where) - planned - set(filled)):
         mismatches.append({"tensor": extra, "why": "in the folder but not in the plan"})
     return {
         "passed": not mismatches and checked == len(planned),

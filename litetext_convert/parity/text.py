@@ -16,6 +16,7 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
+from litetext_convert.parity.sides import release_mapped_pages
 from litetext_convert.plan import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
@@ -118,8 +119,17 @@ def dummy_ids(batch: int, context: int, seed: int) -> torch.Tensor:
     return ids
 
 
+# What `get_text_features` runs: the only modules text parity compares.
+TEXT_MODULES = ("text_encoder", "text_projection")
+
+
 def load_converted(folder: Path, dtype: torch.dtype):
-    """The converted folder as users load it; a damaged folder is an error, never random weights."""
+    """The converted folder as users load it; a damaged folder is an error, never random weights.
+
+    float64: the folder loads in its stored dtype (memory-mapped, nothing copied) and only the text
+    modules are widened, so float64 costs the text encoder's size, not the whole model's (the
+    vision side, 13x larger, is never run here). Widening after loading gives the same values as
+    loading in float64: float16/bfloat16/float32 -> float64 is exact."""
     from transformers.utils import logging as hf_logging
 
     from litetext_convert.plan.hf_config import model_class_of_folder
@@ -131,7 +141,8 @@ def load_converted(folder: Path, dtype: torch.dtype):
     hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line answer
     try:
         model_class = model_class_of_folder(folder)  # the family's class, as config.json names it
-        model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+        load_dtype = "auto" if dtype == torch.float64 else dtype
+        model, info = model_class.from_pretrained(str(folder), dtype=load_dtype, output_loading_info=True)
     except Exception as exc:  # a damaged folder fails inside transformers/safetensors in many ways
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise LitetextError(f"the converted folder {folder} cannot be loaded: {reason}") from None
@@ -141,6 +152,9 @@ def load_converted(folder: Path, dtype: torch.dtype):
     if problems or info.get("error_msgs"):
         summary = "; ".join(f"{name}: {', '.join(map(str, keys))[:120]}" for name, keys in problems.items())
         raise LitetextError(f"the converted folder {folder} is damaged ({summary or info['error_msgs']})")
+    if dtype == torch.float64:
+        for name in TEXT_MODULES:
+            getattr(model, name).to(torch.float64)
     return model.eval()
 
 
@@ -213,6 +227,8 @@ def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) ->
     atol, rtol = options.tolerances()
     arch = prepared.arch
     original, original_info = load_original_text_encoder(text_state_dict(prepared), arch, torch_dtype)
+    # The reference copied the text weights: their checkpoint pages need not stay resident.
+    release_mapped_pages(text_state_dict(prepared).values(), prepared.loaded.format)
     model = load_converted(folder, torch_dtype)
     hf_trace = HFTextTrace(model)
     kinds = layer_kinds(model)

@@ -7,6 +7,8 @@ full-size checkpoint and can be checked before a single byte is written.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import re
 from collections import defaultdict
@@ -229,6 +231,16 @@ def _compile_expected_missing(entry: dict, problems: list[str]) -> ExpectedMissi
     return ExpectedMissing(_compile(entry.get("target", "(?!)"), where, problems), entry.get("reason", ""), entry.get("fill", ""))
 
 
+@dataclass
+class DraftPlan:
+    """The plan from the table and the source shapes alone, not yet checked against the model
+    (conversion writes from it while transformers' modeling code is still importing)."""
+
+    plan: Plan
+    producers: dict[str, str]  # target -> the source key that first produced it
+    problems: list[str]
+
+
 def build_plan(
     table: MappingTable,
     source_tensors: dict[str, torch.Tensor],
@@ -237,6 +249,12 @@ def build_plan(
 ) -> Plan:
     """Match every source key, apply the operations to shapes only, and check the result against
     the target model's parameters and buffers. Collects every problem before failing."""
+    return check_plan(draft_plan(table, source_tensors, ctx), expected_targets, table)
+
+
+def draft_plan(table: MappingTable, source_tensors: dict[str, torch.Tensor], ctx: ops.OpContext) -> DraftPlan:
+    """The table's half of `build_plan`: match every source key and apply the operations to shapes
+    only. Its problems are kept, not raised, so that `check_plan` reports them with the model's."""
     problems: list[str] = []
     steps: list[Step] = []
     dropped: dict[str, str] = {}
@@ -272,6 +290,15 @@ def build_plan(
             target_shapes[target] = tuple(output.shape)
             target_dtypes[target] = output.dtype
 
+    return DraftPlan(Plan(steps, dropped, target_shapes, target_dtypes), producers, problems)
+
+
+def check_plan(draft: DraftPlan, expected_targets: dict[str, torch.Tensor], table: MappingTable) -> Plan:
+    """The model's half of `build_plan`: every target is a parameter or buffer of the model with the
+    model's shape, and every one of those is produced (or expected missing). Raises with every
+    problem of both halves."""
+    problems = list(draft.problems)
+    producers, target_shapes = draft.producers, draft.plan.target_shapes
     for target, shape in target_shapes.items():
         expected = expected_targets.get(target)
         if expected is None:
@@ -296,4 +323,4 @@ def build_plan(
             problems,
             hint=f"{' + '.join(p.name for p in table.paths)} declare every rule and drop; --json lists every problem",
         )
-    return Plan(steps, dropped, target_shapes, target_dtypes, filled)
+    return dataclasses.replace(draft.plan, filled=filled)

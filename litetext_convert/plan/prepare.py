@@ -19,9 +19,45 @@ from litetext_convert.plan import ops, validate
 from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
 from litetext_convert.plan.hf_config import build_config, meta_model_tensors
 from litetext_convert.plan.infer import Architecture, infer_architecture
-from litetext_convert.plan.mapping import MappingTable, Plan, build_plan, load_table
+from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
+
+
+class TargetModel:
+    """transformers' config for an architecture and that model's parameters and buffers on the meta
+    device: what the plan is checked against.
+
+    Importing transformers' modeling code and building the meta model take ~2 s of a ~3.5 s
+    conversion. With `background=True` that runs in a thread while conversion loads, plans from the
+    table and writes the shards; the import is Python and holds the GIL, the writing is torch ops
+    and file I/O that release it, so the two overlap on a multi-core machine."""
+
+    def __init__(self, arch: Architecture, *, background: bool):
+        self._arch = arch
+        self._result: tuple[object, dict[str, torch.Tensor]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="litetext-target-model", daemon=True)
+        if background:
+            self._thread.start()
+        else:
+            self._thread.run()  # the same work, in this thread
+
+    def _work(self) -> None:
+        try:
+            config = build_config(self._arch)
+            validate.check_config(config)  # sizes positive, heads dividing widths: before any meta model
+            self._result = (config, meta_model_tensors(config))
+        except BaseException as exc:  # handed to whoever asks for the result, in their thread
+            self._error = exc
+
+    def result(self) -> tuple[object, dict[str, torch.Tensor]]:
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 @dataclass
@@ -29,12 +65,41 @@ class Prepared:
     resolved: ResolvedCheckpoint
     loaded: LoadedCheckpoint
     arch: Architecture
-    config: object  # the family's transformers config (Sam3LiteTextConfig for the LiteText families)
-    expected: dict[str, torch.Tensor]  # the model's parameters and buffers, on the meta device
-    plan: Plan
+    target_model: TargetModel
+    draft: DraftPlan
     ctx: ops.OpContext
     table: MappingTable
     source_hash: "SourceHash | None" = None
+    _checked: Plan | None = None
+
+    @property
+    def config(self):  # transformers.Sam3LiteTextConfig
+        return self.target_model.result()[0]
+
+    @property
+    def expected(self) -> dict[str, torch.Tensor]:
+        """The model's parameters and buffers, on the meta device."""
+        return self.target_model.result()[1]
+
+    @property
+    def plan(self) -> Plan:
+        """The checked plan once `check_against_model` ran (it adds the filled targets), else the plan
+        from the table: its targets, shapes and dtypes do not depend on the model, so writing may start
+        before the check; nothing may be published before."""
+        return self._checked or self.draft.plan
+
+    @property
+    def checked(self) -> bool:
+        return self._checked is not None
+
+    def check_against_model(self) -> Plan:
+        """Every target is a parameter or buffer of the real (meta) model with its shape and every
+        one is produced; raises `MappingError` with all problems otherwise. Waits for the model."""
+        if self._checked is None:
+            checked = check_plan(self.draft, self.expected, self.table)
+            validate.check_dtypes(checked, self.expected)
+            self._checked = checked
+        return self._checked
 
 
 def prepare(
@@ -46,23 +111,32 @@ def prepare(
     num_heads: int | None = None,
     table_path: Path | list[Path] | None = None,
     hash_source: bool = False,
+    defer_model_check: bool = False,
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
-    model; only conversion needs it."""
+    model; only conversion needs it.
+
+    `defer_model_check`: build the meta model in a background thread and return with the plan
+    checked against the table only; the caller must call `check_against_model()` before it
+    publishes anything (`write.convert` does, before the folder is renamed into place). A plan that
+    already fails from the table alone is checked (and fails, with every problem) here."""
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
-    config = build_config(arch)
-    validate.check_config(config)
-    expected = meta_model_tensors(config)
+    target_model = TargetModel(arch, background=defer_model_check)
     ctx = ops.OpContext(arch.context_length)
     table = load_table(table_path or arch.family.table_paths("image"))
-    plan = build_plan(table, loaded.tensors, expected, ctx)
-    validate.check_dtypes(plan, expected)
-    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
-
+    draft = draft_plan(table, loaded.tensors, ctx)
+    prepared = Prepared(resolved, loaded, arch, target_model, draft, ctx, table, source_hash)
+    # No deferral when the check must come first: a table with expected-missing targets (SAM3.1's
+    # absent 0.5x neck level) learns what to fill only from the model, and a complex tensor cannot
+    # be written at all (the check names it with the model's dtype).
+    complex_source = any(dtype.is_complex for dtype in draft.plan.target_dtypes.values())
+    if draft.problems or not defer_model_check or table.expected_missing or complex_source:
+        prepared.check_against_model()
+    return prepared
 
 
 

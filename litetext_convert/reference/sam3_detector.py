@@ -527,7 +527,9 @@ def _load_strict(
             missing = [k for k in missing if k not in gaps]
     if missing or unexpected:
         raise ValueError(f"original detector keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    result = model.load_state_dict(non_text, strict=False)
+    # assign: the model takes the checkpoint's own tensors (memory-mapped, no copy) instead of
+    # copying them into its randomly initialised ones; a float64 run casts them afterwards.
+    result = model.load_state_dict(non_text, strict=False, assign=True)
     assert not result.unexpected_keys
     return len(non_text), at_init
 

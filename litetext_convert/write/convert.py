@@ -1,8 +1,9 @@
 """The conversion pipeline's second half: write -> verify.
 
 `plan.prepare` does everything that needs no output (inspect and parity stop there); `convert` streams
-the mapped tensors into safetensors shards inside a temporary folder, checks what it wrote, and
-only then renames the folder into place.
+the mapped tensors into safetensors shards inside a temporary folder, checks the plan against the
+real (meta) model and what it wrote, and only then renames the folder into place. With
+`prepare(..., defer_model_check=True)` the meta model is built while the shards are written.
 """
 
 from __future__ import annotations
@@ -112,7 +113,6 @@ def convert(
 ) -> ConversionResult:
     dtype = check_dtype(dtype)  # aliases (bf16, fp16) become the canonical name the record keeps
     started = time.perf_counter()
-    tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)  # fail before writing anything
     entries = target_entries(prepared, dtype)
     shards = plan_shards(entries, parse_size(max_shard_size))
     source_hash = prepared.source_hash or SourceHash(prepared.resolved.path)
@@ -130,6 +130,13 @@ def convert(
         for shard in shards:
             checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written))
         write_index(folder, shards, {})
+        # The shards were written from the table's plan, possibly while the meta model was still
+        # being built (prepare's defer_model_check); nothing is renamed into place before this check.
+        prepared.check_against_model()
+        # Loaded only now: it imports transformers, which must not race the background import of
+        # its modeling code (a half-initialised lazy module fails "cannot import name"). A bad
+        # tokenizer still fails before anything is published: the temporary folder is removed.
+        tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)
         config = prepared.config
         config.dtype = _config_dtype(entries)
         with write_errors(folder / "config.json"):

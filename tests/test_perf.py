@@ -1,0 +1,108 @@
+"""The performance mechanisms keep their meaning: the overlapped conversion still checks the plan
+against the real model before anything is published; float64 text parity widens only what it
+compares; parity sides run one at a time and are freed. No timing assertions."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import weakref
+
+import pytest
+import torch
+from conftest import heads
+
+from litetext_convert.errors import MappingError
+from litetext_convert.parity.sides import keep_outputs, run_side
+from litetext_convert.parity.text import TEXT_MODULES, load_converted
+from litetext_convert.plan import prepare as prepare_module
+from litetext_convert.plan.prepare import prepare
+from litetext_convert.write.convert import convert
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_deferred_model_check_writes_the_same_weights(tiny_checkpoints, converted, tokenizer_dir, tmp_path):
+    prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), defer_model_check=True)
+    assert not prepared.checked or prepared.target_model.result()  # may already be done on a fast machine
+    convert(prepared, tmp_path / "out", tokenizer=str(tokenizer_dir))
+
+    assert prepared.checked
+    assert _digest(tmp_path / "out" / "model.safetensors") == _digest(converted["s0"] / "model.safetensors")
+
+
+def test_deferred_model_check_failure_publishes_nothing(tiny_checkpoints, tokenizer_dir, tmp_path, monkeypatch):
+    real = prepare_module.meta_model_tensors
+
+    def model_without_one_parameter(config):
+        expected = real(config)
+        expected.pop(next(name for name in expected if name.startswith("text_encoder.")))
+        return expected
+
+    monkeypatch.setattr(prepare_module, "meta_model_tensors", model_without_one_parameter)
+    prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), defer_model_check=True)
+    with pytest.raises(MappingError) as caught:
+        convert(prepared, tmp_path / "out", tokenizer=str(tokenizer_dir))
+
+    assert any(problem.startswith("unexpected target: text_encoder.") for problem in caught.value.problems)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
+
+
+def test_table_problems_fail_in_prepare_with_the_model_problems(tiny_checkpoints, tmp_path):
+    table = tmp_path / "mapping.toml"
+    text = (prepare_module.load_table().path).read_text()
+    table.write_text(text + '\n[[drop]]\nsource = "detector\\\\..*"\nreason = "test: every detector key also dropped"\n')
+    with pytest.raises(MappingError) as caught:
+        prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), table_path=table, defer_model_check=True)
+    assert any("ambiguous source key" in problem for problem in caught.value.problems)
+
+
+def test_float64_text_parity_widens_only_the_text_modules(converted):
+    model = load_converted(converted["s0"], torch.float64)
+    for name, parameter in model.named_parameters():
+        widened = name.split(".")[0] in TEXT_MODULES
+        assert parameter.dtype == (torch.float64 if widened else torch.float32), name
+
+
+class _Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        wide = torch.stack([self.linear(x)] * 8)  # a big activation; only one slice is kept
+        return {"slice": wide[3].t(), "nested": [self.linear.weight.sum()], "label": "kept as is"}
+
+
+def test_run_side_keeps_compact_copies_and_frees_the_model_before_release():
+    models: list[weakref.ref] = []
+    events = []
+
+    def build():
+        model = _Model()
+        models.append(weakref.ref(model))
+        return model
+
+    def release():
+        gc.collect()
+        events.append(("released", models[0]() is None))
+
+    side = run_side("toy", build=build, forward=lambda m: m(torch.ones(2, 4)), describe=lambda m: type(m).__name__,
+                    release=release, keep_dtype=torch.float64)
+
+    assert events == [("released", True)]
+    assert side.info == "_Model" and set(side.seconds) == {"toy_build", "toy_forward"}
+    kept = side.outputs["slice"]
+    assert kept.dtype == torch.float64 and kept.shape == (4, 2) and not kept.requires_grad
+    assert kept.untyped_storage().nbytes() == kept.numel() * kept.element_size()
+    assert side.outputs["label"] == "kept as is" and side.outputs["nested"][0].dtype == torch.float64
+
+
+def test_keep_outputs_copies_views_only():
+    owned = torch.arange(6.0)
+    assert keep_outputs(owned).data_ptr() == owned.data_ptr()  # no copy of what owns its storage
+    view = torch.arange(12.0).reshape(3, 4)[1]
+    kept = keep_outputs(view)
+    assert torch.equal(kept, view) and kept.untyped_storage().nbytes() == 4 * 4
