@@ -276,7 +276,7 @@ def detector_cost(prepared: Prepared, folder: Path, dtype: str, *, seed: int = 0
     size = config.vision_config.backbone_config.image_size
     pixels = det.load_image(image, size) if image else det.seeded_image(size, seed)
     ids = det.seeded_input_ids(prepared.arch.context_length, config.text_config.vocab_size, seed)
-    reference, *_ = det.run_original(prepared, dtypes.torch_dtype(against), pixels, ids, None, None)
+    reference = det.run_original(prepared, dtypes.torch_dtype(against), pixels, ids, None, None).outputs
     gc.collect()
     model = det.load_converted(folder, dtypes.torch_dtype(dtype))
     converted = det.run_transformers(model, pixels.to(dtypes.torch_dtype(dtype)), ids, None, None).faithful
