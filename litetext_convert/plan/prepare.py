@@ -14,11 +14,15 @@ import torch
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops
-from litetext_convert.plan.hf_config import build_config, meta_model_tensors
+from litetext_convert.paths import configs_dir
+from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors, meta_video_model_tensors
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.mapping import MappingTable, Plan, build_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
+
+# --target -> its mapping table: image = the detector alone; video = detector + tracker (composes mapping.toml)
+TARGETS = {"image": "mapping.toml", "video": "video.toml"}
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -34,6 +38,7 @@ class Prepared:
     ctx: ops.OpContext
     table: MappingTable
     source_hash: "SourceHash | None" = None
+    target: str = "image"  # "image": Sam3LiteTextModel; "video": Sam3VideoModel (detector + tracker)
 
 
 def prepare(
@@ -45,6 +50,7 @@ def prepare(
     num_heads: int | None = None,
     table_path: Path | None = None,
     hash_source: bool = False,
+    target: str = "image",
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
     model; only conversion needs it."""
@@ -52,12 +58,18 @@ def prepare(
     source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
-    config = build_config(arch)
-    expected = meta_model_tensors(config)
+    if target not in TARGETS:
+        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
+    if target == "video":
+        config = build_video_config(arch, loaded.tensors)
+        expected = meta_video_model_tensors(config)
+    else:
+        config = build_config(arch)
+        expected = meta_model_tensors(config)
     ctx = ops.OpContext(arch.context_length)
-    table = load_table(table_path)
+    table = load_table(table_path or configs_dir() / TARGETS[target])
     plan = build_plan(table, loaded.tensors, expected, ctx)
-    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
+    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash, target)
 
 
 

@@ -28,6 +28,7 @@ from litetext_convert.write.processor import (
     merges_fingerprint,
     processor_settings,
     save_processor,
+    save_video_processor,
     vocabulary_name,
 )
 from litetext_convert.write.shards import (
@@ -44,6 +45,9 @@ from litetext_convert.write.shards import (
     write_json,
     write_shard,
 )
+
+
+TARGET_MODEL_CLASSES = {"image": "Sam3LiteTextModel", "video": "Sam3VideoModel"}
 
 
 @dataclass
@@ -77,8 +81,8 @@ class _TargetProducer:
     def __call__(self, name: str) -> torch.Tensor:
         if name not in self.pending:
             step = self.prepared.plan.step_of_target[name]
-            source = self.prepared.loaded.tensors[step.source]
-            outputs = ops.apply(list(step.ops), source, self.prepared.ctx)
+            sources = [self.prepared.loaded.tensors[key] for key in step.sources]
+            outputs = ops.apply_gathered(list(step.ops), sources, self.prepared.ctx)
             self.pending.update(zip(step.targets, outputs))
         tensor = self.pending.pop(name)
         return tensor.to(target_dtype(tensor.dtype, self.dtype)).contiguous()
@@ -86,7 +90,8 @@ class _TargetProducer:
     def written(self, entry: TensorEntry) -> None:
         step = self.prepared.plan.step_of_target[entry.name]
         if self.release_pages and entry.name == step.targets[-1]:
-            release_source_pages(self.prepared.loaded.tensors[step.source])
+            for key in step.sources:
+                release_source_pages(self.prepared.loaded.tensors[key])
 
 
 def convert(
@@ -124,9 +129,9 @@ def convert(
         with write_errors(folder / "config.json"):
             config.save_pretrained(str(folder))
         with write_errors(folder / "processor_config.json"):
-            save_processor(folder, prepared.arch, tokenizer_object)
+            (save_video_processor if prepared.target == "video" else save_processor)(folder, prepared.arch, tokenizer_object)
         verify_written(folder, shards, checksums)
-        warnings = verify_with_transformers(folder) if verify_load else []
+        warnings = verify_with_transformers(folder, prepared.target) if verify_load else []
         record = conversion_record(prepared, entries, dtype, source_hash.result())
         record["tokenizer"] = tokenizer_record(folder, tokenizer)
         write_json(folder / CONVERSION_RECORD, record)
@@ -160,17 +165,18 @@ def verify_written(folder: Path, shards, checksums: dict[str, int]) -> None:
         raise OutputError(f"the written weights failed the read-back check: {'; '.join(problems[:5])}")
 
 
-def verify_with_transformers(folder: Path) -> list[str]:
+def verify_with_transformers(folder: Path, target: str = "image") -> list[str]:
     """--verify-load: what users will do. No missing, unexpected or mismatched keys allowed."""
     import warnings as _warnings
 
-    from transformers import Sam3LiteTextModel
+    import transformers
     from transformers.utils import logging as hf_logging
 
+    model_class = getattr(transformers, TARGET_MODEL_CLASSES[target])
     hf_logging.disable_progress_bar()
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
-        model, info = Sam3LiteTextModel.from_pretrained(str(folder), output_loading_info=True)
+        model, info = model_class.from_pretrained(str(folder), output_loading_info=True)
     bad = {name: keys for name, keys in info.items() if keys and name != "error_msgs"}
     if bad or info.get("error_msgs"):
         raise OutputError(f"transformers reloads the folder with problems: {bad or info['error_msgs']}")
@@ -190,6 +196,7 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "wrapper": prepared.loaded.wrapper,
             "stripped_prefix": prepared.loaded.stripped_prefix,
         },
+        "target": {"name": prepared.target, "model_class": TARGET_MODEL_CLASSES[prepared.target]},
         "variant": prepared.arch.variant,
         "context_length": prepared.arch.context_length,
         "architecture": prepared.arch.to_json(),
@@ -206,6 +213,11 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
         "mapping_table": {
             "file": prepared.table.path.name,
             "sha256": hashlib.sha256(prepared.table.path.read_bytes()).hexdigest(),
+            **(
+                {"base": {"file": prepared.table.base.name, "sha256": hashlib.sha256(prepared.table.base.read_bytes()).hexdigest()}}
+                if prepared.table.base
+                else {}
+            ),
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
