@@ -45,6 +45,13 @@ KNOWN = {
         "turning it into high-res logits; Meta uses the mask as given (its video pipeline gives 4 x 4 x grid = 1152 "
         "for the full model). Recipe: tracker_model.image_size = 16 x grid for the mask-prompted frame."
     ),
+    "mask_consolidation": (
+        "mask prompt, prompted frame: Meta turns the mask into low-res logits at mask_side // patch * 4 (328 for a "
+        "1152 mask), brings them to the 288 low-res size in the predictor's consolidation, and encodes the frame's "
+        "memory from those low-res logits upsampled to image_size; transformers resizes the mask straight to 288 "
+        "(antialiased) and encodes memory from the high-res mask itself. Recipe: the same two resizes and the memory "
+        "from the upsampled low-res logits."
+    ),
     "pointer_token": (
         "for a mask prompt Meta builds the object pointer from the single-mask token (token 0: _forward_sam_heads "
         "without multimask_output); transformers' _use_mask_as_output calls _single_frame_forward with its default "
@@ -134,12 +141,14 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
         else:
             session.add_mask_inputs(obj_idx, 0, prompt.mask[None, None])
         session.obj_with_new_inputs = [1]
-        if "mask_size" in recipe:
+        if "mask_size" in recipe and prompt.mask is not None:
             tracker.image_size = prompt.mask.shape[-1]
         if "pointer_token" in recipe:
             tracker._single_frame_forward = _single_mask_pointer(tracker._single_frame_forward)
         if "memory_mask_order" in recipe:
             _resize_after_binarize(tracker, 16 * grid)
+        if "mask_consolidation" in recipe:
+            _consolidate_like_meta(tracker)
         hooks = {"prompt_encoder": tracker.prompt_encoder, "memory_attention": tracker.memory_attention,
                  "memory_encoder": tracker.memory_encoder}
         seen: dict[str, list] = {}
@@ -191,12 +200,11 @@ def _resize_after_binarize(tracker, mask_memory_size: int) -> None:
     """Meta's order in memory encoding: binarize / sigmoid the high-res logits as they are (image_size),
     then resize to `mask_memory_size` as the first step of the mask downsampler."""
     encode, downsample = tracker._encode_new_memory, tracker.memory_encoder.mask_downsampler.forward
-    image_size = tracker.image_size
 
     @functools.wraps(encode)
     def encode_at_image_size(*args, **kwargs):
-        saved = tracker.prompt_encoder.mask_input_size
-        tracker.prompt_encoder.mask_input_size = (image_size // 4, image_size // 4)  # 4 x 4 x this = image_size: no resize
+        saved, size = tracker.prompt_encoder.mask_input_size, kwargs["pred_masks_high_res"].shape[-1]
+        tracker.prompt_encoder.mask_input_size = (size // 4, size // 4)  # 4 x 4 x this = the masks' size: no resize
         try:
             return encode(*args, **kwargs)
         finally:
@@ -211,6 +219,30 @@ def _resize_after_binarize(tracker, mask_memory_size: int) -> None:
 
     tracker._encode_new_memory = encode_at_image_size
     tracker.memory_encoder.mask_downsampler.forward = resize_then_downsample
+
+
+def _consolidate_like_meta(tracker) -> None:
+    """Meta's path for a mask prompt's frame: low-res logits at side // patch * 4 (antialiased), then
+    Sam3TrackerPredictor's consolidation to the low-res size (no antialias), and high-res logits for
+    memory upsampled back from them."""
+    import torch.nn.functional as F
+
+    use_mask = tracker._use_mask_as_output
+    patch = tracker.prompt_encoder.input_image_size // tracker.prompt_encoder.image_embedding_size[0]
+
+    @functools.wraps(use_mask)
+    def use_mask_as_output(backbone_features, high_res_features, mask_inputs):
+        out = use_mask(backbone_features, high_res_features, mask_inputs)
+        side, low_side = mask_inputs.shape[-1], tracker.prompt_encoder.mask_input_size[0]
+        logits = mask_inputs.to(out.high_res_masks.dtype) * 20.0 - 10.0
+        low = F.interpolate(logits, size=(side // patch * 4,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        low = F.interpolate(low, size=(low_side, low_side), mode="bilinear", align_corners=False, antialias=False)
+        out.pred_masks = low
+        image_size = tracker.prompt_encoder.input_image_size  # the model's, whatever the mask_size recipe set
+        out.high_res_masks = F.interpolate(low, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        return out
+
+    tracker._use_mask_as_output = use_mask_as_output
 
 
 def _single_mask_pointer(single_frame_forward):

@@ -288,6 +288,25 @@ class _Capture:
             handle.remove()
 
 
+def _consolidate_prompted_frame(tracker, out: dict, feats, feat_sizes) -> dict:
+    """Sam3TrackerPredictor._consolidate_temp_output_across_obj for one object with run_mem_encoder:
+    the frame's low-res mask brought to low_res_mask_size (a mask prompt gives image-size // stride * 4),
+    upsampled to image_size, and encoded with is_mask_from_pts=True ("what the user interacted with")."""
+    import torch.nn.functional as F
+
+    side = tracker.low_res_mask_size
+    low = out["pred_masks"]
+    if low.shape[-2:] != (side, side):
+        low = F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False, antialias=False)
+    high = F.interpolate(low, size=(tracker.image_size, tracker.image_size), mode="bilinear", align_corners=False)
+    high = tracker._apply_non_overlapping_constraints(high)
+    memory, memory_pos = tracker._encode_new_memory(
+        image=None, current_vision_feats=feats, feat_sizes=feat_sizes, pred_masks_high_res=high,
+        object_score_logits=out["object_score_logits"], is_mask_from_pts=True,
+    )
+    return {**out, "pred_masks": low, "maskmem_features": memory, "maskmem_pos_enc": memory_pos}
+
+
 def run_original_tracker(state_dict: Mapping[str, Tensor], arch, vit_features: Tensor, prompt: Prompt,
                          dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
     """Frame 0 with the prompt, then track; returns the stages (see parity/tracker.py STAGES)."""
@@ -321,12 +340,16 @@ def run_original_tracker(state_dict: Mapping[str, Tensor], arch, vit_features: T
                     point_inputs = {"point_coords": prompt.points[None].to(dtype), "point_labels": prompt.labels[None].int()}
                 if frame == 0 and prompt.mask is not None:
                     mask_inputs = prompt.mask[None, None].to(dtype)
+                # The predictor prompts frame 0 without the memory encoder (add_new_points / add_new_mask),
+                # then encodes that frame's memory in propagate_in_video_preflight (below).
                 out = tracker.track_step(
                     frame_idx=frame, is_init_cond_frame=frame == 0, current_vision_feats=feats,
                     current_vision_pos_embeds=pos, feat_sizes=feat_sizes, image=None, point_inputs=point_inputs,
-                    mask_inputs=mask_inputs, output_dict=output_dict, num_frames=frames, run_mem_encoder=True,
+                    mask_inputs=mask_inputs, output_dict=output_dict, num_frames=frames, run_mem_encoder=frame > 0,
                 )
-                # Sam3TrackerPredictor._run_single_frame_inference stores the memory in bfloat16.
+                if frame == 0:
+                    out = _consolidate_prompted_frame(tracker, out, feats, feat_sizes)
+                # Sam3TrackerPredictor stores memories in bfloat16 (_run_single_frame_inference, _run_memory_encoder).
                 out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
                 output_dict["cond_frame_outputs" if frame == 0 else "non_cond_frame_outputs"][frame] = out
                 stages[f"frame{frame}.masks"] = out["pred_masks"]
