@@ -58,21 +58,22 @@ def convert_all(
     namespace: str | None,
     private: bool,
     token: str | None,
+    target: str = "image",
 ) -> list[dict]:
     rows = []
     for name, checkpoint in list_checkpoints(source, repo_id, revision):
-        rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision))
+        rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision, target))
     if push:
         for row in rows:
             row["push"] = _push_one(row, namespace, private, token) if row["status"] == "ok" else "skipped"
     return rows
 
 
-def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision) -> dict:
+def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision, target="image") -> dict:
     started = time.perf_counter()
-    row: dict = {"checkpoint": name, "status": "ok"}
+    row: dict = {"checkpoint": name, "status": "ok", "target": target}
     try:
-        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads)
+        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads, target=target)
         folder = output_dir / Path(name).stem
         result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force)
         row.update(

@@ -50,7 +50,7 @@ def render_inspect(console: Console, summary: dict) -> None:
 
     mapping = summary["mapping"]
     console.print(
-        f"mapping: {mapping['mapped']} source keys mapped to {mapping['targets']} targets, "
+        f"mapping (target {mapping.get('target', 'image')}): {mapping['mapped']} source keys mapped to {mapping['targets']} targets, "
         f"{sum(mapping['dropped'].values())} dropped; Missing: {mapping['missing']}, Unexpected: {mapping['unexpected']}"
     )
     for reason, count in mapping["dropped"].items():
@@ -159,8 +159,22 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     detector = record.get("detector")
     if detector:
         render_detector(console, detector, debug=debug)
+    if record.get("tracker"):
+        render_tracker(console, record["tracker"])
     for note in record.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def render_tracker(console: Console, tracker: dict) -> None:
+    """Per prompt: transformers as it is (known differences named) and with the recipes that reproduce Meta."""
+    verdict = "[green]PASS[/green]" if tracker["passed"] else "[bold red]FAIL[/bold red]"
+    console.print(f"tracker ({tracker['dtype']}): {verdict}  Meta's tracker from the original keys vs Sam3TrackerVideoModel")
+    for run in tracker["prompts"]:
+        for kind in ("plain", "with_recipe"):
+            title = f"{run['prompt']} prompt, " + ("transformers as it is" if kind == "plain" else "with " + " + ".join(run["recipe"]))
+            console.print(_stage_table(title, run[kind]["stages"], run[kind]["first_failure"]))
+        for name, why in run["known_differences"].items():
+            console.print(f"  [yellow]known difference[/yellow] {name}: {why}")
 
 
 def render_detector(console: Console, detector: dict, *, debug: bool) -> None:

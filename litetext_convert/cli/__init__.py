@@ -36,6 +36,9 @@ ContextOpt = Annotated[
 ]
 HeadsOpt = Annotated[Optional[int], typer.Option("--num-heads", min=1, help="Text attention heads (not in the weights).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+TargetOpt = Annotated[
+    str, typer.Option("--target", help="image: Sam3LiteTextModel | video: Sam3VideoModel (detector + tracker).")
+]
 
 
 _json_emitted = False
@@ -56,13 +59,16 @@ def inspect_command(
     num_heads: HeadsOpt = None,
     no_scan: Annotated[bool, typer.Option("--no-scan", help="Skip the NaN/Inf scan (it reads every byte).")] = False,
     as_json: JsonOpt = False,
+    target: TargetOpt = "image",
 ) -> None:
     """Summarise a checkpoint: components, inferred architecture with sources, mapping coverage, NaN/Inf."""
     from litetext_convert.plan.prepare import prepare
     from litetext_convert.plan.summary import summarize
     from litetext_convert.report import render_inspect
 
-    prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    prepared = prepare(
+        checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target
+    )
     summary = summarize(prepared, scan=not no_scan)
     if as_json:
         _emit_json(summary)
@@ -86,6 +92,7 @@ def convert_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     verify_load: Annotated[bool, typer.Option("--verify-load", help="Also reload with from_pretrained.")] = False,
     as_json: JsonOpt = False,
+    target: TargetOpt = "image",
 ) -> None:
     """Convert one checkpoint into a folder that Sam3LiteTextModel.from_pretrained loads."""
     from litetext_convert.plan.prepare import check_dtype, prepare
@@ -94,7 +101,8 @@ def convert_command(
 
     check_dtype(dtype)
     prepared = prepare(
-        checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True
+        checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads,
+        hash_source=True, target=target,
     )
     total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
     with ByteProgress(total, disable=as_json) as on_bytes:
@@ -125,7 +133,7 @@ def parity_command(
     revision: RevisionOpt = None,
     context_length: ContextOpt = None,
     num_heads: HeadsOpt = None,
-    scope: Annotated[str, typer.Option(help="text | detector | all")] = "text",
+    scope: Annotated[str, typer.Option(help="text | detector | tracker | all (all includes tracker for a video folder)")] = "text",
     dtype: Annotated[str, typer.Option(help="float32 | float64 (both sides)")] = "float32",
     batch: Annotated[int, typer.Option(min=1)] = 2,
     seed: int = 0,
@@ -136,13 +144,14 @@ def parity_command(
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default by dtype).")] = None,
     debug_intermediates: Annotated[bool, typer.Option("--debug-intermediates", help="Per-layer table.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the whole record to this file.")] = None,
+    target: TargetOpt = "image",
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
     from litetext_convert.parity.detector import parse_box
     from litetext_convert.parity.run import run_parity
 
-    if scope not in ("text", "detector", "all"):
-        raise LitetextError(f"--scope {scope!r}: choose text, detector or all")
+    if scope not in ("text", "detector", "tracker", "all"):
+        raise LitetextError(f"--scope {scope!r}: choose text, detector, tracker or all")
     if dtype not in ("float32", "float64"):
         raise LitetextError(f"--dtype {dtype!r}: choose float32 or float64")
     record = run_parity(
@@ -165,6 +174,7 @@ def parity_command(
         json_path=json_path,
         console=stdout,
         debug=debug_intermediates,
+        target=target,
     )
     if not record["passed"]:
         raise ParityFailure(f"parity failed: first diverging stage {record['first_failure'] or 'tokenizer/detector'}")
@@ -188,6 +198,7 @@ def convert_all_command(
     private: Annotated[bool, typer.Option("--private")] = False,
     token: Annotated[Optional[str], typer.Option(help="Hub token (else HF_TOKEN or the login cache).")] = None,
     as_json: JsonOpt = False,
+    target: TargetOpt = "image",
 ) -> None:
     """Convert every LiteText checkpoint of the Hub folder (or a local folder); one failure does not stop the rest."""
     from litetext_convert.convert_all import convert_all
@@ -207,6 +218,7 @@ def convert_all_command(
         namespace=namespace,
         private=private,
         token=token,
+        target=target,
     )
     if as_json:
         _emit_json({"results": rows})

@@ -116,16 +116,21 @@ def dummy_ids(batch: int, context: int, seed: int) -> torch.Tensor:
 
 def load_converted(folder: Path, dtype: torch.dtype):
     """The converted folder as users load it; a damaged folder is an error, never random weights."""
+    import transformers
     from transformers import Sam3LiteTextModel
     from transformers.utils import logging as hf_logging
+
+    from litetext_convert.plan.hf_config import folder_target
 
     hf_logging.disable_progress_bar()
     if not (folder / "config.json").is_file():
         raise LitetextError(f"{folder} is not a converted folder (no config.json)")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line answer
+    video = folder_target(folder) == "video"  # a video folder's detector is its detector_model
     try:
-        model, info = Sam3LiteTextModel.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+        model_class = transformers.Sam3VideoModel if video else Sam3LiteTextModel
+        model, info = model_class.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
     except Exception as exc:  # a damaged folder fails inside transformers/safetensors in many ways
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise LitetextError(f"the converted folder {folder} cannot be loaded: {reason}") from None
@@ -135,7 +140,7 @@ def load_converted(folder: Path, dtype: torch.dtype):
     if problems or info.get("error_msgs"):
         summary = "; ".join(f"{name}: {', '.join(map(str, keys))[:120]}" for name, keys in problems.items())
         raise LitetextError(f"the converted folder {folder} is damaged ({summary or info['error_msgs']})")
-    return model.eval()
+    return (model.detector_model if video else model).eval()
 
 
 class HFTextTrace:

@@ -203,7 +203,8 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
         sparse, dense = seen["prompt_encoder"][0]
         stages["frame0.prompt_sparse"], stages["frame0.prompt_dense"] = sparse, dense
     stages["frame0.memory_encoder"] = seen["memory_encoder"][0][0]
-    stages[f"frame{frames - 1}.memory_attention"] = seen["memory_attention"][-1]
+    for frame, output in enumerate(seen.get("memory_attention", [])[-(frames - 1):], start=1):  # not on frame 0
+        stages[f"frame{frame}.memory_attention"] = output
     del model
     return stages
 
@@ -345,11 +346,18 @@ def _compare_stages(reference: dict, candidate: dict, dtype: str) -> list[StageD
     return diffs
 
 
+# Pipeline order within a frame (the neck comes first, once).
+_ORDER = ("prompt_sparse", "prompt_dense", "memory_attention", "masks", "object_score", "object_pointer",
+          "memory_encoder", "memory")
+
+
 def _stage_order(reference: dict, candidate: dict) -> list[str]:
     names = [n for n in reference if n in candidate and not n.startswith("_")]
 
     def key(name: str):
-        frame = int(name[5]) if name.startswith("frame") else -1
-        return frame, name
+        if not name.startswith("frame"):
+            return -1, 0, name
+        frame, stage = name.split(".", 1)
+        return int(frame[5:]), _ORDER.index(stage), name
 
     return sorted(names, key=key)

@@ -193,3 +193,15 @@ def meta_video_model_tensors(config) -> dict[str, torch.Tensor]:
     with torch.device("meta"):
         model = Sam3VideoModel(config)
     return dict(model.state_dict())
+
+
+def folder_target(folder) -> str:
+    """Which target a converted folder holds ("video" for a Sam3VideoModel config, else "image")."""
+    import json
+    from pathlib import Path
+
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return "image"
+    return "video" if model_type == "sam3_video" else "image"

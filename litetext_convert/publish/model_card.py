@@ -39,6 +39,10 @@ class FolderRecords:
     def context_length(self) -> int:
         return int(self.conversion["context_length"])
 
+    @property
+    def target(self) -> str:
+        return str(self.conversion.get("target", {}).get("name", "image"))
+
 
 def load_records(folder: Path) -> FolderRecords:
     """Read the records a converted folder must carry; a missing parity record is allowed here."""
@@ -154,6 +158,12 @@ def _overview(records: FolderRecords) -> str:
         f"MobileCLIP-{records.variant.upper()} text encoder that reads {records.context_length} tokens. "
         "This repository holds it as a Hugging Face Transformers `Sam3LiteTextModel` "
         "with its `Sam3Processor`: give it an image and a short text prompt, get instance masks and boxes."
+    ) if records.target != "video" else (
+        f"[SAM3-LiteText]({PAPER_URL}) is SAM3 with its text encoder replaced by a compact, distilled "
+        f"MobileCLIP-{records.variant.upper()} text encoder that reads {records.context_length} tokens. "
+        "This repository holds the whole checkpoint, detector and video tracker, as a Hugging Face Transformers "
+        "`Sam3VideoModel` with its `Sam3VideoProcessor` (target: video): give it a video and a short text prompt, "
+        "get tracked instance masks."
     )
 
 

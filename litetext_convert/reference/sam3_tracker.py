@@ -360,7 +360,7 @@ def run_original_tracker(state_dict: Mapping[str, Tensor], arch, vit_features: T
             sparse, dense = seen["prompt_encoder"][0]
             stages["frame0.prompt_sparse"], stages["frame0.prompt_dense"] = sparse, dense
         stages["frame0.memory_encoder"] = seen["memory_encoder"][0]["vision_features"]
-        if "memory_attention" in seen and len(seen["memory_attention"]) >= 1:
-            stages[f"frame{frames - 1}.memory_attention"] = seen["memory_attention"][-1]["memory"]  # (HW)BC
+        for frame, output in enumerate(seen.get("memory_attention", [])[-(frames - 1):], start=1):  # not on frame 0
+            stages[f"frame{frame}.memory_attention"] = output["memory"]  # (HW)BC
         stages["_keys"] = torch.tensor([neck_keys, tracker_keys])
     return stages
