@@ -144,9 +144,10 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
     from transformers import Sam3VideoModel
     from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import Sam3TrackerVideoInferenceSession
 
-    model = Sam3VideoModel.from_pretrained(str(folder), dtype=dtype).eval()
+    model = Sam3VideoModel.from_pretrained(str(folder)).eval()
     model.detector_model = None  # the tracker side needs only tracker_neck + tracker_model: free the detector
     gc.collect()
+    model = model.to(dtype)
     tracker = model.tracker_model
     if dtype == torch.float64:
         _float64_rope(tracker.memory_attention.rotary_emb)

@@ -54,12 +54,12 @@ def prepare(
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
     model; only conversion needs it."""
+    if target not in TARGETS:
+        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
-    if target not in TARGETS:
-        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
     if target == "video":
         config = build_video_config(arch, loaded.tensors)
         expected = meta_video_model_tensors(config)
