@@ -236,3 +236,11 @@ def test_cli_convert_and_inspect_take_the_target(workdir, video_checkpoint, toke
     assert summary["mapping"]["target"] == "video" and summary["components"]["video tracker"]["extra"] is False
     code, _, err = run_cli(["convert", "-c", str(video_checkpoint), "-o", str(workdir / "x"), "--target", "movie"], capsys)
     assert code != 0 and err.startswith("error: unknown --target 'movie'") and not (workdir / "x").exists()
+
+
+def test_the_card_of_a_video_folder_says_video_and_shows_the_video_flow(video_folder):
+    from litetext_convert.publish.model_card import render_model_card, video_usage_snippet
+
+    card = render_model_card(video_folder, repo_id="someone/sam3-litetext-s0-video", allow_unverified=True)
+    assert "`Sam3VideoModel`" in card and "(target: video)" in card and "propagate_in_video_iterator" in card
+    compile(video_usage_snippet("someone/x"), "<card>", "exec")
