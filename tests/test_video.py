@@ -239,7 +239,10 @@ def test_cli_convert_and_inspect_take_the_target(workdir, video_checkpoint, toke
 
 
 def test_the_card_of_a_video_folder_says_video_and_shows_the_video_flow(video_folder):
-    from litetext_convert.publish.model_card import render_model_card, video_usage_snippet
+    from litetext_convert.publish.model_card import (
+        render_model_card,
+        video_usage_snippet,
+    )
 
     card = render_model_card(video_folder, repo_id="someone/sam3-litetext-s0-video", allow_unverified=True)
     assert "`Sam3VideoModel`" in card and "(target: video)" in card and "propagate_in_video_iterator" in card

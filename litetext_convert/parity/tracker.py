@@ -24,7 +24,12 @@ import torch
 from torch import Tensor
 
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.reference.sam3_tracker import WORKAROUNDS, Prompt, float64_casts, run_original_tracker
+from litetext_convert.reference.sam3_tracker import (
+    WORKAROUNDS,
+    Prompt,
+    float64_casts,
+    run_original_tracker,
+)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TOLERANCES = {"float32": (1e-4, 1e-4), "float64": (1e-9, 1e-9)}
@@ -142,7 +147,9 @@ def seeded_prompt(kind: str, image_size: int, grid: int, seed: int) -> Prompt:
 def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prompt, dtype: torch.dtype,
                           recipe: tuple[str, ...] = ()) -> dict[str, Tensor]:
     from transformers import Sam3VideoModel
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import Sam3TrackerVideoInferenceSession
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoInferenceSession,
+    )
 
     model = Sam3VideoModel.from_pretrained(str(folder)).eval()
     model.detector_model = None  # the tracker side needs only tracker_neck + tracker_model: free the detector
@@ -214,7 +221,9 @@ def _float64_rope(rotary) -> None:
     """float64 runs only: transformers computes the memory attention's RoPE angles in float32 whatever
     the model dtype (`.float()` in the rotary forward); Meta's tables follow the run's dtype here. The
     same formula in float64 (inverse frequencies recomputed, not upcast)."""
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import Sam3TrackerVideoVisionRotaryEmbedding
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoVisionRotaryEmbedding,
+    )
 
     inv_freq, _ = Sam3TrackerVideoVisionRotaryEmbedding.compute_axial_rope_parameters(rotary.config)
     spatial_dim = 2 * inv_freq.numel()

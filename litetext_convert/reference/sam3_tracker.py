@@ -12,14 +12,12 @@ Stages are captured with forward hooks on Meta's modules, keeping only the tenso
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-
-import contextlib
-from collections.abc import Iterator
 
 from litetext_convert.reference.sam3_detector import original_runtime
 
@@ -186,7 +184,12 @@ def _neck(sizes: TrackerSizes):
 def _memory_encoder(sizes: TrackerSizes):
     """model_builder._create_tracker_maskmem_backbone with the sizes of these weights. Meta's
     mask downsampler first resizes masks to 1152 = 16 x 72 (the 4x mask size, 4x again)."""
-    from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
+    from sam3.model.memory import (
+        CXBlock,
+        SimpleFuser,
+        SimpleMaskDownSampler,
+        SimpleMaskEncoder,
+    )
     from sam3.model.position_encoding import PositionEmbeddingSine
 
     return SimpleMaskEncoder(
@@ -208,7 +211,10 @@ def _memory_encoder(sizes: TrackerSizes):
 
 def _memory_attention(sizes: TrackerSizes):
     """model_builder._create_tracker_transformer with the sizes of these weights."""
-    from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
+    from sam3.model.decoder import (
+        TransformerDecoderLayerv2,
+        TransformerEncoderCrossAttention,
+    )
     from sam3.model.model_misc import TransformerWrapper
     from sam3.sam.transformer import RoPEAttention
 
@@ -309,14 +315,13 @@ def _consolidate_prompted_frame(tracker, out: dict, feats, feat_sizes) -> dict:
 
 def run_original_tracker(state_dict: Mapping[str, Tensor], arch, vit_features: Tensor, prompt: Prompt,
                          dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """Frame 0 with the prompt, then track; returns the stages (see parity/tracker.py STAGES)."""
-    sizes = TrackerSizes.from_weights(arch, {k: v for k, v in state_dict.items()})
+    """Frame 0 with the prompt, then track; returns the stages parity/tracker.py compares."""
+    sizes = TrackerSizes.from_weights(arch, state_dict)
     with original_runtime(dtype), _tracker_runtime(dtype):
         neck = _neck(sizes)
-        neck_keys = _load(neck, NECK, state_dict, only=("convs.", "sam2_convs."))
-        tracker = _tracker(sizes, _NeckBackbone(neck))
-        tracker.backbone = None  # load the tracker's own keys only, then attach the stub
-        tracker_keys = _load(tracker, TRACKER, state_dict)
+        _load(neck, NECK, state_dict, only=("convs.", "sam2_convs."))  # every key taken, none missing
+        tracker = _tracker(sizes, backbone=None)  # the tracker's own keys only; then the neck stub
+        _load(tracker, TRACKER, state_dict)
         tracker.backbone = _NeckBackbone(neck)
         tracker = tracker.to(dtype).eval()
         stages: dict[str, Tensor] = {}
@@ -362,5 +367,4 @@ def run_original_tracker(state_dict: Mapping[str, Tensor], arch, vit_features: T
         stages["frame0.memory_encoder"] = seen["memory_encoder"][0]["vision_features"]
         for frame, output in enumerate(seen.get("memory_attention", [])[-(frames - 1):], start=1):  # not on frame 0
             stages[f"frame{frame}.memory_attention"] = output["memory"]  # (HW)BC
-        stages["_keys"] = torch.tensor([neck_keys, tracker_keys])
     return stages
