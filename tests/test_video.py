@@ -247,3 +247,9 @@ def test_the_card_of_a_video_folder_says_video_and_shows_the_video_flow(video_fo
     card = render_model_card(video_folder, repo_id="someone/sam3-litetext-s0-video", allow_unverified=True)
     assert "`Sam3VideoModel`" in card and "(target: video)" in card and "propagate_in_video_iterator" in card
     compile(video_usage_snippet("someone/x"), "<card>", "exec")
+
+
+def test_tracker_parity_on_an_image_folder_is_refused_in_one_line(converted, tiny_checkpoints, capsys):
+    code, _, err = run_cli(["parity", "-c", str(tiny_checkpoints["s0"]), "--num-heads", "2",
+                            "--converted", str(converted["s0"]), "--scope", "tracker"], capsys)
+    assert code != 0 and err.startswith("error:") and "--target video" in err and "Traceback" not in err
