@@ -70,6 +70,7 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
     keys = record["keys"]
     console.print(f"[green]converted[/green] {record['source']['filename']} -> {folder} in {seconds:.1f} s")
     console.print(
+        f"target {record.get('target', {}).get('model_class', 'Sam3LiteTextModel')}, "
         f"variant {record['variant']}, context {record['context_length']}, dtype {record['dtype']}, "
         f"{_count(record['parameters'])} parameters in {len(shards)} shard(s)"
     )
