@@ -253,3 +253,17 @@ def test_tracker_parity_on_an_image_folder_is_refused_in_one_line(converted, tin
     code, _, err = run_cli(["parity", "-c", str(tiny_checkpoints["s0"]), "--num-heads", "2",
                             "--converted", str(converted["s0"]), "--scope", "tracker"], capsys)
     assert code != 0 and err.startswith("error:") and "--target video" in err and "Traceback" not in err
+
+
+def test_convert_all_takes_the_target(workdir, video_checkpoint, tokenizer_dir, capsys):
+    import shutil
+
+    source = workdir / "video_sources"
+    source.mkdir()
+    shutil.copy(video_checkpoint, source / "tiny_mobileclip_s0_ctx16.pt")
+    code, stdout, err = run_cli(["convert-all", "-o", str(workdir / "video_all"), "--source", str(source),
+                                 "--num-heads", "2", "--tokenizer", str(tokenizer_dir), "--target", "video", "--json"], capsys)
+    assert code == 0, err
+    (row,) = json.loads(stdout)["results"]
+    assert row["status"] == "ok" and row["target"] == "video"
+    assert json.loads((Path(row["folder"]) / "config.json").read_text())["model_type"] == "sam3_video"
