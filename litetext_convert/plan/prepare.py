@@ -17,12 +17,15 @@ from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops, validate
 # dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
 from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
-from litetext_convert.plan.hf_config import build_config, meta_model_tensors
+from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.mapping import MappingTable, Plan, build_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
 
+# --target: image = the family's detector alone (its hf_model_class); video = detector + tracker
+# (Sam3VideoModel). Which targets a family offers, and from which tables, is family data.
+TARGETS = ("image", "video")
 
 @dataclass
 class Prepared:
@@ -35,6 +38,7 @@ class Prepared:
     ctx: ops.OpContext
     table: MappingTable
     source_hash: "SourceHash | None" = None
+    target: str = "image"  # "image": Sam3LiteTextModel; "video": Sam3VideoModel (detector + tracker)
 
 
 def prepare(
@@ -46,22 +50,26 @@ def prepare(
     num_heads: int | None = None,
     table_path: Path | list[Path] | None = None,
     hash_source: bool = False,
+    target: str = "image",
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
     model; only conversion needs it."""
+    if target not in TARGETS:
+        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
-    config = build_config(arch)
+    # The family says which targets it has (and why not, e.g. SAM3.1 video) before anything is built.
+    table = load_table(table_path or arch.family.table_paths(target))
+    config = build_video_config(arch, loaded.tensors) if target == "video" else build_config(arch)
     validate.check_config(config)
     expected = meta_model_tensors(config)
     ctx = ops.OpContext(arch.context_length)
-    table = load_table(table_path or arch.family.table_paths("image"))
     plan = build_plan(table, loaded.tensors, expected, ctx)
     validate.check_dtypes(plan, expected)
-    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash)
+    return Prepared(resolved, loaded, arch, config, expected, plan, ctx, table, source_hash, target)
 
 
 
