@@ -6,18 +6,24 @@ from __future__ import annotations
 import pytest
 
 from litetext_convert.reference.sam3_detector import original_unavailable_reason
-from tests.test_video import video_checkpoint, video_folder  # noqa: F401  (fixtures)
+from tests.test_video import tiny_video_checkpoint
 
 pytestmark = pytest.mark.skipif(original_unavailable_reason() is not None, reason="Meta's sam3 is not importable here")
 
 
 @pytest.fixture(scope="module")
-def tracker_record(video_checkpoint, video_folder):  # noqa: F811
+def tracker_record(tmp_path_factory, tokenizer_dir):
+    # Its own checkpoint and folder: importing test_video's session fixtures would define them a
+    # second time when both modules run, and the second conversion would meet the first's folder.
     from litetext_convert.parity.tracker import run_tracker_parity
     from litetext_convert.plan.prepare import prepare
+    from litetext_convert.write.convert import convert
 
-    prepared = prepare(str(video_checkpoint), num_heads=2, target="video")
-    return run_tracker_parity(prepared, video_folder, dtype="float64").to_json()
+    workdir = tmp_path_factory.mktemp("tracker_parity")
+    prepared = prepare(str(tiny_video_checkpoint(workdir / "tiny_video_s0_ctx16.pt")), num_heads=2, target="video")
+    folder = workdir / "video_s0"
+    convert(prepared, folder, tokenizer=str(tokenizer_dir))
+    return run_tracker_parity(prepared, folder, dtype="float64").to_json()
 
 
 def test_with_the_recipes_every_stage_agrees_to_float64_rounding(tracker_record):
