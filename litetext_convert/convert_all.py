@@ -60,26 +60,27 @@ def convert_all(
     verify_load: bool = False,
     dry_run: bool = False,
     status: Callable[[str], ContextManager] | None = None,
+    target: str = "image",
 ) -> list[dict]:
     status = status or (lambda message: contextlib.nullcontext())
     rows = []
     for index, (name, checkpoint) in enumerate(checkpoints, 1):
         with status(f"[{index}/{len(checkpoints)}] {name}: converting" + (" and verifying" if verify else "")):
             rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision,
-                                     max_shard_size, verify_load))
+                                     max_shard_size, verify_load, target))
     if push:
         for row in rows:
             row["push"] = _push_one(row, namespace, private, token, dry_run) if row["status"] == "ok" else "skipped"
     return rows
 
 
-def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision, max_shard_size, verify_load) -> dict:
+def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision, max_shard_size, verify_load,
+                 target="image") -> dict:
     from litetext_convert.publish.model_card import write_folder_card
-
     started = time.perf_counter()
-    row: dict = {"checkpoint": name, "status": "ok"}
+    row: dict = {"checkpoint": name, "status": "ok", "target": target}
     try:
-        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads)
+        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads, target=target)
         folder = output_dir / Path(name).stem
         result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force,
                          max_shard_size=max_shard_size, verify_load=verify_load)

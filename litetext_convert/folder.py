@@ -30,7 +30,7 @@ class Verdict:
 
 
 def verdict(record: dict) -> Verdict:
-    """Passed only when every text stage, the tokenizer check and every detector stage passed, and the
+    """Passed only when every text stage, the tokenizer check, every detector stage and the tracker passed, and the
     record itself does not say otherwise. The first failure is the first stage, in data-flow order."""
     text_failure = next((s.get("name", "?") for s in record.get("stages") or [] if not s.get("passed", False)), None)
     tokenizer = record.get("tokenizer")
@@ -41,7 +41,11 @@ def verdict(record: dict) -> Verdict:
         detector_failure = next((s.get("name", "?") for s in detector.get("stages") or [] if not s.get("passed", False)), None)
         if detector_failure is None and not detector.get("passed", False):
             detector_failure = "detector"
-    failure = text_failure or tokenizer_failure or detector_failure
+    tracker = record.get("tracker")  # a video folder's tracker scope (parity/tracker.py)
+    tracker_failure = None
+    if tracker and not tracker.get("passed", False):
+        tracker_failure = f"tracker:{tracker.get('first_failure') or '?'}"
+    failure = text_failure or tokenizer_failure or detector_failure or tracker_failure
     if failure is None and record.get("passed") is False:
         failure = "unknown (the record says the check failed)"
     return Verdict(failure is None, failure)

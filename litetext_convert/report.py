@@ -54,7 +54,7 @@ def render_inspect(console: Console, summary: dict) -> None:
 
     mapping = summary["mapping"]
     console.print(
-        f"mapping: {mapping['mapped']} source keys mapped to {mapping['targets']} targets, "
+        f"mapping (target {mapping.get('target', 'image')}): {mapping['mapped']} source keys mapped to {mapping['targets']} targets, "
         f"{sum(mapping['dropped'].values())} dropped; Missing: {mapping['missing']}, Unexpected: {mapping['unexpected']}"
     )
     for reason, count in mapping["dropped"].items():
@@ -77,6 +77,7 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
     console.print(f"[green]converted[/green] {record['source']['filename']} -> {folder} in {seconds:.1f} s")
     console.print(
         f"family {record.get('family', {}).get('name', 'SAM3-LiteText')}, "
+        f"target {record.get('target', {}).get('model_class', 'Sam3LiteTextModel')}, "
         f"variant {record['variant']}, context {record['context_length']}, dtype {record['dtype']}, "
         f"{_count(record['parameters'])} parameters in {len(shards)} shard(s)"
     )
@@ -217,8 +218,22 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     detector = record.get("detector")
     if detector:
         render_detector(console, detector, debug=debug)
+    if record.get("tracker"):
+        render_tracker(console, record["tracker"])
     for note in record.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def render_tracker(console: Console, tracker: dict) -> None:
+    """Per prompt: transformers as it is (known differences named) and with the recipes that reproduce Meta."""
+    verdict = "[green]PASS[/green]" if tracker["passed"] else "[bold red]FAIL[/bold red]"
+    console.print(f"tracker ({tracker['dtype']}): {verdict}  Meta's tracker from the original keys vs Sam3TrackerVideoModel")
+    for run in tracker["prompts"]:
+        for kind in ("plain", "with_recipe"):
+            title = f"{run['prompt']} prompt, " + ("transformers as it is" if kind == "plain" else "with " + " + ".join(run["recipe"]))
+            console.print(_stage_table(title, run[kind]["stages"], run[kind]["first_failure"]))
+        for name, why in run["known_differences"].items():
+            console.print(f"  [yellow]known difference[/yellow] {name}: {why}")
 
 
 def render_detector(console: Console, detector: dict, *, debug: bool) -> None:

@@ -31,10 +31,11 @@ def check_tokenizer(source: str | None) -> None:
 
 def check_scope_extras(scope: str) -> None:
     """Whole-detector parity needs Meta's sam3 (and torchvision): say so before any work."""
-    if scope not in ("detector", "all"):
+    if scope not in ("detector", "tracker", "all"):
         return
     from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
     reason = original_unavailable_reason()
     if reason:
-        raise LitetextError(f"--scope {scope} needs the original detector: {reason}")
+        what = "Meta's tracker" if scope == "tracker" else "the original detector"
+        raise LitetextError(f"--scope {scope} needs {what}: {reason}")

@@ -15,7 +15,8 @@ import typer
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan import dtypes
 
-SCOPES = ("text", "detector", "all")
+SCOPES = ("text", "detector", "tracker", "all")
+TARGETS = ("image", "video")  # plan.prepare.TARGETS; which a checkpoint offers is its family's data
 
 
 def _convert_dtype(value: str) -> str:
@@ -24,6 +25,12 @@ def _convert_dtype(value: str) -> str:
 
 def _parity_dtype(value: str) -> str:
     return dtypes.canonical(value)  # float32/float64, or a reduced dtype: exactness in it + its cost
+
+
+def _target(value: str) -> str:
+    if value not in TARGETS:
+        raise LitetextError(f"--target {value!r}: choose {' or '.join(TARGETS)}")
+    return value
 
 
 def _scope(value: str) -> str:
@@ -48,6 +55,11 @@ ContextOpt = Annotated[
     typer.Option("--context-length", min=1, metavar="N", help="Text context; default: ctxNN in the file name, else the table."),
 ]
 HeadsOpt = Annotated[Optional[int], typer.Option("--num-heads", min=1, metavar="N", help="Text attention heads (not visible in the weights).")]
+TargetOpt = Annotated[
+    str,
+    typer.Option("--target", metavar="TARGET", callback=_target,
+                 help="image: the family's image model (Sam3LiteTextModel) | video: Sam3VideoModel (detector + tracker)."),
+]
 TokenizerOpt = Annotated[
     Optional[str],
     typer.Option("--tokenizer", metavar="DIR|REPO", help="CLIP tokenizer folder or Hub repo (default openai/clip-vit-base-patch32)."),
@@ -74,7 +86,7 @@ VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload 
 
 # ---------------------------------------------------------------- parity
 
-ScopeOpt = Annotated[str, typer.Option("--scope", metavar="SCOPE", callback=_scope, help="text | detector | all.")]
+ScopeOpt = Annotated[str, typer.Option("--scope", metavar="SCOPE", callback=_scope, help="text | detector | tracker (a video folder) | all (all adds tracker for a video folder).")]
 ParityDtypeOpt = Annotated[
     str, typer.Option("--dtype", metavar="DTYPE", callback=_parity_dtype, help="float32 | float64 (both sides) | bfloat16 | float16 (exactness in that dtype + its cost); aliases fp32, fp64, bf16, fp16.")
 ]

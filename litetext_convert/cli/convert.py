@@ -18,6 +18,7 @@ from litetext_convert.cli._options import (
     MaxShardOpt,
     RepoIdOpt,
     RevisionOpt,
+    TargetOpt,
     TokenizerOpt,
     VerifyLoadOpt,
     one_folder,
@@ -37,10 +38,11 @@ def command(
     tokenizer: TokenizerOpt = None,
     force: ForceOpt = False,
     verify_load: VerifyLoadOpt = False,
+    target: TargetOpt = "image",
     as_json: JsonOpt = False,
     output_dir: LegacyOutputOpt = None,
 ) -> None:
-    """Convert one checkpoint into FOLDER, which Sam3LiteTextModel.from_pretrained loads."""
+    """Convert one checkpoint into FOLDER, which Sam3LiteTextModel (--target video: Sam3VideoModel).from_pretrained loads."""
     from litetext_convert.parity.run import remember_source
     from litetext_convert.plan.prepare import prepare
     from litetext_convert.publish.model_card import write_folder_card
@@ -58,6 +60,7 @@ def command(
     with out.status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True,
+            target=target,
             defer_model_check=True,  # the meta model is built while the shards are written; checked before publishing
         )
     if prepared.resolved.notice:  # e.g. an alias' file found under a new name

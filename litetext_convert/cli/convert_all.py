@@ -20,6 +20,7 @@ from litetext_convert.cli._options import (
     PrivateOpt,
     RepoIdOpt,
     RevisionOpt,
+    TargetOpt,
     TokenizerOpt,
     TokenOpt,
     VerifyLoadOpt,
@@ -45,6 +46,7 @@ def command(
     max_shard_size: MaxShardOpt = "5GB",
     force: ForceOpt = False,
     verify_load: VerifyLoadOpt = False,
+    target: TargetOpt = "image",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Run text parity on each and keep its record.")] = True,
     push_to_hub: Annotated[bool, typer.Option("--push-to-hub", help="Push each converted, verified folder.")] = False,
     namespace: NamespaceOpt = None,
@@ -69,7 +71,7 @@ def command(
     rows = convert_all(
         folder, checkpoints=checkpoints, revision=revision, tokenizer=tokenizer, num_heads=num_heads, dtype=dtype,
         max_shard_size=max_shard_size, force=force, verify_load=verify_load, verify=verify, push=push_to_hub,
-        namespace=namespace, private=private, token=token, dry_run=dry_run, status=out.status,
+        namespace=namespace, private=private, token=token, dry_run=dry_run, status=out.status, target=target,
     )
     out.result({"results": rows}, lambda console: render_convert_all(console, rows))
     failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]

@@ -14,6 +14,7 @@ from litetext_convert.cli._options import (
     JsonOpt,
     RepoIdOpt,
     RevisionOpt,
+    TargetOpt,
 )
 
 
@@ -24,6 +25,7 @@ def command(
     context_length: ContextOpt = None,
     num_heads: HeadsOpt = None,
     no_scan: Annotated[bool, typer.Option("--no-scan", help="Skip the NaN/Inf scan (it reads every byte).")] = False,
+    target: TargetOpt = "image",
     as_json: JsonOpt = False,
 ) -> None:
     """Summarise a checkpoint: components, inferred architecture with sources, mapping coverage, NaN/Inf."""
@@ -33,7 +35,8 @@ def command(
 
     out = _output.start(as_json)
     with out.status(f"reading {checkpoint}: architecture and mapping"):
-        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads,
+                           target=target)
     if prepared.resolved.notice:  # e.g. an alias' file found under a new name
         out.note(f"note: {prepared.resolved.notice}")
     with out.status("scanning every tensor for NaN/Inf" if not no_scan else "summarising"):

@@ -19,6 +19,7 @@ from litetext_convert.cli._options import (
     RepoIdOpt,
     RevisionOpt,
     ScopeOpt,
+    TargetOpt,
     TokenizerOpt,
     one_folder,
 )
@@ -40,6 +41,7 @@ def command(
     context_length: ContextOpt = None,
     num_heads: HeadsOpt = None,
     scope: ScopeOpt = "text",
+    target: TargetOpt = "image",
     dtype: ParityDtypeOpt = "float32",
     batch: Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Rows of seeded token ids compared.")] = 2,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the token ids (and of the detector's noise image).")] = 0,
@@ -75,6 +77,12 @@ def command(
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
     # Everything that can be refused without the weights, refused first.
+    if scope == "tracker" and folder is not None:
+        from litetext_convert.plan.hf_config import folder_target
+
+        check_converted_folder(folder)
+        if folder_target(folder) != "video":
+            raise LitetextError(f"{folder} is an image folder: tracker parity needs a folder converted with --target video")
     check_scope_extras(scope)
     boxes = [list(parse_box(b)) for b in box or []]
     if image is not None and not Path(image).is_file():
@@ -101,7 +109,7 @@ def command(
         checkpoint, converted=folder, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
         context_length=context_length, num_heads=num_heads, scope=scope, dtype=dtype, batch=batch, seed=seed,
         prompts=prompt or [], image=image, boxes=boxes, atol=atol, rtol=rtol, status=out.status,
-        keep_outputs=plot is not None,
+        keep_outputs=plot is not None, target=target,
     )
     if plot is not None:
         from litetext_convert.parity.plot import plot_record

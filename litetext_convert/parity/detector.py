@@ -234,9 +234,11 @@ class _HfRun:
 
 
 def load_converted(folder: str | Path, dtype: torch.dtype):
-    from litetext_convert.plan.hf_config import model_class_of_folder
+    from litetext_convert.plan.hf_config import folder_target, model_class_of_folder
 
     model = model_class_of_folder(folder).from_pretrained(str(folder))
+    if folder_target(folder) == "video":  # a video folder's detector is its detector_model
+        model = model.detector_model
     return model.to(dtype).eval().requires_grad_(False)
 
 
@@ -373,6 +375,7 @@ def run_detector_parity(
     prepared = checkpoint if isinstance(checkpoint, Prepared) else prepare(
         str(checkpoint), num_heads=num_heads, context_length=context_length)
     config = AutoConfig.from_pretrained(str(converted_folder))
+    config = getattr(config, "detector_config", None) or config  # a video folder's detector
     size = config.vision_config.backbone_config.image_size
     pixel_values = (load_image(image, size) if image else seeded_image(size, seed)).to(torch_dtype)
     if input_ids is None:

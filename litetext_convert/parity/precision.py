@@ -130,7 +130,8 @@ def check_tensors(prepared: Prepared, folder: Path, dtype: str) -> dict:
     mismatches: list[dict] = []
     checked = 0
     for step in prepared.plan.steps:
-        outputs = ops.apply(list(step.ops), source[step.source], prepared.ctx)
+        # A gathering step (video target) reads several sources; every other step reads one.
+        outputs = ops.apply_gathered(list(step.ops), [source[key] for key in step.sources], prepared.ctx)
         for target, output in zip(step.targets, outputs):
             expected = dtypes.cast(output, dtype)
             if target not in where:
@@ -141,7 +142,8 @@ def check_tensors(prepared: Prepared, folder: Path, dtype: str) -> dict:
             why = _difference(expected, actual)
             if why:
                 mismatches.append({"tensor": target, "source": step.source, "ops": list(step.ops), "why": why})
-        _release(prepared, source[step.source])  # a full-size source costs one tensor of RSS, not the file
+        for key in step.sources:
+            _release(prepared, source[key])  # a full-size source costs one tensor of RSS, not the file
     # A filled target (expected-missing, e.g. SAM3.1's absent 0.5x neck level) has no source to equal:
     # the original never reads it, so any values will do; it must be there with the model's shape/dtype.
     filled = prepared.plan.filled

@@ -24,6 +24,7 @@ from litetext_convert.folder import (
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan import dtypes, validate
+from litetext_convert.plan.hf_config import folder_target
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.write.convert import convert
 
@@ -72,8 +73,9 @@ def check_converted_folder(folder: Path) -> int:
         raise LitetextError(f"{folder} is not a converted folder (no config.json)")
     try:
         config = json.loads(config_path.read_text())
+        config = config.get("detector_config", config)  # a video folder: its detector's text encoder
         return int(config["text_config"]["max_position_embeddings"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LitetextError(f"{folder}/config.json is damaged ({type(exc).__name__}: {exc})") from None
 
 
@@ -103,10 +105,11 @@ def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
 def check_folder_structure(folder: Path) -> None:
     """A folder whose config cannot run one forward (e.g. heads that do not divide a width, edited
     after conversion) is never verified, even where the scope checked does not use that part."""
-    from transformers import Sam3LiteTextConfig
+    from transformers import Sam3LiteTextConfig, Sam3VideoConfig
 
+    config_class = Sam3VideoConfig if folder_target(folder) == "video" else Sam3LiteTextConfig
     try:
-        config = Sam3LiteTextConfig.from_pretrained(str(folder))
+        config = config_class.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise LitetextError(f"{folder}/config.json is damaged ({type(exc).__name__}: {exc})") from None
     validate.check_config(config)
@@ -132,6 +135,7 @@ def run_parity(
     rtol: float | None = None,
     status: Callable[[str], ContextManager] | None = None,
     keep_outputs: bool = False,
+    target: str = "image",
 ) -> dict:
     """The parity record. With `converted`, the record is also kept in the folder and its card refreshed.
     `keep_outputs`: the detector's masks and boxes stay on the record under `_outputs` (for --plot)."""
@@ -141,8 +145,14 @@ def run_parity(
     prompts = prompts or []
     hf_logging.disable_progress_bar()
     dtype = dtypes.canonical(dtype)
+    # The target: the given folder's, else --target (tracker parity needs a video folder).
+    target = folder_target(converted) if converted is not None else ("video" if scope == "tracker" else target)
+    if scope == "tracker" and target != "video":
+        raise LitetextError(f"{converted} is an image folder: tracker parity needs a folder converted with --target video")
     with status(f"reading {checkpoint}: architecture and mapping"):
-        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+        prepared = prepare(
+            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target
+        )
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
@@ -161,11 +171,14 @@ def run_parity(
             result = run_text_parity(prepared, folder, options)
         with status(f"exactness of the folder's tensors ({dtype})"):
             checks = precision.precision_checks(prepared, folder, dtype, batch=batch, seed=seed)
-        detector, outputs = None, None
+        detector, outputs, tracker = None, None, None
         if scope in ("detector", "all"):
             with status(f"whole-detector parity, {dtype} (the slow part)"):
                 detector, outputs = _detector_scope(prepared, folder, dtype, seed, image, boxes or [])
-    record = precision.attach(parity_record(result, detector, scope, notes, prompts), checks)
+        if scope == "tracker" or (scope == "all" and target == "video"):
+            with status("tracker parity, float64: Meta's tracker and the converted one on a seeded clip"):
+                tracker = _tracker_scope(prepared, folder, seed)
+    record = precision.attach(parity_record(result, detector, scope, notes, prompts, tracker=tracker), checks)
     if converted is not None:
         from litetext_convert.publish.model_card import write_folder_card
 
@@ -190,11 +203,28 @@ def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> tuple[dict, 
     return result.to_json(), getattr(result, "outputs", None)
 
 
-def parity_record(text_result, detector: dict | None, scope: str, notes: list[str], prompts: list[str] | None = None) -> dict:
-    """The record as kept in the folder: the text result, the detector's, and the one verdict."""
+def _tracker_scope(prepared, folder, seed) -> dict:
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    reason = original_unavailable_reason()
+    if reason:
+        raise LitetextError(f"tracker parity needs Meta's tracker: {reason}")
+    from litetext_convert.parity.tracker import run_tracker_parity
+
+    # float64 always: in float32 the bfloat16-stored memories of the two sides can round one step
+    # apart, and the later frames then differ by that step's consequence (README: video).
+    return run_tracker_parity(prepared, folder, dtype="float64", seed=seed).to_json()
+
+
+def parity_record(
+    text_result, detector: dict | None, scope: str, notes: list[str], prompts: list[str] | None = None,
+    tracker: dict | None = None,
+) -> dict:
+    """The record as kept in the folder: the text result, the detector's, the tracker's, and the one verdict."""
     record = text_result.to_json()
     record["scope"] = scope
     record["detector"] = detector
+    record["tracker"] = tracker
     record["prompt_set"] = prompt_set(prompts or [])
     record["notes"] = notes + record.get("notes", [])
     record.update(verdict(record).to_json())

@@ -33,6 +33,7 @@ class Rule:
     ops: tuple[str, ...]
     rename: dict[str, dict[str, str]]
     note: str
+    gather: str = ""  # many-to-one: sources differing only in this group form one step, in its numeric order
 
     def targets_for(self, match: re.Match) -> list[str]:
         groups = {name: self.rename.get(name, {}).get(value, value) for name, value in match.groupdict().items()}
@@ -67,7 +68,8 @@ class MappingTable:
     rules: tuple[Rule, ...]
     drops: tuple[Drop, ...]
     expected_missing: tuple[ExpectedMissing, ...]
-    paths: tuple[Path, ...]
+    paths: tuple[Path, ...]  # every file read, in order (a composed table's base files first)
+    base: tuple[Path, ...] = ()  # a composed table: the files whose rules it reuses (see `[compose]`)
 
     @property
     def path(self) -> Path:
@@ -101,12 +103,18 @@ class Fill:
 
 @dataclass(frozen=True)
 class Step:
-    """One source tensor becoming one or more target tensors."""
+    """One source tensor becoming one or more target tensors (or, for a gathering rule, several
+    source tensors becoming one: `gathered` lists them in order and `source` is the first)."""
 
     source: str
     targets: tuple[str, ...]
     ops: tuple[str, ...]
     rule: int
+    gathered: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.gathered or (self.source,)
 
 
 @dataclass
@@ -123,7 +131,7 @@ class Plan:
 
     @property
     def mapped_sources(self) -> int:
-        return len(self.steps)
+        return sum(len(step.sources) for step in self.steps)
 
     def drops_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -157,22 +165,59 @@ def load_table(path: Path | list[Path] | None = None) -> MappingTable:
     rules: list[Rule] = []
     drops: list[Drop] = []
     missing: list[ExpectedMissing] = []
+    read: list[Path] = []
+    base: tuple[Path, ...] = ()
     for table_path in paths:
         try:
             data = tomllib.loads(table_path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise MappingError(f"cannot read mapping table {table_path}: {exc}") from None
+        if "compose" in data:
+            composed = _compose(table_path, data["compose"], len(rules), problems)
+            if composed is not None:
+                base = composed.paths
+                read += composed.paths
+                rules += composed.rules
+                drops += composed.drops
+                missing += composed.expected_missing
         # Rule numbers run on across the merged files, so a problem names one rule unambiguously.
         rules += [_compile_rule(len(rules) + i, entry, problems) for i, entry in enumerate(data.get("rule", []))]
         drops += [_compile_drop(entry, problems) for entry in data.get("drop", [])]
         missing += [_compile_expected_missing(entry, problems) for entry in data.get("expected_missing", [])]
-        unknown_sections = set(data) - {"rule", "drop", "expected_missing"}
+        read.append(table_path)
+        unknown_sections = set(data) - {"rule", "drop", "expected_missing", "compose"}
         if unknown_sections:
             problems.append(f"{table_path.name}: unknown sections: {sorted(unknown_sections)}")
     if problems:
         names = " + ".join(str(p) for p in paths)
         raise MappingError(f"mapping table {names} is invalid ({len(problems)} problems)", problems)
-    return MappingTable(tuple(rules), tuple(drops), tuple(missing), tuple(paths))
+    return MappingTable(tuple(rules), tuple(drops), tuple(missing), tuple(read), base)
+
+
+def _compose(path: Path, compose: dict, first_index: int, problems: list[str]) -> MappingTable | None:
+    """`[compose]`: reuse other tables' rules under a target prefix, minus the drops this table
+    supersedes (named by their exact regex, so a base drop never disappears by accident).
+    `base` is a file or a list of files relative to configs/, merged in order like a family's tables."""
+    unknown = set(compose) - {"base", "target_prefix", "supersedes"}
+    if unknown or not compose.get("base"):
+        problems.append(f"{path.name}: [compose] needs 'base' (and may have target_prefix, supersedes); unknown fields {sorted(unknown)}")
+        return None
+    names = [compose["base"]] if isinstance(compose["base"], str) else list(compose["base"])
+    base = load_table([configs_dir() / name for name in names])
+    prefix = compose.get("target_prefix", "")
+    superseded = set(compose.get("supersedes", []))
+    absent = superseded - {drop.source.pattern for drop in base.drops}
+    if absent:
+        problems.append(f"{path.name}: [compose] supersedes drops the base table does not have: {sorted(absent)}")
+    rules = tuple(
+        Rule(first_index + r.index, r.source, tuple(prefix + t for t in r.targets), r.ops, r.rename, r.note, r.gather)
+        for r in base.rules
+    )
+    drops = tuple(d for d in base.drops if d.source.pattern not in superseded)
+    missing = tuple(
+        ExpectedMissing(re.compile(re.escape(prefix) + m.target.pattern), m.reason, m.fill) for m in base.expected_missing
+    )
+    return MappingTable(rules, drops, missing, base.paths)
 
 
 def _compile(pattern: str, where: str, problems: list[str]) -> re.Pattern:
@@ -206,10 +251,20 @@ def _compile_rule(index: int, entry: dict, problems: list[str]) -> Rule:
     for group in rename:
         if group not in groups:
             problems.append(f"{where}: rename of {group!r}, not captured by the source")
-    unknown = set(entry) - {"source", "target", "ops", "rename", "note"}
+    gather = entry.get("gather", "")
+    if gather:
+        if gather not in groups:
+            problems.append(f"{where}: gathers over {gather!r}, not captured by the source")
+        if any(p.group("group") == gather for t in targets for p in _PLACEHOLDER.finditer(t)):
+            problems.append(f"{where}: target names the gathered group {{{gather}}}")
+        if not op_names or op_names[0] not in ops.OPERATIONS or not ops.OPERATIONS[op_names[0]].gathers:
+            problems.append(f"{where}: a gathering rule must start with a gathering operation")
+    elif any(ops.OPERATIONS[n].gathers for n in op_names if n in ops.OPERATIONS):
+        problems.append(f"{where}: a gathering operation needs 'gather' (the group that numbers the sources)")
+    unknown = set(entry) - {"source", "target", "ops", "rename", "note", "gather"}
     if unknown:
         problems.append(f"{where}: unknown fields {sorted(unknown)}")
-    return Rule(index, source, targets, op_names, rename, entry.get("note", ""))
+    return Rule(index, source, targets, op_names, rename, entry.get("note", ""), gather)
 
 
 def _compile_drop(entry: dict, problems: list[str]) -> Drop:
@@ -271,14 +326,15 @@ def draft_plan(table: MappingTable, source_tensors: dict[str, torch.Tensor], ctx
         else:
             rule = matches[0]
             steps.append(Step(key, tuple(rule.targets_for(rule.source.fullmatch(key))), rule.ops, rule.index))
+    steps = _gather_steps(table, steps, problems)
 
     target_shapes: dict[str, tuple[int, ...]] = {}
     target_dtypes: dict[str, torch.dtype] = {}
     producers: dict[str, str] = {}
     for step in steps:
-        meta = torch.empty(source_tensors[step.source].shape, dtype=source_tensors[step.source].dtype, device="meta")
+        metas = [torch.empty(source_tensors[s].shape, dtype=source_tensors[s].dtype, device="meta") for s in step.sources]
         try:
-            outputs = ops.apply(list(step.ops), meta, ctx)
+            outputs = ops.apply_gathered(list(step.ops), metas, ctx)
         except MappingError as exc:
             problems.append(f"{step.source}: {exc.message}")
             continue
@@ -324,3 +380,33 @@ def check_plan(draft: DraftPlan, expected_targets: dict[str, torch.Tensor], tabl
             hint=f"{' + '.join(p.name for p in table.paths)} declare every rule and drop; --json lists every problem",
         )
     return dataclasses.replace(draft.plan, filled=filled)
+
+
+def _gather_steps(table: MappingTable, steps: list[Step], problems: list[str]) -> list[Step]:
+    """Merge the one-source steps of each gathering rule into one step per target, its sources
+    ordered by the gathered group, which must number them 0..N-1 with no gap."""
+    gathering = {rule.index: rule for rule in table.rules if rule.gather}
+    if not gathering:
+        return steps
+    merged: dict[tuple[int, tuple[str, ...]], list[tuple[int, str]]] = {}
+    out: list[Step] = []
+    for step in steps:
+        rule = gathering.get(step.rule)
+        if rule is None:
+            out.append(step)
+            continue
+        group = merged.setdefault((step.rule, step.targets), [])
+        if not group:
+            out.append(Step(step.source, step.targets, step.ops, step.rule))  # placeholder, filled below
+        group.append((int(rule.source.fullmatch(step.source).group(rule.gather)), step.source))
+    for position, step in enumerate(out):
+        group = merged.get((step.rule, step.targets)) if step.rule in gathering else None
+        if group is None:
+            continue
+        group.sort()
+        numbers = [n for n, _ in group]
+        if numbers != list(range(len(numbers))):
+            problems.append(f"rule {step.rule + 1} gathers {{{gathering[step.rule].gather}}} = {numbers}, expected 0..{len(numbers) - 1}")
+        sources = tuple(key for _, key in group)
+        out[position] = Step(sources[0], step.targets, step.ops, step.rule, sources)
+    return out

@@ -25,6 +25,7 @@ class OpContext:
 class Op:
     name: str = ""
     fan_out: int = 1  # how many tensors come out per tensor in
+    gathers: bool = False  # many-to-one: takes every source of a gathered step at once (first op only)
 
     def forward(self, tensors: list[torch.Tensor], ctx: OpContext) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -116,7 +117,46 @@ class DropClsRow(Op):
         return [tensors[0][:, 1:, :]]
 
 
-OPERATIONS: dict[str, Op] = {op.name: op for op in (SplitQKV(), Transpose(), SliceTextContext(), DropClsRow())}
+class StackRows(Op):
+    """N gathered [1, D] embeddings (SAM's `point_embeddings.0..N-1`) -> one [N, D] table, in index order."""
+
+    name = "stack_rows"
+    gathers = True
+
+    def forward(self, tensors, ctx):
+        if not tensors:
+            raise _fail(self.name, "no tensors to stack")
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[0] != 1:
+            raise _fail(self.name, f"expects N tensors of shape [1, D], got {sorted(shapes)}")
+        return [torch.cat(tensors, dim=0)]
+
+    def inverse(self, tensors, ctx):
+        (table,) = tensors
+        return list(torch.split(table, 1, dim=0))
+
+
+class Duplicate(Op):
+    """One source feeding two targets (SAM's gaussian matrix: prompt encoder and shared image embedding).
+    The inverse insists both copies are still equal, so a folder whose copies drifted apart fails loudly."""
+
+    name = "duplicate"
+    fan_out = 2
+
+    def forward(self, tensors, ctx):
+        (tensor,) = tensors
+        return [tensor, tensor]
+
+    def inverse(self, tensors, ctx):
+        first, second = tensors
+        if first.shape != second.shape or (first.device.type != "meta" and not torch.equal(first, second)):
+            raise _fail(self.name, "the two copies differ, so they cannot come from one source tensor")
+        return [first]
+
+
+OPERATIONS: dict[str, Op] = {
+    op.name: op for op in (SplitQKV(), Transpose(), SliceTextContext(), DropClsRow(), StackRows(), Duplicate())
+}
 
 
 def lookup(name: str) -> Op:
@@ -134,19 +174,39 @@ def fan_out(names: list[str]) -> int:
 
 
 def apply(names: list[str], tensor: torch.Tensor, ctx: OpContext) -> list[torch.Tensor]:
-    tensors = [tensor]
-    for name in names:
-        tensors = _each(lookup(name).forward, tensors, ctx)
+    return apply_gathered(names, [tensor], ctx)
+
+
+def apply_gathered(names: list[str], tensors: list[torch.Tensor], ctx: OpContext) -> list[torch.Tensor]:
+    """Several sources (a gathered step) go in only through a gathering first operation."""
+    for position, name in enumerate(names):
+        op = lookup(name)
+        if op.gathers:
+            if position:
+                raise MappingError(f"operation {name} gathers sources, so it must come first")
+            tensors = op.forward(tensors, ctx)
+        else:
+            tensors = _each(op.forward, tensors, ctx)
+    if len(tensors) != fan_out(names):
+        raise MappingError(f"operations {names} produced {len(tensors)} tensors, expected {fan_out(names)}")
     return tensors
 
 
 def invert(names: list[str], tensors: list[torch.Tensor], ctx: OpContext) -> torch.Tensor:
+    (source,) = invert_gathered(names, tensors, ctx)
+    return source
+
+
+def invert_gathered(names: list[str], tensors: list[torch.Tensor], ctx: OpContext) -> list[torch.Tensor]:
+    """Targets back to their source(s): one tensor, or every gathered source in order."""
     for name in reversed(names):
         op = lookup(name)
+        if op.gathers:
+            tensors = op.inverse(tensors, ctx)
+            continue
         groups = [tensors[i : i + op.fan_out] for i in range(0, len(tensors), op.fan_out)]
         tensors = [t for group in groups for t in op.inverse(group, ctx)]
-    (source,) = tensors
-    return source
+    return tensors
 
 
 def kept(names: list[str], tensor: torch.Tensor, ctx: OpContext) -> torch.Tensor:

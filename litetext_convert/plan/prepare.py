@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,15 @@ from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops, validate
 # dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
 from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
-from litetext_convert.plan.hf_config import build_config, meta_model_tensors
+from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
+
+# --target: image = the family's detector alone (its hf_model_class); video = detector + tracker
+# (Sam3VideoModel). Which targets a family offers, and from which tables, is family data.
+TARGETS = ("image", "video")
 
 
 class TargetModel:
@@ -33,8 +38,8 @@ class TargetModel:
     table and writes the shards; the import is Python and holds the GIL, the writing is torch ops
     and file I/O that release it, so the two overlap on a multi-core machine."""
 
-    def __init__(self, arch: Architecture, *, background: bool):
-        self._arch = arch
+    def __init__(self, build: Callable[[], object], *, background: bool):
+        self._build = build  # the target's config (image or video), from the architecture
         self._result: tuple[object, dict[str, torch.Tensor]] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="litetext-target-model", daemon=True)
@@ -45,7 +50,7 @@ class TargetModel:
 
     def _work(self) -> None:
         try:
-            config = build_config(self._arch)
+            config = self._build()
             validate.check_config(config)  # sizes positive, heads dividing widths: before any meta model
             self._result = (config, meta_model_tensors(config))
         except BaseException as exc:  # handed to whoever asks for the result, in their thread
@@ -71,9 +76,10 @@ class Prepared:
     table: MappingTable
     source_hash: "SourceHash | None" = None
     _checked: Plan | None = None
+    target: str = "image"  # "image": the family's detector model; "video": Sam3VideoModel (detector + tracker)
 
     @property
-    def config(self):  # transformers.Sam3LiteTextConfig
+    def config(self):  # the target's transformers config
         return self.target_model.result()[0]
 
     @property
@@ -112,6 +118,7 @@ def prepare(
     table_path: Path | list[Path] | None = None,
     hash_source: bool = False,
     defer_model_check: bool = False,
+    target: str = "image",
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
     model; only conversion needs it.
@@ -120,16 +127,22 @@ def prepare(
     checked against the table only; the caller must call `check_against_model()` before it
     publishes anything (`write.convert` does, before the folder is renamed into place). A plan that
     already fails from the table alone is checked (and fails, with every problem) here."""
+    if target not in TARGETS:
+        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
-    target_model = TargetModel(arch, background=defer_model_check)
+    # The family says which targets it has (and why not, e.g. SAM3.1 video) before anything is built.
+    table = load_table(table_path or arch.family.table_paths(target))
+    if target == "video":
+        target_model = TargetModel(lambda: build_video_config(arch, loaded.tensors), background=defer_model_check)
+    else:
+        target_model = TargetModel(lambda: build_config(arch), background=defer_model_check)
     ctx = ops.OpContext(arch.context_length)
-    table = load_table(table_path or arch.family.table_paths("image"))
     draft = draft_plan(table, loaded.tensors, ctx)
-    prepared = Prepared(resolved, loaded, arch, target_model, draft, ctx, table, source_hash)
+    prepared = Prepared(resolved, loaded, arch, target_model, draft, ctx, table, source_hash, target=target)
     # No deferral when the check must come first: a table with expected-missing targets (SAM3.1's
     # absent 0.5x neck level) learns what to fill only from the model, and a complex tensor cannot
     # be written at all (the check names it with the model's dtype).

@@ -50,7 +50,7 @@ def summarize(prepared: Prepared, *, scan: bool = True) -> dict:
         name, extra = component_of(key)
         components[name]["keys"] += 1
         components[name]["parameters"] += tensor.numel()
-        components[name]["extra"] = extra
+        components[name]["extra"] = extra and key in prepared.plan.dropped  # the video target converts the tracker
     dtypes = Counter(str(t.dtype).removeprefix("torch.") for t in loaded.tensors.values())
     non_finite = scan_non_finite(loaded.tensors, loaded.format == TORCH_ZIP) if scan else None
     plan = prepared.plan
@@ -69,6 +69,7 @@ def summarize(prepared: Prepared, *, scan: bool = True) -> dict:
         "architecture": prepared.arch.to_json(),
         "mapping": {
             "tables": [entry["file"] for entry in prepared.table.to_json()],
+            "target": prepared.target,
             "mapped": plan.mapped_sources,
             "dropped": plan.drops_by_reason(),
             "filled": plan.fills_by_reason(),

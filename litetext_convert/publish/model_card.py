@@ -68,6 +68,11 @@ class FolderRecords:
 
         return family_by_id(self.family_id).card
 
+    @property
+    def target(self) -> str:
+        """Records made before targets existed are image folders."""
+        return str((self.conversion.get("target") or {}).get("name", "image"))
+
 
 def load_records(folder: Path) -> FolderRecords:
     """Read the records a converted folder must carry; a missing parity record is allowed here."""
@@ -138,7 +143,7 @@ def render_model_card(folder: Path, *, repo_id: str, allow_unverified: bool = Fa
         _title(records),
         (_not_yet_verified_banner(problem) if local else _unverified_banner(problem)) if problem else "",
         _overview(records),
-        _usage(repo_id),
+        _usage(repo_id, records.target),
         _source_section(records.conversion),
         _architecture_section(records),
         _parity_section(records.parities),
@@ -198,18 +203,43 @@ def _unverified_banner(problem: str) -> str:
 
 
 def _overview(records: FolderRecords) -> str:
-    return (
-        f"{records.card_wording['overview']} (MobileCLIP-{records.variant.upper()}, "
-        f"{records.context_length} tokens). "
+    lead = f"{records.card_wording['overview']} (MobileCLIP-{records.variant.upper()}, {records.context_length} tokens). "
+    if records.target == "video":
+        return lead + (
+            "This repository holds the whole checkpoint, detector and video tracker, as a Hugging Face Transformers "
+            "`Sam3VideoModel` with its `Sam3VideoProcessor` (target: video): give it a video and a short text prompt, "
+            "get tracked instance masks."
+        )
+    return lead + (
         "This repository holds it as a Hugging Face Transformers `Sam3LiteTextModel` "
         "with its `Sam3Processor`: give it an image and a short text prompt, get instance masks and boxes."
     )
 
 
-def _usage(repo_id: str) -> str:
+def _usage(repo_id: str, target: str = "image") -> str:
     # The SAM3 image processor imports torchvision; load_image needs Pillow.
     install = 'pip install "transformers>=5.23" torch torchvision pillow'
-    return f"## Usage\n\n```bash\n{install}\n```\n\n```python\n{usage_snippet(repo_id)}```"
+    snippet = video_usage_snippet(repo_id) if target == "video" else usage_snippet(repo_id)
+    return f"## Usage\n\n```bash\n{install}\n```\n\n```python\n{snippet}```"
+
+
+def video_usage_snippet(repo_id: str) -> str:
+    """A video folder: text prompt in, tracked masks out (Sam3VideoProcessor's documented flow)."""
+    return f'''import numpy as np
+import torch
+from transformers import Sam3VideoModel, Sam3VideoProcessor
+
+model = Sam3VideoModel.from_pretrained("{repo_id}")
+processor = Sam3VideoProcessor.from_pretrained("{repo_id}")
+
+frames = np.zeros((8, 480, 640, 3), dtype=np.uint8)  # your video: T x H x W x 3
+session = processor.init_video_session(video=frames, inference_device="cpu")
+session = processor.add_text_prompt(session, "cat")
+with torch.no_grad():
+    for output in model.propagate_in_video_iterator(inference_session=session):
+        result = processor.postprocess_outputs(session, output)
+        print(output.frame_idx, result["object_ids"].tolist())
+'''
 
 
 def usage_snippet(repo_id: str) -> str:

@@ -29,6 +29,7 @@ from litetext_convert.write.processor import (
     merges_fingerprint,
     processor_settings,
     save_processor,
+    save_video_processor,
     vocabulary_name,
 )
 from litetext_convert.write.shards import (
@@ -86,8 +87,8 @@ class _TargetProducer:
             if self.guard:
                 self.guard.check()  # before touching the next source pages (a truncated mmap is SIGBUS)
             step = self.prepared.plan.step_of_target[name]
-            source = self.prepared.loaded.tensors[step.source]
-            outputs = ops.apply(list(step.ops), source, self.prepared.ctx)
+            sources = [self.prepared.loaded.tensors[key] for key in step.sources]
+            outputs = ops.apply_gathered(list(step.ops), sources, self.prepared.ctx)
             self.pending.update(zip(step.targets, outputs))
         tensor = self.pending.pop(name)
         return tensor.to(target_dtype(tensor.dtype, self.dtype)).contiguous()
@@ -97,7 +98,8 @@ class _TargetProducer:
         if step is None:  # a filled target has no source pages to release
             return
         if self.release_pages and entry.name == step.targets[-1]:
-            release_source_pages(self.prepared.loaded.tensors[step.source])
+            for key in step.sources:
+                release_source_pages(self.prepared.loaded.tensors[key])
 
 
 def convert(
@@ -142,7 +144,7 @@ def convert(
         with write_errors(folder / "config.json"):
             config.save_pretrained(str(folder))
         with write_errors(folder / "processor_config.json"):
-            save_processor(folder, prepared.arch, tokenizer_object)
+            (save_video_processor if prepared.target == "video" else save_processor)(folder, prepared.arch, tokenizer_object)
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
         record = conversion_record(prepared, entries, dtype, source_hash.result())
@@ -214,6 +216,7 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "stripped_prefix": prepared.loaded.stripped_prefix,
         },
         "family": prepared.arch.family.to_json(),
+        "target": {"name": prepared.target, "model_class": prepared.config.architectures[0]},
         "variant": prepared.arch.variant,
         "context_length": prepared.arch.context_length,
         "architecture": prepared.arch.to_json(),

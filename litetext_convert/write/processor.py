@@ -109,3 +109,37 @@ def vocabulary_name(fingerprint: str) -> str | None:
     if fingerprint == merges_fingerprint(list(synthetic_merges())):
         return "litetext synthetic test vocabulary (offline stand-in for CLIP's)"
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Video target: Sam3VideoProcessor (image processor + video processor + tokenizer).
+
+
+def video_processor_fields(arch: Architecture) -> dict:
+    fields = dict(read_config("video_processor.toml")["video_processor"])
+    fields["size"] = {"height": arch.detector.image_size.value, "width": arch.detector.image_size.value}
+    return fields
+
+
+def save_video_processor(folder: Path, arch: Architecture, tokenizer) -> None:
+    if importlib.util.find_spec("torchvision") is not None and importlib.util.find_spec("PIL") is not None:
+        from transformers import Sam3ImageProcessor, Sam3VideoProcessor
+        from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+        image = image_processor_fields(arch)
+        image.pop("image_processor_type")
+        video = video_processor_fields(arch)
+        video.pop("video_processor_type")
+        processor = Sam3VideoProcessor(
+            image_processor=Sam3ImageProcessor(**image), video_processor=Sam2VideoVideoProcessor(**video), tokenizer=tokenizer
+        )
+        processor.save_pretrained(str(folder))
+        return
+    tokenizer.save_pretrained(str(folder))
+    config = {
+        "image_processor": dict(sorted(image_processor_fields(arch).items())),
+        "processor_class": read_config("video_processor.toml")["processor"]["processor_class"],
+        "target_size": arch.detector.image_size.value,
+        "video_processor": dict(sorted(video_processor_fields(arch).items())),
+    }
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
