@@ -218,54 +218,27 @@ def _difference(expected: torch.Tensor, actual: torch.Tensor) -> str | None:
 
 def rounded_weights_float64(prepared: Prepared, folder: Path, dtype: str, batch: int, seed: int) -> list[StageDiff]:
     """Original with its weights rounded to `dtype`, run in float64, vs the converted model in float64."""
-    from litetext_convert.parity.text import (
-        HFTextTrace,
-        compare_text,
-        dummy_ids,
-        layer_kinds,
-        load_converted,
-        text_state_dict,
-    )
-    from litetext_convert.reference import load_original_text_encoder
+    from litetext_convert.parity.text import compare_text, converted_text_side, dummy_ids, original_text_side, text_state_dict
 
     atol, rtol = dtypes.tolerances("float64", "text")
     rounded = {key: dtypes.cast(value, dtype) for key, value in text_state_dict(prepared).items()}
-    original, _ = load_original_text_encoder(rounded, prepared.arch, torch.float64)
     ids = dummy_ids(batch, prepared.arch.context_length, seed)
-    with torch.no_grad():
-        reference = original(ids)
-    del original
-    model = load_converted(folder, torch.float64)
-    converted = HFTextTrace(model)(ids)
-    kinds = layer_kinds(model)
-    del model
-    return compare_text(reference, converted, None, kinds, atol, rtol, prefix=f"float64, weights rounded to {dtype}: text")
+    original = original_text_side(rounded, prepared.arch, torch.float64, [ids])
+    converted = converted_text_side(folder, torch.float64, [(ids, None)])
+    return compare_text(original.outputs[0], converted.outputs[0], None, converted.info, atol, rtol,
+                        prefix=f"float64, weights rounded to {dtype}: text")
 
 
 def text_cost(prepared: Prepared, folder: Path, dtype: str, batch: int, seed: int) -> dict:
     """The converted model in `dtype` against the original (source weights) in float32 and float64."""
-    from litetext_convert.parity.text import (
-        HFTextTrace,
-        compare_text,
-        dummy_ids,
-        layer_kinds,
-        load_converted,
-        text_state_dict,
-    )
-    from litetext_convert.reference import load_original_text_encoder
+    from litetext_convert.parity.text import compare_text, converted_text_side, dummy_ids, original_text_side, text_state_dict
 
     ids = dummy_ids(batch, prepared.arch.context_length, seed)
-    model = load_converted(folder, dtypes.torch_dtype(dtype))
-    converted = HFTextTrace(model)(ids)
-    kinds = layer_kinds(model)
-    del model
+    converted = converted_text_side(folder, dtypes.torch_dtype(dtype), [(ids, None)])
     baselines = {}
     for baseline in COST_BASELINES:
-        original, _ = load_original_text_encoder(text_state_dict(prepared), prepared.arch, dtypes.torch_dtype(baseline))
-        with torch.no_grad():
-            reference = original(ids)
-        del original
-        stages = compare_text(reference, converted, None, kinds, float("inf"), 0.0, prefix="text")
+        original = original_text_side(text_state_dict(prepared), prepared.arch, dtypes.torch_dtype(baseline), [ids])
+        stages = compare_text(original.outputs[0], converted.outputs[0], None, converted.info, float("inf"), 0.0, prefix="text")
         baselines[baseline] = [cost_row(stage) for stage in stages if not stage.name.endswith("padding_mask")]
     return {
         "inputs": {"kind": "dummy ids", "batch": batch, "seed": seed, "context_length": prepared.arch.context_length},

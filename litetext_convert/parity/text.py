@@ -16,7 +16,7 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
-from litetext_convert.parity.sides import release_mapped_pages
+from litetext_convert.parity.sides import SideRun, release_mapped_pages, run_side
 from litetext_convert.plan import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
@@ -223,47 +223,78 @@ def layer_kinds(model) -> list[str]:
     return ["repmixer" if "RepMixer" in type(layer).__name__ else "attention" for layer in model.text_encoder.layers]
 
 
+def original_text_side(state_dict: dict[str, torch.Tensor], arch, dtype: torch.dtype, inputs: list[torch.Tensor],
+                       release=None) -> SideRun:
+    """The original text encoder on each ids tensor, then freed: outputs are TextTraces, info its description."""
+    return run_side(
+        "original",
+        build=lambda: load_original_text_encoder(state_dict, arch, dtype),
+        forward=lambda built: [built[0](ids) for ids in inputs],
+        describe=lambda built: built[1],
+        release=release,
+    )
+
+
+def converted_text_side(folder: Path, dtype: torch.dtype, calls: list[tuple[torch.Tensor, torch.Tensor | None]]) -> SideRun:
+    """The converted folder's text encoder on each (ids, attention mask), then freed: info is its layer kinds."""
+    return run_side(
+        "transformers",
+        build=lambda: load_converted(folder, dtype),
+        forward=lambda model: [HFTextTrace(model)(ids, mask) for ids, mask in calls],
+        describe=layer_kinds,
+    )
+
+
 def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) -> ParityResult:
+    """One side at a time (parity/sides.py): every input the comparison needs is made first (ids,
+    both tokenizers' prompts), the original runs on all of them and is freed, then the converted
+    model does the same. In float64 the peak then holds one widened text encoder, not two."""
     started = time.perf_counter()
     torch_dtype = dtypes.torch_dtype(options.dtype)
-    atol, rtol = options.tolerances()
+    atol, rtol, atol_of_max = *options.tolerances(), options.atol_of_max()
     arch = prepared.arch
-    original, original_info = load_original_text_encoder(text_state_dict(prepared), arch, torch_dtype)
-    # The reference copied the text weights: their checkpoint pages need not stay resident.
-    release_mapped_pages(text_state_dict(prepared).values(), prepared.loaded.format)
-    model = load_converted(folder, torch_dtype)
-    hf_trace = HFTextTrace(model)
-    kinds = layer_kinds(model)
-
-    ids = dummy_ids(options.batch, arch.context_length, options.seed)
-    with torch.no_grad():
-        original_trace = original(ids)
-    stages = compare_text(original_trace, hf_trace(ids), None, kinds, atol, rtol, atol_of_max=options.atol_of_max())
-    inputs = {"kind": "dummy ids", "batch": options.batch, "seed": options.seed, "context_length": arch.context_length}
-
-    tokenizer_report = None
-    padded_report = None
+    context = arch.context_length
+    ids = dummy_ids(options.batch, context, options.seed)
+    inputs = {"kind": "dummy ids", "batch": options.batch, "seed": options.seed, "context_length": context}
+    original_inputs, converted_calls = [ids], [(ids, None)]
     if options.prompts:
-        tokenizer_report, padded_report, prompt_stages = _prompt_parity(
-            prepared, folder, original, hf_trace, kinds, options.prompts, atol, rtol, options.atol_of_max()
-        )
-        stages += prompt_stages
+        tokenizer_report = tokenizer_equivalence(folder, context, options.prompts)
+        upstream, _ = load_upstream_tokenizer(folder)
+        hf_ids, hf_mask = tokenize_hf(hf_tokenizer(folder, context), options.prompts, context)
+        original_inputs.append(upstream(options.prompts, context))
+        # Faithful recipe first (no attention mask: upstream attends to padding), then what
+        # Sam3LiteTextModel.forward does by default (the tokenizer's mask into the encoder).
+        converted_calls += [(hf_ids, None), (hf_ids, hf_mask)]
         inputs["prompts"] = options.prompts
     else:
-        tokenizer_report = tokenizer_equivalence(folder, arch.context_length, PROMPT_CORPUS)
+        tokenizer_report = tokenizer_equivalence(folder, context, PROMPT_CORPUS)
 
-    notes = list(arch.notes)
+    text_weights = text_state_dict(prepared)
+    # The reference copies the text weights: their checkpoint pages need not stay resident.
+    original = original_text_side(text_weights, arch, torch_dtype, original_inputs,
+                                  release=lambda: release_mapped_pages(text_weights.values(), prepared.loaded.format))
+    converted = converted_text_side(folder, torch_dtype, converted_calls)
+    kinds = converted.info
+
+    stages = compare_text(original.outputs[0], converted.outputs[0], None, kinds, atol, rtol, atol_of_max=atol_of_max)
+    padded_report = None
+    if options.prompts:
+        prompt_trace, (faithful, masked) = original.outputs[1], converted.outputs[1:]
+        stages += compare_text(prompt_trace, faithful, hf_ids != 0, kinds, atol, rtol, prefix="prompts.text",
+                               atol_of_max=atol_of_max)
+        padded_report = padded_prompts_report(prompt_trace, faithful, masked, hf_mask)
+
     return ParityResult(
         scope="text",
         dtype=options.dtype,
         atol=atol,
         rtol=rtol,
-        original=original_info,
+        original=original.info,
         inputs=inputs,
         stages=stages,
         tokenizer=tokenizer_report,
         padded_prompts=padded_report,
-        notes=notes,
+        notes=list(arch.notes),
         seconds=time.perf_counter() - started,
     )
 
@@ -326,26 +357,11 @@ def _why_different(upstream: list[int], converted: list[int]) -> str:
     return "different tokens"
 
 
-def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, rtol, atol_of_max=0.0):
-    """Real prompts: each side tokenizes with its own tokenizer; padded positions show what the
+def padded_prompts_report(original_trace, faithful: dict, masked: dict, hf_mask: torch.Tensor) -> dict:
+    """Real prompts: each side tokenized with its own tokenizer; padded positions show what the
     attention mask does (transformers masks them, upstream attends to them)."""
-    context = prepared.arch.context_length
-    tokenizer_report = tokenizer_equivalence(folder, context, prompts)
-    upstream, _ = load_upstream_tokenizer(folder)
-    up_ids = upstream(prompts, context)
-    hf_ids, hf_mask = tokenize_hf(hf_tokenizer(folder, context), prompts, context)
-    with torch.no_grad():
-        original_trace = original(up_ids)
-    # Faithful recipe: no attention mask into the text encoder (upstream attends to padding), and
-    # upstream's own padding mask (ids == 0) for the detector.
-    faithful = hf_trace(hf_ids)
-    recipe_mask = hf_ids != 0
-    stages = compare_text(original_trace, faithful, recipe_mask, kinds, atol, rtol, prefix="prompts.text",
-                          atol_of_max=atol_of_max)
-    # What Sam3LiteTextModel.forward does by default: the tokenizer's mask goes into the encoder.
-    masked = hf_trace(hf_ids, hf_mask)
     real = ~original_trace.padding_mask
-    padded = {
+    return {
         "description": (
             "Sam3LiteTextModel.forward passes attention_mask into its text encoder, so padded positions are masked; "
             "upstream attends to them. Measured on real tokens only (positions that are not padding)."
@@ -359,7 +375,6 @@ def _prompt_parity(prepared, folder, original, hf_trace, kinds, prompts, atol, r
         "text_embeds = model.get_text_features(input_ids=ids).pooler_output; "
         "model(pixel_values=..., text_embeds=text_embeds, attention_mask=(ids != 0))",
     }
-    return tokenizer_report, padded, stages
 
 
 def _masked_max(reference: torch.Tensor, candidate: torch.Tensor, keep: torch.Tensor) -> float:
