@@ -1,5 +1,5 @@
 """`python -m litetext_convert.cli` runs the same app as the `litetext` script."""
 
-from litetext_convert.cli import main
+from litetext_convert.cli import run
 
-main()
+run()
