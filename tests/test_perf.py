@@ -106,3 +106,43 @@ def test_keep_outputs_copies_views_only():
     view = torch.arange(12.0).reshape(3, 4)[1]
     kept = keep_outputs(view)
     assert torch.equal(kept, view) and kept.untyped_storage().nbytes() == 4 * 4
+
+
+def _convert_counting_copies(checkpoint, tokenizer_dir, out, monkeypatch, copy_file_range):
+    """Convert, recording how many bytes the kernel copied file to file."""
+    import errno
+    import os
+
+    from litetext_convert.write import shards
+
+    copied = []
+    if copy_file_range == "refused":  # a file system without range copies (EXDEV/EOPNOTSUPP)
+        def refuse(*args):
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    elif copy_file_range == "absent":
+        monkeypatch.delattr(os, "copy_file_range")
+    real_copy = shards.FileCopier.copy
+
+    def counting(self, tensor, out_fd):
+        done = real_copy(self, tensor, out_fd)
+        copied.append(tensor.numel() * tensor.element_size() if done else 0)
+        return done
+
+    monkeypatch.setattr(shards.FileCopier, "copy", counting)
+    convert(prepare(str(checkpoint), num_heads=heads("s0")), out, tokenizer=str(tokenizer_dir))
+    monkeypatch.undo()
+    return sum(copied)
+
+
+@pytest.mark.parametrize("copy_file_range", ["refused", "absent"])
+def test_kernel_copy_writes_the_same_bytes_as_writing_from_memory(tiny_checkpoints, tokenizer_dir, tmp_path, monkeypatch,
+                                                                   copy_file_range):
+    """Unchanged tensors go file to file (copy_file_range); without it every tensor is written from
+    memory. Both give the same shard, byte for byte, and the kernel path really is taken."""
+    kernel = _convert_counting_copies(tiny_checkpoints["s0"], tokenizer_dir, tmp_path / "kernel", monkeypatch, "present")
+    memory = _convert_counting_copies(tiny_checkpoints["s0"], tokenizer_dir, tmp_path / "memory", monkeypatch, copy_file_range)
+    shard = "model.safetensors"
+    assert kernel > 0.5 * (tmp_path / "kernel" / shard).stat().st_size  # most bytes are renamed tensors
+    assert memory == 0
+    assert _digest(tmp_path / "kernel" / shard) == _digest(tmp_path / "memory" / shard)

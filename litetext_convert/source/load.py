@@ -57,6 +57,42 @@ PICKLE_BYTES_PER_TENSOR = 4096
 PICKLE_BYTES_FLOOR = 16 << 20
 
 
+class MappedRegions:
+    """Where a memory-mapped source tensor's bytes lie in the source file.
+
+    torch maps a zip checkpoint's storages straight from the file (`mmap=True`), so a tensor the
+    mapping leaves unchanged is a byte range of that file. Found from the process's own mappings
+    (Linux /proc/self/maps, matched by device and inode, not by name); anywhere else there are none
+    and every tensor is written from memory."""
+
+    def __init__(self, path: Path):
+        self.regions: list[tuple[int, int, int]] = []  # (start address, end address, file offset)
+        try:
+            status = os.stat(path)
+            with open("/proc/self/maps") as maps:
+                lines = maps.readlines()
+        except OSError:
+            return
+        device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+        for line in lines:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 5 or fields[4] != str(status.st_ino) or fields[3] != device:
+                continue
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            self.regions.append((start, end, int(fields[2], 16)))
+
+    def offset_of(self, tensor: torch.Tensor) -> int | None:
+        """The file offset of a contiguous tensor's bytes, when they all lie in one mapping of the file."""
+        if not self.regions or not tensor.is_contiguous() or tensor.device.type != "cpu":
+            return None
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
+        for region_start, region_end, offset in self.regions:
+            if region_start <= start and end <= region_end:
+                return start - region_start + offset
+        return None
+
+
 def file_identity(status: os.stat_result) -> tuple:
     """What changes when a file is replaced, rewritten in place or truncated."""
     return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)

@@ -23,7 +23,7 @@ from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.plan import ops
 from litetext_convert.plan.prepare import Prepared, SourceHash, check_dtype, target_dtype
-from litetext_convert.source.load import TORCH_ZIP, SourceGuard
+from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard
 from litetext_convert.write.processor import (
     load_tokenizer,
     merges_fingerprint,
@@ -34,6 +34,7 @@ from litetext_convert.write.processor import (
 )
 from litetext_convert.write.shards import (
     INDEX_FILE,
+    FileCopier,
     TensorEntry,
     atomic_folder,
     fingerprint,
@@ -127,10 +128,16 @@ def convert(
         if on_bytes:
             on_bytes(entry.nbytes)
 
+    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
+    copier = FileCopier(prepared.loaded.path, MappedRegions(prepared.loaded.path)) if mapped else None
     with guard, atomic_folder(output_dir, force=force, keep=[prepared.resolved.path]) as folder:
         checksums: dict[str, int] = {}
-        for shard in shards:
-            checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written))
+        try:
+            for shard in shards:
+                checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written, copier=copier))
+        finally:
+            if copier is not None:
+                copier.close()
         write_index(folder, shards, {})
         # The shards were written from the table's plan, possibly while the meta model was still
         # being built (prepare's defer_model_check); nothing is renamed into place before this check.

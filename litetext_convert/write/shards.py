@@ -139,17 +139,58 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
+class FileCopier:
+    """Copies a target tensor that is an unchanged byte range of the source file (a renamed tensor,
+    a row block of a fused one) from file to file inside the kernel (copy_file_range), as `cp` does:
+    its pages are never faulted into this process and never copied through user space. Anything
+    else (transposed, cast, filled) is written from memory. Where the kernel or file system cannot
+    copy ranges, it says so on the first tensor and every tensor is written from memory."""
+
+    def __init__(self, path: Path, regions):
+        self.path = path
+        self.regions = regions  # source.load.MappedRegions of the source file
+        self.enabled = hasattr(os, "copy_file_range") and bool(regions.regions)
+        self._fd: int | None = None
+
+    def copy(self, tensor: torch.Tensor, out_fd: int) -> bool:
+        """True when `tensor`'s bytes were appended to `out_fd` from the source file."""
+        offset = self.regions.offset_of(tensor) if self.enabled else None
+        if offset is None:
+            return False
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size, done = tensor.numel() * tensor.element_size(), 0
+        while done < size:
+            try:
+                copied = os.copy_file_range(self._fd, out_fd, size - done, offset + done)
+            except OSError as exc:
+                if done == 0 and exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+                    self.enabled = False  # not on this file system: write from memory instead
+                    return False
+                raise
+            if copied == 0:
+                raise OutputError(f"the source checkpoint {printable(self.path)} ended early while it was copied; it changed during the conversion")
+            done += copied
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def write_shard(
     path: Path,
     shard: Shard,
     produce: Callable[[str], torch.Tensor],
     metadata: dict[str, str],
     on_tensor: Callable[[TensorEntry], None] | None = None,
+    copier: FileCopier | None = None,
 ) -> dict[str, int]:
     """Write one shard; returns a fingerprint per tensor so the read-back check compares real bytes."""
     checksums: dict[str, int] = {}
-    with write_errors(path), path.open("wb") as handle:
-        handle.write(_header(shard, metadata))
+    with write_errors(path), open(path, "wb", buffering=0) as handle:
+        _write_all(handle, _header(shard, metadata))
         for entry in shard.entries:
             tensor = produce(entry.name)
             if tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
@@ -157,12 +198,21 @@ def write_shard(
                     f"internal: {entry.name} came out {list(tensor.shape)} {tensor.dtype}, planned {list(entry.shape)} {entry.dtype}"
                 )
             data = tensor_bytes(tensor)
-            handle.write(data)
-            checksums[entry.name] = fingerprint(data)
+            if copier is None or not copier.copy(tensor, handle.fileno()):
+                _write_all(handle, data)
+            checksums[entry.name] = fingerprint(data)  # a few sampled pages: the read-back check compares them
             del data, tensor
             if on_tensor:
                 on_tensor(entry)
     return checksums
+
+
+def _write_all(handle, data) -> None:
+    """An unbuffered write may take fewer bytes than given (Linux caps one write near 2 GiB)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = handle.write(view)
+        view = view[written:]
 
 
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")

@@ -103,6 +103,17 @@ def fill_disk(monkeypatch, disk: FullDisk) -> None:
 
     monkeypatch.setattr(io, "open", disk.open)  # pathlib's Path.open
     monkeypatch.setattr(builtins, "open", disk.open)  # json/transformers' save_pretrained
+    real_copy = getattr(os, "copy_file_range", None)
+    if real_copy is not None:  # the writer copies unchanged tensors file to file inside the kernel
+
+        def metered_copy(source_fd, out_fd, count, *args):
+            if not disk.only and count > disk.free:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            copied = real_copy(source_fd, out_fd, count, *args)
+            disk.free -= 0 if disk.only else copied
+            return copied
+
+        monkeypatch.setattr(os, "copy_file_range", metered_copy)
 
 
 # ---------------------------------------------------------------------------------------------
