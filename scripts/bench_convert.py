@@ -137,7 +137,8 @@ def build_steps(inputs: Inputs, scratch: Path, original_python: str | None = Non
     ours = scratch / "ours"
     ours_verified = scratch / "ours-verify-load"
     copy = scratch / "copy.pt"
-    convert = [*cli, "convert", "-c", str(checkpoint), "--tokenizer", str(tokenizer), *heads, "--force"]
+    convert = [*cli, "convert", "-c", str(checkpoint), "--tokenizer", str(tokenizer), *heads]
+    checked = parity_folder(scratch)  # converted once before the runs: what the parity steps read
     steps = {
         "copy": Step("copy", [python, "-c", f"import shutil; shutil.copyfile({str(checkpoint)!r}, {str(copy)!r})"], [copy]),
         "import torch": Step("import torch", [python, "-c", "import torch"]),
@@ -146,18 +147,19 @@ def build_steps(inputs: Inputs, scratch: Path, original_python: str | None = Non
             [python, __file__, "--baseline-child", str(checkpoint), str(scratch / "baseline"), str(num_heads or 0)],
             [scratch / "baseline"],
         ),
-        "convert": Step("convert", [*convert, "-o", str(ours)]),
+        # Each run writes a new folder, removed afterwards, as the copy writes a new file.
+        "convert": Step("convert", [*convert, "-o", str(ours)], [ours]),
         "convert --verify-load": Step("convert --verify-load", [*convert, "-o", str(ours_verified), "--verify-load"], [ours_verified]),
-        "parity text": Step("parity text", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(ours)]),
+        "parity text": Step("parity text", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked)]),
         "parity text float64": Step(
-            "parity text float64", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(ours), "--dtype", "float64"]
+            "parity text float64", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked), "--dtype", "float64"]
         ),
     }
     if original_python:
         original_cli = [original_python, "-m", "litetext_convert.cli"]
-        detector = [*original_cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(ours), "--scope", "detector"]
+        detector = [*original_cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked), "--scope", "detector"]
         steps[DETECTOR_STEPS[0]] = Step(
-            DETECTOR_STEPS[0], [original_python, __file__, "--forward-child", str(ours)], repeat=detector_repeat
+            DETECTOR_STEPS[0], [original_python, __file__, "--forward-child", str(checked)], repeat=detector_repeat
         )
         steps[DETECTOR_STEPS[1]] = Step(DETECTOR_STEPS[1], detector, repeat=detector_repeat)
         if detector_float64:
@@ -165,8 +167,26 @@ def build_steps(inputs: Inputs, scratch: Path, original_python: str | None = Non
     return steps
 
 
+def parity_folder(scratch: Path) -> Path:
+    return scratch / "parity-folder"
+
+
+def prepare_parity_folder(inputs: Inputs, scratch: Path) -> None:
+    """The folder every parity step reads, converted once, untimed."""
+    folder = parity_folder(scratch)
+    heads = ["--num-heads", str(inputs.num_heads)] if inputs.num_heads else []
+    subprocess.run([sys.executable, "-m", "litetext_convert.cli", "convert", "-c", str(inputs.checkpoint), "--tokenizer",
+                    str(inputs.tokenizer), *heads, "-o", str(folder), "--force"], check=True, cwd=REPO,
+                   env=_child_env(), stdout=subprocess.DEVNULL)
+
+
 def run_child(step: Step, logs: Path) -> None:
-    """One run: wall time and the child's own peak RSS (os.wait4 reports it per child)."""
+    """One run: wall time and the child's own peak RSS (os.wait4 reports it per child).
+
+    Untimed before each run: the kernel writes back what earlier runs left dirty in the page
+    cache, so no run pays for another's writes (a 2.2 GB output still dirty when the next step
+    writes 2.2 GB more pushes the kernel into throttled writeback, adding seconds at random)."""
+    os.sync()
     log = logs / f"{step.name.replace(' ', '_')}.log"
     with log.open("w") as output:
         started = time.perf_counter()
@@ -380,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     warm_seconds = warm_page_cache(inputs.checkpoint)
+    prepare_parity_folder(inputs, scratch)
     steps = build_steps(inputs, scratch, args.original_python, args.detector_repeat, args.detector_float64)
     measure(steps, args.repeat, logs)
     met = render(steps, inputs.checkpoint.stat().st_size, args.repeat, warm_seconds, args.size, args.markdown)

@@ -23,6 +23,7 @@ def test_bench_tiny_runs_every_step_and_prints_the_table(tmp_path):
         assert f"│ {step} " in table
     assert "floor = copy + import torch" in table and "page cache warmed" in table
     assert table.count("MET") + table.count("MISS") == 5  # the detector targets need --original-python
-    assert (tmp_path / "tiny" / "scratch" / "ours" / "config.json").is_file()
+    assert (tmp_path / "tiny" / "scratch" / "parity-folder" / "config.json").is_file()  # what the parity steps read
+    assert not (tmp_path / "tiny" / "scratch" / "ours").exists()  # each timed conversion is removed after its run
     markdown = (tmp_path / "bench.md").read_text()  # what the README's table is regenerated from
     assert markdown.startswith("| step |") and all(f"| {step} |" in markdown for step in STEPS)
