@@ -274,3 +274,13 @@ def test_detector_scope_in_bfloat16_is_exact_in_float64_and_reports_detections(r
     cost = record["precision"]["detector_cost"]
     assert cost["against"] == "float32" and 0 < cost["detections"]["kept"] <= cost["detections"]["k"]
     assert 0.5 < cost["detections"]["mask_iou_mean"] <= 1.0 and 0 < cost["detections"]["box_max_abs"] < 0.1
+
+
+@pytest.mark.parametrize("offset", [0, 1])  # 1: a float32 view at a 4-byte offset, compared byte by byte
+def test_one_flipped_bit_is_a_difference_aligned_or_not(offset):
+    storage = torch.arange(1, 34, dtype=torch.float32)
+    expected = storage[offset : offset + 32]
+    actual = expected.clone()
+    assert precision._difference(expected, actual) is None
+    actual.view(torch.int32)[17] ^= 1  # the last mantissa bit of one value
+    assert precision._difference(expected, actual) == "1 of 32 values differ from the cast source"
