@@ -510,14 +510,20 @@ def upstream_layout(text: TextSizes, detector: DetectorSizes) -> Layout:
     _neck(b, f"{vision}.convs", detector)
     _neck(b, f"{vision}.sam2_convs", detector)
     _text(b, TEXT_PREFIX, text, detector.d_model)
+    detector_heads(b, detector)
+    _tracker(b, TRACKER_PREFIX, detector)
+    return b.layout
+
+
+def detector_heads(b, detector) -> None:
+    """Everything of SAM3's detector after the backbones, the same in every family's file:
+    geometry encoder, DETR encoder and decoder, segmentation head, dot-product scoring."""
     _geometry_encoder(b, f"{DETECTOR_PREFIX}geometry_encoder", detector)
     for i in range(detector.detr_enc_layers):
         _fusion_layer(b, f"{DETECTOR_PREFIX}transformer.encoder.layers.{i}", detector.d_model, detector.ffn)
     _detr_decoder(b, f"{DETECTOR_PREFIX}transformer.decoder", detector)
     _segmentation_head(b, f"{DETECTOR_PREFIX}segmentation_head", detector)
     _dot_prod_scoring(b, f"{DETECTOR_PREFIX}dot_prod_scoring", detector)
-    _tracker(b, TRACKER_PREFIX, detector)
-    return b.layout
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,13 +27,9 @@ from litetext_convert.synthetic.builder import (
     DetectorSizes,
     Layout,
     TextSizes,
-    _detr_decoder,
-    _dot_prod_scoring,
-    _fusion_layer,
-    _geometry_encoder,
+    detector_heads,
     _LayoutBuilder,
     _neck,
-    _segmentation_head,
     _text,
     _vit,
     layout_from_tsv,
@@ -68,10 +64,5 @@ def upstream_layout(text: TextSizes, detector: DetectorSizes) -> Layout:
     _vit(b, f"{vision}.trunk", detector)
     for neck in NECKS:
         _neck(b, f"{vision}.{neck}", detector, TRI_NECK_SCALES)
-    _geometry_encoder(b, f"{DETECTOR_PREFIX}geometry_encoder", detector)
-    for i in range(detector.detr_enc_layers):
-        _fusion_layer(b, f"{DETECTOR_PREFIX}transformer.encoder.layers.{i}", detector.d_model, detector.ffn)
-    _detr_decoder(b, f"{DETECTOR_PREFIX}transformer.decoder", detector)
-    _segmentation_head(b, f"{DETECTOR_PREFIX}segmentation_head", detector)
-    _dot_prod_scoring(b, f"{DETECTOR_PREFIX}dot_prod_scoring", detector)
+    detector_heads(b, detector)
     return b.layout
