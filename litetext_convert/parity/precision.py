@@ -104,7 +104,7 @@ def reread_source(prepared: Prepared) -> dict[str, torch.Tensor]:
 
 def _release(prepared: Prepared, tensor: torch.Tensor) -> None:
     """Drop a memory-mapped source tensor's resident pages (torch zip files only: the others are heap)."""
-    from litetext_convert.write.shards import release_source_pages
+    from litetext_convert.source.load import release_source_pages
 
     if prepared.loaded.format == TORCH_ZIP:
         release_source_pages(tensor)

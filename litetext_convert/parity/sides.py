@@ -115,8 +115,7 @@ def release_mapped_pages(tensors: Iterable[Tensor], format_name: str) -> None:
     """After a side that read a memory-mapped checkpoint: its resident pages stop counting as this
     process's memory (they stay in the page cache). Only for a torch zip checkpoint, the one
     format litetext maps read-only; tensors of any other format live on the heap and are left alone."""
-    from litetext_convert.source.load import TORCH_ZIP
-    from litetext_convert.write.shards import release_source_pages
+    from litetext_convert.source.load import TORCH_ZIP, release_source_pages
 
     if format_name != TORCH_ZIP:
         return

@@ -10,8 +10,7 @@ import torch
 
 from litetext_convert.paths import read_config
 from litetext_convert.plan.prepare import Prepared
-from litetext_convert.source.load import TORCH_ZIP
-from litetext_convert.write.shards import release_source_pages
+from litetext_convert.source.load import TORCH_ZIP, release_source_pages
 
 
 @lru_cache(maxsize=1)

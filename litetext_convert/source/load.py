@@ -7,8 +7,10 @@ allows it, so a 2 GB checkpoint costs page cache, not a private copy.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
+import mmap
 import os
 import pickle
 import re
@@ -317,3 +319,35 @@ class SourceGuard:
             os.close(self._fd)
             self._fd = None
         self._restore_handler()
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory: give a memory-mapped source's pages back once they are used (convert, inspect, parity)
+# ----------------------------------------------------------------------------------------------
+
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _madvise = _libc.madvise
+    _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+except (OSError, AttributeError):  # not Linux: pages are only released at unmap
+    _madvise = None
+
+
+def release_source_pages(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a memory-mapped, read-only source tensor from this process.
+
+    They stay in the page cache (a later read is a cheap minor fault), but no longer count as this
+    process's memory, so converting costs about one tensor of RSS instead of the whole file.
+    Only ever called on tensors backed by the read-only checkpoint mapping, never on heap memory.
+    """
+    if _madvise is None:
+        return
+    storage = tensor.untyped_storage()
+    start = storage.data_ptr()
+    end = start + storage.nbytes()
+    aligned_start = (start + _PAGE - 1) // _PAGE * _PAGE  # never touch a page shared with other data
+    aligned_end = end // _PAGE * _PAGE
+    if aligned_end > aligned_start:
+        _madvise(aligned_start, aligned_end - aligned_start, _MADV_DONTNEED)

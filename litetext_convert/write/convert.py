@@ -23,7 +23,7 @@ from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.plan import ops
 from litetext_convert.plan.prepare import Prepared, SourceHash, check_dtype, target_dtype
-from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard
+from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
 from litetext_convert.write.processor import (
     load_tokenizer,
     merges_fingerprint,
@@ -40,7 +40,6 @@ from litetext_convert.write.shards import (
     fingerprint,
     parse_size,
     plan_shards,
-    release_source_pages,
     tensor_bytes,
     write_errors,
     write_index,

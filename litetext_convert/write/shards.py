@@ -15,7 +15,6 @@ import ctypes
 import errno
 import json
 import math
-import mmap
 import os
 import re
 import shutil
@@ -272,38 +271,6 @@ def check_report_path(path: Path, *, ours: Callable[[bytes], bool], what: str) -
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {printable(path)}: its folder does not exist")
     return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Memory: give mmap'd source pages back once they are written
-# ----------------------------------------------------------------------------------------------
-
-_PAGE = mmap.PAGESIZE
-_MADV_DONTNEED = 4
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _madvise = _libc.madvise
-    _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-except (OSError, AttributeError):  # not Linux: pages are only released at unmap
-    _madvise = None
-
-
-def release_source_pages(tensor: torch.Tensor) -> None:
-    """Drop the resident pages of a memory-mapped, read-only source tensor from this process.
-
-    They stay in the page cache (a later read is a cheap minor fault), but no longer count as this
-    process's memory, so converting costs about one tensor of RSS instead of the whole file.
-    Only ever called on tensors backed by the read-only checkpoint mapping, never on heap memory.
-    """
-    if _madvise is None:
-        return
-    storage = tensor.untyped_storage()
-    start = storage.data_ptr()
-    end = start + storage.nbytes()
-    aligned_start = (start + _PAGE - 1) // _PAGE * _PAGE  # never touch a page shared with other data
-    aligned_end = end // _PAGE * _PAGE
-    if aligned_end > aligned_start:
-        _madvise(aligned_start, aligned_end - aligned_start, _MADV_DONTNEED)
 
 
 # ----------------------------------------------------------------------------------------------
