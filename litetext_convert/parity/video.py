@@ -47,8 +47,8 @@ STAGES = ("pixels", "detector", "detections", "tracker", "decisions", "output")
 DUMMY_BOX, MASKED_BOX_LABEL = (0.0, 0.0, 0.0, 0.0), -10
 
 KNOWN = {
-    "tokens": "Sam3VideoProcessor.add_text_prompt tokenizes at max_length=32 whatever the model's context (padding "
-    "with the end token, with an attention mask); upstream's student encoder reads `context` ids padded with 0. "
+    "tokens": "Sam3VideoProcessor.add_text_prompt pads the ids to max_length=32 whatever the model's context (with "
+    "an attention mask); upstream's student encoder reads `context` ids padded with 0. "
     "Recipe: the upstream ids at the context, text features without a mask (as upstream).",
     "geometry_cls": "Sam3VideoModel.run_detection calls the detector with no geometry prompt, so its prompt has no "
     "geometry-encoder CLS token; Meta's detector always encodes its (empty) geometric prompt and appends the CLS "
