@@ -315,3 +315,40 @@ def test_a_tracker_record_is_keyed_and_labelled_by_the_dtype_the_tracker_ran_in(
     files = sorted(r["file"] for r in read_parity_records(tmp_path))
     assert files == ["parity/all-float32-default.json", "parity/all-float32-tracker-float64-default.json",
                      "parity/tracker-float64-default.json"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The video target's transformers classes are family data (family.toml [target_classes.video])
+
+
+def test_the_video_config_is_built_from_the_classes_the_family_declares(monkeypatch):
+    import transformers
+
+    from litetext_convert.families.registry import family_by_id
+
+    family = family_by_id("sam3_litetext")
+    assert family.classes("video") == {"model": "Sam3VideoModel", "config": "Sam3VideoConfig",
+                                       "tracker_config": "Sam3TrackerVideoConfig"}
+    assert family.classes("image") == {"model": "Sam3LiteTextModel", "config": "Sam3LiteTextConfig"}
+    tensors = manifest_tensors()
+    arch = infer_architecture(tensors, "sam3_litetext_s0_ctx16.pt")
+    config = build_video_config(arch, tensors)
+    assert type(config).__name__ == "Sam3VideoConfig" and config.architectures == ["Sam3VideoModel"]
+    assert type(config.tracker_config).__name__ == "Sam3TrackerVideoConfig"
+
+    # other declared names are what gets built: the data, not the code, chooses
+    class ProbeVideoConfig(transformers.Sam3VideoConfig):
+        pass
+
+    class ProbeTrackerConfig(transformers.Sam3TrackerVideoConfig):
+        pass
+
+    monkeypatch.setattr(transformers, "ProbeVideoConfig", ProbeVideoConfig, raising=False)
+    monkeypatch.setattr(transformers, "ProbeTrackerConfig", ProbeTrackerConfig, raising=False)
+    probe = dataclasses.replace(family, target_classes={"video": {
+        "model": "ProbeVideoModel", "config": "ProbeVideoConfig", "tracker_config": "ProbeTrackerConfig"}})
+    config = build_video_config(dataclasses.replace(arch, family=probe), tensors)
+    assert type(config) is ProbeVideoConfig and config.architectures == ["ProbeVideoModel"]
+    assert isinstance(config.tracker_config, ProbeTrackerConfig)
+    with pytest.raises(CheckpointError, match="declares no transformers classes"):
+        dataclasses.replace(family, target_classes={}).classes("video")
