@@ -352,3 +352,37 @@ def test_the_video_config_is_built_from_the_classes_the_family_declares(monkeypa
     assert isinstance(config.tracker_config, ProbeTrackerConfig)
     with pytest.raises(CheckpointError, match="declares no transformers classes"):
         dataclasses.replace(family, target_classes={}).classes("video")
+
+
+# ----------------------------------------------------------------------------------------------
+# push of a converted video folder, through the suite's fake Hub
+
+
+def test_push_of_a_video_folder_uploads_the_video_card_and_its_parity_records_and_no_hidden_memo(
+    tmp_path, video_checkpoint, tokenizer_dir, capsys, no_credentials
+):
+    from tests.conftest import FakeHub
+
+    from litetext_convert.publish.push import PushOptions, push_folder
+
+    folder = tmp_path / "sam3-litetext-s0-video"
+    code, _, err = run_cli(["convert", "-c", str(video_checkpoint), str(folder), "--target", "video", "--num-heads", "2",
+                            "--tokenizer", str(tokenizer_dir)], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["parity", str(folder)], capsys)  # text scope: runs here; the record lands in parity/
+    assert code == 0, err
+    records = sorted(p.name for p in (folder / "parity").glob("*.json"))
+    assert records and (folder / ".litetext" / "source.json").is_file()
+
+    hub, repo = FakeHub(), "alice/sam3-litetext-s0-video"
+    result = push_folder(folder, PushOptions(repo_id=repo, token="hf_" + "x" * 34), api=hub, sleep=lambda _: None)
+    assert result.status == "pushed"
+    uploaded = hub.repos[repo]["main"]
+    assert {f"parity/{name}" for name in records} <= set(uploaded)
+    assert not any(path.startswith(".litetext") for path in uploaded)  # the local checkpoint path stays here
+    assert {"config.json", "model.safetensors", "processor_config.json", "conversion_record.json"} <= set(uploaded)
+    assert json.loads(uploaded["config.json"])["architectures"] == ["Sam3VideoModel"]
+    card = uploaded["README.md"].decode()
+    assert "(target: video)" in card and "`Sam3VideoModel`" in card and "propagate_in_video_iterator" in card
+    parity = card[card.index("## Parity"):]
+    assert "passed" in parity.split("\n## ")[0] and "Not checked" not in parity  # the card certifies the record
