@@ -288,7 +288,12 @@ def test_video_target_of_a_sam31_file_is_refused_in_one_line_with_the_reason(wor
 def test_a_tracker_record_is_keyed_and_labelled_by_the_dtype_the_tracker_ran_in(tmp_path):
     from types import SimpleNamespace
 
-    from litetext_convert.folder import dtype_label, read_parity_records, record_key, write_parity_record
+    from litetext_convert.folder import (
+        dtype_label,
+        read_parity_records,
+        record_key,
+        write_parity_record,
+    )
     from litetext_convert.parity.run import parity_record
 
     text = SimpleNamespace(to_json=lambda: {"dtype": "float32", "stages": [], "notes": []})
@@ -361,9 +366,8 @@ def test_the_video_config_is_built_from_the_classes_the_family_declares(monkeypa
 def test_push_of_a_video_folder_uploads_the_video_card_and_its_parity_records_and_no_hidden_memo(
     tmp_path, video_checkpoint, tokenizer_dir, capsys, no_credentials
 ):
-    from tests.conftest import FakeHub
-
     from litetext_convert.publish.push import PushOptions, push_folder
+    from tests.conftest import FakeHub
 
     folder = tmp_path / "sam3-litetext-s0-video"
     code, _, err = run_cli(["convert", "-c", str(video_checkpoint), str(folder), "--target", "video", "--num-heads", "2",

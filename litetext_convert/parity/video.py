@@ -28,6 +28,7 @@ can only change one when a value lies within rounding of a threshold, and the re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 from collections.abc import Callable
@@ -220,13 +221,11 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
              memory_selection: bool | None = None, float32_memory: bool = False) -> PipelineRecord:
     """Meta's video pipeline as its demo runs it: init_state, add_prompt(frame 0, text), propagate_in_video.
     `float32_memory`: the tracker's memory is not cast to bfloat16 (see PRECISION)."""
-    import contextlib
-
     from PIL import Image
 
     from litetext_convert.reference.sam3_video import (
         META_MEMORY_SELECTION,
-        _KeepDtype,
+        NoBfloat16Cast,
         build_original_video,
         video_runtime,
     )
@@ -258,7 +257,7 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
         plan, metadata = result
         _record_decisions(record.frame(kwargs["frame_idx"]), plan, metadata["obj_ids_all_gpu"])
 
-    with video_runtime(video), (_KeepDtype() if float32_memory else contextlib.nullcontext()):
+    with video_runtime(video), (NoBfloat16Cast() if float32_memory else contextlib.nullcontext()):
         _wrap(model.detector, "forward_grounding", raw)
         _wrap(model, "run_backbone_and_detection", detections)
         _wrap(model, "run_tracker_propagation", tracked)
@@ -269,8 +268,6 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
         batch.img_batch = batch.img_batch.to(video.dtype)  # see reference/sam3_video.WORKAROUNDS
         model.add_prompt(state, frame_idx=0, text_str=text)
         record.ids = model.detector.backbone.language_backbone.last_ids[:1].clone()
-        height, width = state["orig_height"], state["orig_width"]
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         for frame_idx, out in model.propagate_in_video(state):
             xywh = torch.as_tensor(out["out_boxes_xywh"]).float().reshape(-1, 4)
             boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # normalized already
@@ -278,7 +275,6 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
                 "ids": [int(i) for i in out["out_obj_ids"]], "scores": torch.as_tensor(out["out_probs"]).float(),
                 "boxes": boxes, "masks": torch.as_tensor(out["out_binary_masks"]).bool(),
             }
-        del scale
     del video, model
     gc.collect()
     return record
@@ -291,12 +287,12 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
 def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recipes: tuple[str, ...] = (),
                      tokenizer=None, context: int = 0, settings: dict | None = None,
                      float32_memory: bool = False) -> PipelineRecord:
-    import contextlib
-
+    """transformers' documented text-prompt flow on `folder`; `recipes` (names of KNOWN) make it compute what
+    Meta computes, `settings` override the heuristics' thresholds, `float32_memory` as for run_meta."""
     from transformers import Sam3VideoModel, Sam3VideoProcessor
     from transformers.models.sam3_video import modeling_sam3_video
 
-    from litetext_convert.reference.sam3_video import _KeepDtype
+    from litetext_convert.reference.sam3_video import NoBfloat16Cast
 
     model = Sam3VideoModel.from_pretrained(str(folder)).eval()
     for name, value in (settings or {}).items():
@@ -367,7 +363,7 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
     _wrap(model, "run_tracker_update_planning_phase", planned)
     handle = model.detector_model.register_forward_hook(raw, with_kwargs=True)
     try:
-        with torch.no_grad(), (_KeepDtype() if float32_memory else contextlib.nullcontext()):
+        with torch.no_grad(), (NoBfloat16Cast() if float32_memory else contextlib.nullcontext()):
             if "prompted_frame_first" in recipes:
                 model(inference_session=session, frame_idx=0)
             for output in model.propagate_in_video_iterator(inference_session=session):
@@ -577,11 +573,6 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord) -> list[Stage]:
 
 def first_divergence(stages: list[Stage]) -> Stage | None:
     return next((s for s in stages if not s.passed), None)
-
-
-CAUSES = {  # first diverging stage -> the known behaviour that explains it, when one does
-    "tokens": "tokens", "pixels": "pixels",
-}
 
 
 @dataclass

@@ -188,8 +188,9 @@ def build_original_video(state_dict: Mapping[str, Tensor], arch, tokenizer: Call
     return OriginalVideo(model, dtype, chosen, memory_selection, loaded)
 
 
-class _KeepDtype(torch.overrides.TorchFunctionMode):
-    """`x.to(torch.bfloat16)` returns x (see WORKAROUNDS: the tracker features' all-gather cast)."""
+class NoBfloat16Cast(torch.overrides.TorchFunctionMode):
+    """`x.to(torch.bfloat16)` returns x: the tracker features' all-gather cast (WORKAROUNDS), and, for
+    parity/video.py's float32-memory comparison, the memory's cast on either side."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -207,7 +208,7 @@ def video_runtime(video: OriginalVideo) -> Iterator[None]:
     build_chunk = detector._build_multigpu_buffer_next_chunk
 
     def build_chunk_in_run_dtype(*args, **kwargs):
-        with _KeepDtype():
+        with NoBfloat16Cast():
             return build_chunk(*args, **kwargs)
 
     def labelled(values: Tensor):  # [B, 1, H, W] or [B, H, W]; Meta's CPU path also fails on B = 0
