@@ -4,16 +4,16 @@ detector and Meta's tracker, original keys) against transformers' documented tex
 `--target video` folder, frame by frame and stage by stage (litetext_convert/parity/video.py):
 settings, tokens, pixels, detector, detections, tracker, decisions, output.
 
-Three comparisons: as shipped; with the recipes that make transformers compute what Meta computes
-where it differs by design; and with the recipes and the tracker memory kept in float32 on both
-sides (both store it in bfloat16). Each prints its first diverging stage and the cause.
+Three comparisons: as shipped (float32); with the recipes that make transformers compute what Meta
+computes where it differs by design, in float64 (the proof) and in float32. Each prints its first
+diverging stage and the cause.
 
 Run in the `original` environment (Meta's sam3 + torchvision + Pillow):
     PYTHONPATH=. .venv-original/bin/python scripts/video_parity.py -c CKPT --converted FOLDER \\
         [--bpe bpe_simple_vocab_16e6.txt.gz] [--accept-all] [--set det_nms_thresh=0.99 ...] [--json OUT]
 `--accept-all` sets the detection thresholds to 0 so random (synthetic) weights still start objects;
-`--set NAME=VALUE` overrides one heuristics setting on both sides. Exit status 0 when the comparison
-with the recipes (float32 memory) agrees on every stage.
+`--set NAME=VALUE` overrides one heuristics setting on both sides. Exit status 0 when the float64
+comparison with the recipes agrees on every stage.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> int:
     from litetext_convert.parity.video import (
         KNOWN,
         PRECISION,
+        RUNS,
         cause_of,
         first_divergence,
         run_video_parity,
@@ -69,7 +70,7 @@ def main() -> int:
     result = run_video_parity(prepared, args.converted, _tokenizer(args.bpe), frames=frames, text=args.text,
                               settings=settings or None)
     for title, stages in result.runs.items():
-        print(f"\n== {title}")
+        print(f"\n== {title} ({RUNS[title][1]})")
         for stage in stages:
             print(f"{stage.label:22s} {'same' if stage.passed else 'DIFFERS':8s} {stage.detail[:160]}")
         first = first_divergence(stages)
@@ -85,7 +86,7 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result.to_json(), handle, indent=2, default=str)
-    return 0 if first_divergence(result.runs["with_recipes_float32_memory"]) is None else 1
+    return 0 if first_divergence(result.runs["with_recipes"]) is None else 1
 
 
 if __name__ == "__main__":

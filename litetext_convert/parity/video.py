@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.reference.sam3_video import WORKAROUNDS
 
-ATOL = RTOL = 1e-4  # float32, as the detector and tracker parities at float32
+TOLERANCES = {"float32": (1e-4, 1e-4), "float64": (1e-9, 1e-9)}  # (atol, rtol), as the tracker parity's
 STAGES = ("pixels", "detector", "detections", "tracker", "decisions", "output")
 # A masked dummy box: Meta's geometry encoder always contributes its CLS token; transformers' only with a box.
 DUMMY_BOX, MASKED_BOX_LABEL = (0.0, 0.0, 0.0, 0.0), -10
@@ -84,10 +85,11 @@ KNOWN.update({
     **{name: "tracker: see parity/tracker.py KNOWN[" + repr(name) + "]" for name in TRACKER_RECIPES},
 })
 PRECISION = (
-    "both sides store the tracker's memory in bfloat16. In float32, two implementations differ by rounding (~1e-6) "
-    "before that cast, and now and then a memory element rounds to the neighbouring bfloat16 value on one side: one "
-    "bfloat16 step (2^-8 relative) that the following frames' masks carry (~1e-4). The third comparison keeps the "
-    "memory in float32 on BOTH sides (the same change to both, as float64 runs change both): what remains is rounding."
+    "both sides store the tracker's memory in bfloat16. In float32 the two implementations differ by rounding "
+    "(~1e-6) before that cast, so now and then a memory element rounds to the neighbouring bfloat16 value on one "
+    "side: one bfloat16 step (2^-8 relative) that the following frames' masks carry (~1e-4). The proof with the "
+    "recipes therefore runs in float64 (as the tracker scope does), where both sides' values before the cast agree "
+    "to ~1e-15 and round alike; the float32 run with the recipes is shown too."
 )
 RECIPES = ("tokens", "geometry_cls", "pixels", "cv_utils", "memory_selection", "prompted_frame_first",
            "new_object_mask", "input_mask_as_output", *TRACKER_RECIPES)
@@ -147,9 +149,9 @@ def _wrap(owner, name: str, after: Callable) -> None:
 
 
 def _detections(det_out: dict, side: int) -> dict:
-    boxes = det_out["bbox"].float()
-    return {"scores": det_out["scores"].float().clone(), "boxes": boxes.clone() / (1 if boxes.numel() == 0 or
-            float(boxes.abs().max()) <= 1.5 else side), "masks": det_out["mask"].float().clone()}
+    boxes = det_out["bbox"].double()
+    return {"scores": det_out["scores"].double().clone(), "boxes": boxes.clone() / (1 if boxes.numel() == 0 or
+            float(boxes.abs().max()) <= 1.5 else side), "masks": det_out["mask"].double().clone()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,21 +220,19 @@ class CvUtilsStandIn:
 
 
 def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: dict | None = None,
-             memory_selection: bool | None = None, float32_memory: bool = False) -> PipelineRecord:
-    """Meta's video pipeline as its demo runs it: init_state, add_prompt(frame 0, text), propagate_in_video.
-    `float32_memory`: the tracker's memory is not cast to bfloat16 (see PRECISION)."""
+             memory_selection: bool | None = None, dtype: torch.dtype = torch.float32) -> PipelineRecord:
+    """Meta's video pipeline as its demo runs it: init_state, add_prompt(frame 0, text), propagate_in_video."""
     from PIL import Image
 
     from litetext_convert.reference.sam3_video import (
         META_MEMORY_SELECTION,
-        NoBfloat16Cast,
         build_original_video,
         video_runtime,
     )
 
     selection = META_MEMORY_SELECTION if memory_selection is None else memory_selection
     video = build_original_video(prepared.loaded.tensors, prepared.arch, tokenizer, settings=settings,
-                                 memory_selection=selection)
+                                 memory_selection=selection, dtype=dtype)
     model = video.model
     record = PipelineRecord("meta", settings=dict(video.settings))
     record.notes = [f"tracker memory selection {'on' if selection else 'off'}", *video.workarounds]
@@ -240,9 +240,9 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
 
     def raw(out, *args, **kwargs):
         frame = int(kwargs["find_input"].img_ids.flatten()[0])
-        boxes = out["pred_boxes_xyxy"][0].float().clone()
-        record.frame(frame).detector = {"probs": out["pred_logits"][0, :, 0].float().sigmoid().clone(),
-                                        "boxes": boxes, "masks": out["pred_masks"][0].float().clone()}
+        boxes = out["pred_boxes_xyxy"][0].double().clone()
+        record.frame(frame).detector = {"probs": out["pred_logits"][0, :, 0].double().sigmoid().clone(),
+                                        "boxes": boxes, "masks": out["pred_masks"][0].double().clone()}
 
     def detections(det_out, *args, **kwargs):
         record.frame(kwargs["frame_idx"]).detections = _detections(det_out, side)
@@ -250,14 +250,14 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
     def tracked(result, *args, **kwargs):
         masks, scores = result
         ids = kwargs["tracker_metadata_prev"]["obj_ids_all_gpu"]
-        record.frame(kwargs["frame_idx"]).tracker = {int(o): (masks[i].float().clone(), float(scores[i]))
+        record.frame(kwargs["frame_idx"]).tracker = {int(o): (masks[i].double().clone(), float(scores[i]))
                                                       for i, o in enumerate(ids)}
 
     def planned(result, *args, **kwargs):
         plan, metadata = result
         _record_decisions(record.frame(kwargs["frame_idx"]), plan, metadata["obj_ids_all_gpu"])
 
-    with video_runtime(video), (NoBfloat16Cast() if float32_memory else contextlib.nullcontext()):
+    with video_runtime(video):
         _wrap(model.detector, "forward_grounding", raw)
         _wrap(model, "run_backbone_and_detection", detections)
         _wrap(model, "run_tracker_propagation", tracked)
@@ -269,10 +269,10 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
         model.add_prompt(state, frame_idx=0, text_str=text)
         record.ids = model.detector.backbone.language_backbone.last_ids[:1].clone()
         for frame_idx, out in model.propagate_in_video(state):
-            xywh = torch.as_tensor(out["out_boxes_xywh"]).float().reshape(-1, 4)
+            xywh = torch.as_tensor(out["out_boxes_xywh"]).double().reshape(-1, 4)
             boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # normalized already
             record.frame(frame_idx).output = {
-                "ids": [int(i) for i in out["out_obj_ids"]], "scores": torch.as_tensor(out["out_probs"]).float(),
+                "ids": [int(i) for i in out["out_obj_ids"]], "scores": torch.as_tensor(out["out_probs"]).double(),
                 "boxes": boxes, "masks": torch.as_tensor(out["out_binary_masks"]).bool(),
             }
     del video, model
@@ -286,31 +286,35 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
 
 def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recipes: tuple[str, ...] = (),
                      tokenizer=None, context: int = 0, settings: dict | None = None,
-                     float32_memory: bool = False) -> PipelineRecord:
+                     dtype: torch.dtype = torch.float32) -> PipelineRecord:
     """transformers' documented text-prompt flow on `folder`; `recipes` (names of KNOWN) make it compute what
-    Meta computes, `settings` override the heuristics' thresholds, `float32_memory` as for run_meta."""
+    Meta computes, `settings` override the heuristics' thresholds; float64 as the original side (float64_run)."""
     from transformers import Sam3VideoModel, Sam3VideoProcessor
     from transformers.models.sam3_video import modeling_sam3_video
 
-    from litetext_convert.reference.sam3_video import NoBfloat16Cast
+    from litetext_convert.parity.detector import float64_rope
+    from litetext_convert.parity.tracker import _float64_rope
+    from litetext_convert.reference.sam3_video import float64_run
 
-    model = Sam3VideoModel.from_pretrained(str(folder)).eval()
+    model = Sam3VideoModel.from_pretrained(str(folder)).eval().to(dtype)
+    if dtype == torch.float64:
+        _float64_rope(model.tracker_model.memory_attention.rotary_emb)
     for name, value in (settings or {}).items():
         setattr(model, name, value)
     processor = Sam3VideoProcessor.from_pretrained(str(folder))
     record = PipelineRecord("transformers", settings={k: getattr(model, k) for k in _SETTING_NAMES if hasattr(model, k)})
     side = model.tracker_model.image_size
-    session = processor.init_video_session(video=frames, inference_device="cpu")
+    session = processor.init_video_session(video=frames, inference_device="cpu", dtype=dtype)
     if "pixels" in recipes:
         for index, image in enumerate(meta_preprocessing(frames, side)):
-            session.processed_frames[index] = image.float()
+            session.processed_frames[index] = image.to(dtype)
     session = processor.add_text_prompt(session, text)
     prompt_id = next(iter(session.prompts))
     if "tokens" in recipes:
         ids = tokenizer([text], context)
         session.prompt_input_ids[prompt_id] = ids
         session.prompt_attention_masks[prompt_id] = (ids != 0).long()
-        with torch.no_grad():  # no mask inside the text encoder, as upstream
+        with torch.no_grad(), float64_run(dtype):  # no mask inside the text encoder, as upstream
             session.prompt_embeddings[prompt_id] = model.detector_model.get_text_features(input_ids=ids, return_dict=True)
     if "geometry_cls" in recipes:
         _with_dummy_box(model.detector_model)
@@ -330,9 +334,9 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
     model._det_track_one_frame = det_track
 
     def raw(module, args, kwargs, out):
-        probs = out.pred_logits[0].float().sigmoid() * out.presence_logits[0].float().sigmoid()
-        record.frame(current["frame"]).detector = {"probs": probs.reshape(-1).clone(), "boxes": out.pred_boxes[0].float().clone(),
-                                                   "masks": out.pred_masks[0].float().clone()}
+        probs = out.pred_logits[0].double().sigmoid() * out.presence_logits[0].double().sigmoid()
+        record.frame(current["frame"]).detector = {"probs": probs.reshape(-1).clone(), "boxes": out.pred_boxes[0].double().clone(),
+                                                   "masks": out.pred_masks[0].double().clone()}
 
     def detections(result, *args, **kwargs):
         record.frame(current["frame"]).detections = _detections(next(iter(result.values())), side)
@@ -343,7 +347,7 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
         masks, scores = result
         ids = alive_before.get("ids", [])
         record.frame(kwargs.get("frame_idx", current["frame"])).tracker = {
-            int(o): (masks[i].float().clone(), float(scores[i])) for i, o in enumerate(ids)}
+            int(o): (masks[i].double().clone(), float(scores[i])) for i, o in enumerate(ids)}
 
     propagate = model.run_tracker_propagation
 
@@ -363,16 +367,16 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
     _wrap(model, "run_tracker_update_planning_phase", planned)
     handle = model.detector_model.register_forward_hook(raw, with_kwargs=True)
     try:
-        with torch.no_grad(), (NoBfloat16Cast() if float32_memory else contextlib.nullcontext()):
+        with torch.no_grad(), float64_run(dtype), (float64_rope(model.detector_model) if dtype == torch.float64 else contextlib.nullcontext()):
             if "prompted_frame_first" in recipes:
                 model(inference_session=session, frame_idx=0)
             for output in model.propagate_in_video_iterator(inference_session=session):
                 post = processor.postprocess_outputs(session, output)
                 height, width = session.video_height, session.video_width
-                scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+                scale = torch.tensor([width, height, width, height], dtype=torch.float64)
                 record.frame(output.frame_idx).output = {
-                    "ids": [int(i) for i in post["object_ids"]], "scores": post["scores"].float(),
-                    "boxes": post["boxes"].float().reshape(-1, 4) / scale, "masks": post["masks"].bool(),
+                    "ids": [int(i) for i in post["object_ids"]], "scores": post["scores"].double(),
+                    "boxes": post["boxes"].double().reshape(-1, 4) / scale, "masks": post["masks"].bool(),
                 }
     finally:
         handle.remove()
@@ -412,9 +416,9 @@ def _tracker_recipes(model, recipes: list[str], video_size: tuple[int, int]) -> 
     @functools.wraps(add)
     def add_new_objects(*args, **kwargs):
         if "new_object_mask" in recipes:
-            logits = kwargs["new_obj_masks"].unsqueeze(1).float()
+            logits = kwargs["new_obj_masks"].unsqueeze(1)
             upsampled = F.interpolate(logits, size=(16 * grid, 16 * grid), mode="bilinear", align_corners=False)
-            kwargs["new_obj_masks"] = (upsampled > 0).squeeze(1).float()  # transformers' ">= 0.5" keeps it as is
+            kwargs["new_obj_masks"] = (upsampled > 0).squeeze(1).to(logits.dtype)  # transformers' ">= 0.5" keeps it
         if "input_mask_as_output" in recipes:
             pending[:] = [_at_video(m[None, None] >= 0.5, video_size) for m in kwargs["new_obj_masks"]]
         saved = tracker.image_size
@@ -509,8 +513,9 @@ class Stage:
                 "diffs": [d.to_json() for d in self.diffs]}
 
 
-def _tensors(frame: int, name: str, pairs: list[tuple[str, Tensor, Tensor]]) -> Stage:
-    diffs = [compare(f"frame{frame}.{name}.{part}", a, b, atol=ATOL, rtol=RTOL) for part, a, b in pairs]
+def _tensors(frame: int, name: str, pairs: list[tuple[str, Tensor, Tensor]], dtype: str) -> Stage:
+    atol, rtol = TOLERANCES[dtype]
+    diffs = [compare(f"frame{frame}.{name}.{part}", a, b, atol=atol, rtol=rtol) for part, a, b in pairs]
     worst = max(diffs, key=lambda d: d.max_abs, default=None)
     detail = f"max abs {worst.max_abs:.2e} ({worst.name.rsplit('.', 1)[-1]})" if worst else "nothing to compare"
     return Stage(frame, name, all(d.passed for d in diffs), detail, diffs)
@@ -520,7 +525,7 @@ def _masks_differ(a: Tensor, b: Tensor) -> int:
     return int((a != b).sum()) if a.shape == b.shape else -1
 
 
-def compare_records(meta: PipelineRecord, hf: PipelineRecord) -> list[Stage]:
+def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "float32") -> list[Stage]:
     stages = []
     # a setting transformers does not have is off there: the same when Meta's value turns it off too
     absent = {k for k in meta.settings if k not in hf.settings and meta.settings[k] is False}
@@ -534,16 +539,17 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord) -> list[Stage]:
                         f"transformers {list(hf.ids.shape)} {hf.ids.flatten().tolist()}"))
     for index in sorted(set(meta.frames) | set(hf.frames)):
         m, h = meta.frames.get(index, FrameRecord()), hf.frames.get(index, FrameRecord())
-        stages.append(_tensors(index, "pixels", [("image", meta.pixels[index].float(), hf.pixels[index].float())]))
+        stages.append(_tensors(index, "pixels", [("image", meta.pixels[index].double(), hf.pixels[index].double())], dtype))
         if m.detector and h.detector:
             stages.append(_tensors(index, "detector", [(k, m.detector[k], h.detector[k].reshape(m.detector[k].shape)
                                                         if h.detector[k].numel() == m.detector[k].numel() else h.detector[k])
-                                                       for k in ("probs", "boxes", "masks")]))
+                                                       for k in ("probs", "boxes", "masks")], dtype))
         count = (len(m.detections.get("scores", [])), len(h.detections.get("scores", [])))
         if count[0] != count[1]:
             stages.append(Stage(index, "detections", False, f"meta keeps {count[0]} detections, transformers {count[1]}"))
         else:
-            stage = _tensors(index, "detections", [(k, m.detections[k], h.detections[k]) for k in ("scores", "boxes", "masks")])
+            stage = _tensors(index, "detections", [(k, m.detections[k], h.detections[k]) for k in ("scores", "boxes", "masks")],
+                             dtype)
             stage.detail = f"{count[0]} detections; {stage.detail}"
             stages.append(stage)
         ids = (sorted(m.tracker), sorted(h.tracker))
@@ -554,7 +560,7 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord) -> list[Stage]:
             for obj in ids[0]:
                 pairs += [(f"obj{obj}.mask", m.tracker[obj][0], h.tracker[obj][0].reshape(m.tracker[obj][0].shape)),
                           (f"obj{obj}.score", torch.tensor(m.tracker[obj][1]), torch.tensor(h.tracker[obj][1]))]
-            stage = _tensors(index, "tracker", pairs)
+            stage = _tensors(index, "tracker", pairs, dtype)
             stage.detail = f"objects {ids[0]}; {stage.detail}"
             stages.append(stage)
         same = m.decisions == h.decisions
@@ -563,7 +569,8 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord) -> list[Stage]:
         if mo.get("ids") != ho.get("ids"):
             stages.append(Stage(index, "output", False, f"object ids: meta {mo.get('ids')}, transformers {ho.get('ids')}"))
         else:
-            stage = _tensors(index, "output", [("scores", mo["scores"], ho["scores"]), ("boxes", mo["boxes"], ho["boxes"])])
+            stage = _tensors(index, "output", [("scores", mo["scores"], ho["scores"]), ("boxes", mo["boxes"], ho["boxes"])],
+                             dtype)
             pixels = _masks_differ(mo["masks"], ho["masks"])
             stage.passed = stage.passed and pixels == 0
             stage.detail = f"objects {mo['ids']}; {stage.detail}; mask pixels differing {pixels} of {mo['masks'].numel()}"
@@ -577,18 +584,23 @@ def first_divergence(stages: list[Stage]) -> Stage | None:
 
 @dataclass
 class VideoParityResult:
-    runs: dict[str, list[Stage]]  # "as_shipped", "with_recipes", "with_recipes_float32_memory"
+    runs: dict[str, list[Stage]]  # RUNS: name -> stages
     recipes: tuple[str, ...]
     notes: list[str]
 
     def to_json(self) -> dict:
-        def run(stages):
+        def run(name, stages):
             first = first_divergence(stages)
-            return {"passed": first is None, "first_divergence": first.label if first else None,
-                    "cause": cause_of(first), "stages": [s.to_json() for s in stages]}
+            return {"dtype": RUNS[name][1], "recipes": RUNS[name][0], "passed": first is None,
+                    "first_divergence": first.label if first else None, "cause": cause_of(first),
+                    "stages": [s.to_json() for s in stages]}
 
-        return {"scope": "video-pipeline", "dtype": "float32", **{name: run(stages) for name, stages in self.runs.items()},
+        return {"scope": "video-pipeline", **{name: run(name, stages) for name, stages in self.runs.items()},
                 "recipes": {r: KNOWN[r] for r in self.recipes}, "precision": PRECISION, "notes": self.notes}
+
+
+# name -> (with the recipes, dtype). The proof is "with_recipes" (float64).
+RUNS = {"as_shipped": (False, "float32"), "with_recipes": (True, "float64"), "with_recipes_float32": (True, "float32")}
 
 
 def cause_of(stage: Stage | None) -> str | None:
@@ -602,22 +614,23 @@ def cause_of(stage: Stage | None) -> str | None:
         return KNOWN["tokens"] + " / " + KNOWN["geometry_cls"] + " / " + KNOWN["cv_utils"]
     if name == "settings":
         return "the folder's config does not hold Meta's video builder's heuristics settings"
-    return "downstream of earlier divergences, or (with all recipes) " + PRECISION
+    return "downstream of earlier divergences, or (float32 with all recipes) " + PRECISION
 
 
 def run_video_parity(prepared, folder: str | Path, tokenizer, *, frames: np.ndarray, text: str,
                      settings: dict | None = None) -> VideoParityResult:
-    """Three comparisons, each side run alone: as shipped (Meta's pipeline as its video builder makes it,
-    transformers as it ships), with the recipes, and with the recipes and float32 memory on both sides."""
+    """The comparisons of RUNS, each side run alone: as shipped (Meta's pipeline as its video builder makes
+    it, transformers as it ships, float32), and with the recipes in float64 and in float32."""
     context = prepared.arch.context_length
-    runs = {}
-    meta = run_meta(prepared, frames, text, tokenizer, settings=settings)
-    runs["as_shipped"] = compare_records(meta, run_transformers(folder, frames, text, settings=settings))
-    for name, float32_memory in (("with_recipes", False), ("with_recipes_float32_memory", True)):
-        meta = run_meta(prepared, frames, text, tokenizer, settings=settings, memory_selection=False,
-                        float32_memory=float32_memory)
-        hf = run_transformers(folder, frames, text, recipes=RECIPES, tokenizer=tokenizer, context=context,
-                              settings=settings, float32_memory=float32_memory)
-        runs[name] = compare_records(meta, hf)
-    notes = [*meta.notes[1:], f"frames {list(frames.shape)}, text {text!r}, settings overridden: {settings or {}}"]
+    runs, meta = {}, None
+    for name, (recipes, dtype) in RUNS.items():
+        torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+        meta = run_meta(prepared, frames, text, tokenizer, settings=settings, dtype=torch_dtype,
+                        memory_selection=False if recipes else None)
+        hf = run_transformers(folder, frames, text, recipes=RECIPES if recipes else (), tokenizer=tokenizer,
+                              context=context, settings=settings, dtype=torch_dtype)
+        runs[name] = compare_records(meta, hf, dtype)
+        del meta, hf
+        gc.collect()
+    notes = [*WORKAROUNDS, f"frames {list(frames.shape)}, text {text!r}, settings overridden: {settings or {}}"]
     return VideoParityResult(runs, RECIPES, notes)

@@ -33,6 +33,8 @@ from litetext_convert.reference.sam3_detector import (
     TokenIdLanguageBackbone,
     _cast_real_tensors,
     _dot_product_scoring,
+    _drop_float32_caches,
+    _float64_rope_tables,
     _geometry_encoder,
     _import_sam3,
     _load_strict,
@@ -49,6 +51,7 @@ from litetext_convert.reference.sam3_tracker import (
     _load,
     _tracker,
     _tracker_runtime,
+    float64_casts,
 )
 
 SAM2_NECK = "backbone.vision_backbone.sam2_convs."
@@ -90,6 +93,9 @@ WORKAROUNDS: tuple[str, ...] = (
     "connected components (hole filling, sprinkle removal): Meta's CPU path needs scikit-image, which is not "
     "installed (and fails on an empty batch); an 8-connected labelling in torch (connected_components_8) gives the "
     "same component sizes",
+    "float64 only: float32-typed buffers and default-dtype tensors are made in float64 on BOTH sides (float64_run); "
+    "boxes from masks take Meta's torchvision path (its perflib version asserts float32; mask boxes are whole "
+    "pixels either way)",
 )
 
 
@@ -165,8 +171,8 @@ def build_original_video(state_dict: Mapping[str, Tensor], arch, tokenizer: Call
     strictly from the checkpoint's ORIGINAL keys. `settings` override META_SETTINGS (e.g. thresholds)."""
     from sam3.model.sam3_video_inference import Sam3VideoInference
 
-    if dtype != torch.float32:
-        raise ValueError("the whole video pipeline runs in float32 (see parity/video.py)")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the whole video pipeline runs in float32 or float64, not {dtype}")
     _import_sam3()
     chosen = {**META_SETTINGS, **(settings or {})}
     detector_keys, _ = _split_keys(state_dict)  # tracker.* and sam2_convs.* set aside there; taken below
@@ -185,12 +191,41 @@ def build_original_video(state_dict: Mapping[str, Tensor], arch, tokenizer: Call
         model = Sam3VideoInference(detector=detector, tracker=tracker, image_size=sizes.image_size,
                                    image_mean=IMAGE_MEAN, image_std=IMAGE_STD, **chosen)
     model = _cast_real_tensors(model, dtype).eval().requires_grad_(False)
+    if dtype == torch.float64:
+        _float64_rope_tables(detector)
+        _drop_float32_caches(detector)
     return OriginalVideo(model, dtype, chosen, memory_selection, loaded)
 
 
+class _Float32Kwargs(torch.overrides.TorchFunctionMode):
+    """float64 runs, both sides alike: a `dtype=torch.float32` argument (buffers both pipelines create
+    in float32 whatever the model dtype: consolidated masks, pointers, scores) gives float64."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if kwargs.get("dtype") == torch.float32:
+            kwargs["dtype"] = torch.float64
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def float64_run(dtype: torch.dtype) -> Iterator[None]:
+    """float64 runs only, applied to BOTH sides: float32-typed buffers and default-dtype tensors are made
+    in float64, so that nothing rounds to float32 mid-pipeline (see also sam3_tracker.Float64Casts)."""
+    if dtype != torch.float64:
+        yield
+        return
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with _Float32Kwargs(), float64_casts(dtype):
+            yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
 class NoBfloat16Cast(torch.overrides.TorchFunctionMode):
-    """`x.to(torch.bfloat16)` returns x: the tracker features' all-gather cast (WORKAROUNDS), and, for
-    parity/video.py's float32-memory comparison, the memory's cast on either side."""
+    """`x.to(torch.bfloat16)` returns x (WORKAROUNDS: the tracker features' all-gather cast)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -224,13 +259,19 @@ def video_runtime(video: OriginalVideo) -> Iterator[None]:
     def init_state_on_cpu(*args, **kwargs):
         return init_state(*args, **{**kwargs, "offload_state_to_cpu": True})
 
+    import sam3.perflib as perflib
+
     saved = cc.connected_components_cpu
+    saved_perflib = perflib.is_enabled
     cc.connected_components_cpu = labelled
+    if video.dtype == torch.float64:  # perflib's masks_to_boxes asserts float32 boxes (WORKAROUNDS)
+        perflib.is_enabled = False
     detector._build_multigpu_buffer_next_chunk = build_chunk_in_run_dtype
     tracker.init_state = init_state_on_cpu
     try:
-        with original_runtime(video.dtype), _tracker_runtime(video.dtype):
+        with original_runtime(video.dtype), _tracker_runtime(video.dtype), float64_run(video.dtype):
             yield
     finally:
         cc.connected_components_cpu = saved
+        perflib.is_enabled = saved_perflib
         del detector._build_multigpu_buffer_next_chunk, tracker.init_state
