@@ -259,7 +259,7 @@ def video_runtime(video: OriginalVideo) -> Iterator[None]:
     def init_state_on_cpu(*args, **kwargs):
         return init_state(*args, **{**kwargs, "offload_state_to_cpu": True})
 
-    import sam3.perflib as perflib
+    from sam3 import perflib
 
     saved = cc.connected_components_cpu
     saved_perflib = perflib.is_enabled
