@@ -63,17 +63,58 @@ def prompt_set(prompts: list[str]) -> str:
     return "prompts-" + hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:8]
 
 
+def tracker_dtype(record: dict) -> str | None:
+    """The dtype the record's tracker part ran in (always float64 today, whatever the text dtype); None
+    without a tracker part. Records written before `tracker_dtype` existed carry it inside `tracker`."""
+    tracker = record.get("tracker")
+    return record.get("tracker_dtype") or (tracker.get("dtype") if isinstance(tracker, dict) else None)
+
+
 def record_key(record: dict) -> str:
+    """<scope>-<dtype>-<prompt set>, with the dtype that ran: a tracker record is keyed by the tracker's
+    dtype, and `all` on a video folder names both (`all-float32-tracker-float64-default`)."""
+    scope, dtype = record.get("scope", "text"), record.get("dtype", "float32")
+    prompts = record.get("prompt_set", DEFAULT_PROMPT_SET)
+    tracker = tracker_dtype(record)
+    if tracker and scope == "tracker":
+        return f"tracker-{tracker}-{prompts}"
+    if tracker and tracker != dtype:
+        return f"{scope}-{dtype}-tracker-{tracker}-{prompts}"
+    return f"{scope}-{dtype}-{prompts}"
+
+
+def dtype_label(record: dict) -> str:
+    """What ran, for a reader: `float32`, or `float32 (tracker float64)`."""
+    dtype, tracker = record.get("dtype", "float32"), tracker_dtype(record)
+    return f"{dtype} (tracker {tracker})" if tracker and tracker != dtype else str(dtype)
+
+
+def _legacy_key(record: dict) -> str:
+    """The key before records said the tracker's dtype: the text dtype only."""
     return f"{record.get('scope', 'text')}-{record.get('dtype', 'float32')}-{record.get('prompt_set', DEFAULT_PROMPT_SET)}"
 
 
 def write_parity_record(folder: Path, record: dict) -> Path:
-    """parity/<scope>-<dtype>-<prompt set>.json: a rerun of the same check replaces its own record only."""
+    """parity/<key>.json (record_key): a rerun of the same check replaces its own record only, including the
+    one an older litetext kept under the text dtype's key for the same tracker check."""
     directory = Path(folder) / PARITY_DIR
     directory.mkdir(exist_ok=True)
-    path = directory / f"{record_key(record)}.json"
+    key = record_key(record)
+    path = directory / f"{key}.json"
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    legacy = directory / f"{_legacy_key(record)}.json"
+    if legacy != path and legacy.is_file() and _superseded(legacy, key):
+        legacy.unlink()
     return path
+
+
+def _superseded(path: Path, key: str) -> bool:
+    """The file is litetext's own record of the same check under the old key (its content keys to `key`)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(old, dict) and "tracker_dtype" not in old and record_key(old) == key
 
 
 def read_parity_records(folder: Path) -> list[dict]:

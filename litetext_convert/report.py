@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from litetext_convert.folder import dtype_label
 from litetext_convert.parity.precision import summary_lines as precision_lines
 
 
@@ -178,7 +179,7 @@ def _stage_table(title: str, stages: list[dict], first_failure: str | None, widt
 
 def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     verdict = Text("PASS", style="bold green") if record["passed"] else Text("FAIL", style="bold red")
-    console.print(Text.assemble("parity: ", verdict, f"  scope {record['scope']}, {record['dtype']}, "
+    console.print(Text.assemble("parity: ", verdict, f"  scope {record['scope']}, {dtype_label(record)}, "
                                 f"atol {record['atol']:g}, rtol {record['rtol']:g}, {record['seconds']:.1f} s"))
     console.print(f"original: {record['original']['name']}")
     inputs = record["inputs"]

@@ -279,3 +279,114 @@ def test_video_target_of_a_sam31_file_is_refused_in_one_line_with_the_reason(wor
                             "--tokenizer", str(tokenizer_dir), "--target", "video"], capsys)
     assert code != 0 and err.startswith("error:") and "no video target" in err and "Object Multiplex" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracker records say the dtype that ran (the tracker always runs in float64)
+
+
+def test_a_tracker_record_is_keyed_and_labelled_by_the_dtype_the_tracker_ran_in(tmp_path):
+    from types import SimpleNamespace
+
+    from litetext_convert.folder import (
+        dtype_label,
+        read_parity_records,
+        record_key,
+        write_parity_record,
+    )
+    from litetext_convert.parity.run import parity_record
+
+    text = SimpleNamespace(to_json=lambda: {"dtype": "float32", "stages": [], "notes": []})
+    tracker = {"scope": "tracker", "dtype": "float64", "passed": True, "first_failure": None}
+    record = parity_record(text, None, "tracker", [], tracker=tracker)
+    assert record["tracker_dtype"] == "float64"
+    assert record["key"] == record_key(record) == "tracker-float64-default"
+    assert dtype_label(record) == "float32 (tracker float64)"
+    both = parity_record(text, {"passed": True, "stages": []}, "all", [], tracker=tracker)
+    assert both["key"] == "all-float32-tracker-float64-default"
+    assert record_key(parity_record(text, None, "detector", [])) == "detector-float32-default"  # no tracker: as before
+
+    parity = tmp_path / "parity"
+    parity.mkdir()
+    # an older litetext keyed this same tracker check by the text dtype; it stays readable ...
+    legacy = {key: value for key, value in record.items() if key not in ("tracker_dtype", "key")}
+    (parity / "tracker-float32-default.json").write_text(json.dumps(legacy))
+    assert record_key(legacy) == "tracker-float64-default" and dtype_label(legacy) == "float32 (tracker float64)"
+    assert [r["file"] for r in read_parity_records(tmp_path)] == ["parity/tracker-float32-default.json"]
+    # ... and a rerun replaces it, while a record of another check under an old-style key is left alone
+    (parity / "all-float32-default.json").write_text(json.dumps({"scope": "all", "dtype": "float32"}))  # image folder
+    write_parity_record(tmp_path, record)
+    write_parity_record(tmp_path, both)
+    files = sorted(r["file"] for r in read_parity_records(tmp_path))
+    assert files == ["parity/all-float32-default.json", "parity/all-float32-tracker-float64-default.json",
+                     "parity/tracker-float64-default.json"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The video target's transformers classes are family data (family.toml [target_classes.video])
+
+
+def test_the_video_config_is_built_from_the_classes_the_family_declares(monkeypatch):
+    import transformers
+
+    from litetext_convert.families.registry import family_by_id
+
+    family = family_by_id("sam3_litetext")
+    assert family.classes("video") == {"model": "Sam3VideoModel", "config": "Sam3VideoConfig",
+                                       "tracker_config": "Sam3TrackerVideoConfig"}
+    assert family.classes("image") == {"model": "Sam3LiteTextModel", "config": "Sam3LiteTextConfig"}
+    tensors = manifest_tensors()
+    arch = infer_architecture(tensors, "sam3_litetext_s0_ctx16.pt")
+    config = build_video_config(arch, tensors)
+    assert type(config).__name__ == "Sam3VideoConfig" and config.architectures == ["Sam3VideoModel"]
+    assert type(config.tracker_config).__name__ == "Sam3TrackerVideoConfig"
+
+    # other declared names are what gets built: the data, not the code, chooses
+    class ProbeVideoConfig(transformers.Sam3VideoConfig):
+        pass
+
+    class ProbeTrackerConfig(transformers.Sam3TrackerVideoConfig):
+        pass
+
+    monkeypatch.setattr(transformers, "ProbeVideoConfig", ProbeVideoConfig, raising=False)
+    monkeypatch.setattr(transformers, "ProbeTrackerConfig", ProbeTrackerConfig, raising=False)
+    probe = dataclasses.replace(family, target_classes={"video": {
+        "model": "ProbeVideoModel", "config": "ProbeVideoConfig", "tracker_config": "ProbeTrackerConfig"}})
+    config = build_video_config(dataclasses.replace(arch, family=probe), tensors)
+    assert type(config) is ProbeVideoConfig and config.architectures == ["ProbeVideoModel"]
+    assert isinstance(config.tracker_config, ProbeTrackerConfig)
+    with pytest.raises(CheckpointError, match="declares no transformers classes"):
+        dataclasses.replace(family, target_classes={}).classes("video")
+
+
+# ----------------------------------------------------------------------------------------------
+# push of a converted video folder, through the suite's fake Hub
+
+
+def test_push_of_a_video_folder_uploads_the_video_card_and_its_parity_records_and_no_hidden_memo(
+    tmp_path, video_checkpoint, tokenizer_dir, capsys, no_credentials
+):
+    from litetext_convert.publish.push import PushOptions, push_folder
+    from tests.conftest import FakeHub
+
+    folder = tmp_path / "sam3-litetext-s0-video"
+    code, _, err = run_cli(["convert", "-c", str(video_checkpoint), str(folder), "--target", "video", "--num-heads", "2",
+                            "--tokenizer", str(tokenizer_dir)], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["parity", str(folder)], capsys)  # text scope: runs here; the record lands in parity/
+    assert code == 0, err
+    records = sorted(p.name for p in (folder / "parity").glob("*.json"))
+    assert records and (folder / ".litetext" / "source.json").is_file()
+
+    hub, repo = FakeHub(), "alice/sam3-litetext-s0-video"
+    result = push_folder(folder, PushOptions(repo_id=repo, token="hf_" + "x" * 34), api=hub, sleep=lambda _: None)
+    assert result.status == "pushed"
+    uploaded = hub.repos[repo]["main"]
+    assert {f"parity/{name}" for name in records} <= set(uploaded)
+    assert not any(path.startswith(".litetext") for path in uploaded)  # the local checkpoint path stays here
+    assert {"config.json", "model.safetensors", "processor_config.json", "conversion_record.json"} <= set(uploaded)
+    assert json.loads(uploaded["config.json"])["architectures"] == ["Sam3VideoModel"]
+    card = uploaded["README.md"].decode()
+    assert "(target: video)" in card and "`Sam3VideoModel`" in card and "propagate_in_video_iterator" in card
+    parity = card[card.index("## Parity"):]
+    assert "passed" in parity.split("\n## ")[0] and "Not checked" not in parity  # the card certifies the record

@@ -33,6 +33,7 @@ class Family:
     rename_exclude: re.Pattern | None
     targets: dict[str, tuple[str, ...]]  # target -> mapping table files, relative to configs/
     unsupported_targets: dict[str, str]  # target -> why not
+    target_classes: dict[str, dict[str, str]]  # target -> transformers class names (model, config, ...)
     card: dict
     original_ignored: dict[str, str]  # key regex -> why the original image model does not load it
     original_left_at_init: dict[str, str]  # original model key regex -> why it keeps its initial value
@@ -48,6 +49,14 @@ class Family:
         if target not in self.targets:
             raise CheckpointError(f"{self.name} has no {target!r} target (it has: {', '.join(self.targets)})")
         return [configs_dir() / name for name in self.targets[target]]
+
+    def classes(self, target: str = "image") -> dict[str, str]:
+        """The transformers class names `target` is built as: `model` and `config` (and, for video, `tracker_config`)."""
+        if target == "image":
+            return {"model": self.hf_model_class, "config": self.hf_config_class, **self.target_classes.get("image", {})}
+        if target not in self.target_classes:
+            raise CheckpointError(f"{self.name} declares no transformers classes for its {target!r} target")
+        return dict(self.target_classes[target])
 
     def variant_table(self) -> dict[str, dict]:
         return read_config(self.variants_file)
@@ -90,6 +99,7 @@ def _load_family(family_id: str, hub: dict) -> Family:
         rename_exclude=re.compile(rename["exclude"]) if rename.get("exclude") else None,
         targets={name: tuple(files) for name, files in data["targets"].items()},
         unsupported_targets=dict(data.get("unsupported_targets", {})),
+        target_classes={name: dict(classes) for name, classes in data.get("target_classes", {}).items()},
         card=dict(data.get("card", {})),
         original_ignored=dict(data.get("original", {}).get("ignored", {})),
         original_left_at_init=dict(data.get("original", {}).get("left_at_init", {})),

@@ -225,6 +225,8 @@ def parity_record(
     record["scope"] = scope
     record["detector"] = detector
     record["tracker"] = tracker
+    if tracker is not None:
+        record["tracker_dtype"] = tracker.get("dtype")  # the tracker runs in float64 whatever `dtype` is
     record["prompt_set"] = prompt_set(prompts or [])
     record["notes"] = notes + record.get("notes", [])
     record.update(verdict(record).to_json())

@@ -147,10 +147,12 @@ def tracker_sizes(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
 
 
 def build_video_config(arch: Architecture, tensors: dict[str, torch.Tensor]):
-    """Sam3VideoConfig(detector_config=<the image config>, tracker_config=<sizes from the weights>)."""
-    from transformers import Sam3TrackerVideoConfig, Sam3VideoConfig
-
+    """The family's video config class (Sam3VideoConfig for SAM3-LiteText, configs/families/<id>/family.toml
+    [target_classes.video]) with detector_config=<the image config>, tracker_config=<sizes from the weights>."""
     from litetext_convert.errors import CheckpointError
+
+    classes = arch.family.classes("video")
+    VideoConfig, TrackerConfig = transformers_class(classes["config"]), transformers_class(classes["tracker_config"])
 
     detector = build_config(arch)
     t = tracker_sizes(tensors)
@@ -162,7 +164,7 @@ def build_video_config(arch: Architecture, tensors: dict[str, torch.Tensor]):
     det = arch.detector
     image_size, patch = det.image_size.value, det.patch_size.value
     grid = image_size // patch
-    tracker = Sam3TrackerVideoConfig(
+    tracker = TrackerConfig(
         vision_config={**detector.vision_config.to_dict(), "fpn_hidden_size": t["hidden"]},
         prompt_encoder_config={
             "hidden_size": t["hidden"],
@@ -194,8 +196,8 @@ def build_video_config(arch: Architecture, tensors: dict[str, torch.Tensor]):
         memory_fuser_kernel_size=t["fuser_kernel"],
         memory_fuser_padding=t["fuser_kernel"] // 2,
     )
-    config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
-    config.architectures = ["Sam3VideoModel"]
+    config = VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
+    config.architectures = [classes["model"]]
     return config
 
 

@@ -21,6 +21,7 @@ from litetext_convert.folder import (
     CONVERSION_RECORD,
     DEFAULT_PROMPT_SET,
     PARITY_DIR,
+    dtype_label,
     folder_problem,
     read_parity_records,
     verdict,
@@ -312,7 +313,7 @@ def _parity_section(parities: list[dict[str, Any]]) -> str:
         return "## Parity\n\nNot checked: this folder has no parity record."
     parts = ["## Parity"]
     if len(parities) > 1:
-        rows = [(f"`{p.get('file', '')}`", _scope_short(p.get("scope")), p.get("dtype"), p.get("prompt_set", "default"),
+        rows = [(f"`{p.get('file', '')}`", _scope_short(p.get("scope")), dtype_label(p), p.get("prompt_set", "default"),
                  "passed" if verdict(p).passed else f"FAILED at `{verdict(p).first_failure}`") for p in parities]
         parts.append(f"{len(parities)} checks on record, all required to pass:\n\n" + _table(("Record", "Scope", "dtype", "Inputs", "Result"), rows))
     for parity in parities:
@@ -332,11 +333,11 @@ def _one_parity(parity: dict[str, Any], *, heading: bool) -> str:
     summary = (
         f"Compared with **{original.get('name')}** (version {original.get('version')}) "
         f"on {inputs.get('kind')} (batch {inputs.get('batch')}, seed {inputs.get('seed')}, "
-        f"context {inputs.get('context_length')}), dtype {parity.get('dtype')}, "
+        f"context {inputs.get('context_length')}), dtype {dtype_label(parity)}, "
         f"tolerances atol={_number(parity.get('atol'))}, rtol={_number(parity.get('rtol'))}, "
         f"scope: {_scope(parity.get('scope'))}. Result: **{result}**."
     )
-    parts = [f"### {_scope_short(parity.get('scope'))}, {parity.get('dtype')}, inputs {parity.get('prompt_set', 'default')}"] if heading else []
+    parts = [f"### {_scope_short(parity.get('scope'))}, {dtype_label(parity)}, inputs {parity.get('prompt_set', 'default')}"] if heading else []
     parts.append(summary)
     if parity.get("stages"):
         parts.append(_stage_table(parity["stages"]))

@@ -295,7 +295,8 @@ def _vit(sizes: DetectorSizes):
     )
 
 
-def _vision_backbone(sizes: DetectorSizes):
+def _vision_backbone(sizes: DetectorSizes, sam2_neck: bool = False):
+    """`sam2_neck`: also the tracker's SAM2 neck (`sam2_convs`), as Meta's video model builds it."""
     from sam3.model.necks import Sam3DualViTDetNeck
 
     return Sam3DualViTDetNeck(
@@ -303,7 +304,7 @@ def _vision_backbone(sizes: DetectorSizes):
         d_model=sizes.d_model,
         scale_factors=[4.0, 2.0, 1.0, 0.5],
         trunk=_vit(sizes),
-        add_sam2_neck=False,  # see the module docstring: sam2_convs.* are ignored keys
+        add_sam2_neck=sam2_neck,  # image detector: False (module docstring: sam2_convs.* are ignored keys)
     )
 
 

@@ -234,8 +234,9 @@ def _memory_attention(sizes: TrackerSizes):
     return TransformerWrapper(encoder=encoder, decoder=None, d_model=sizes.d_model)
 
 
-def _tracker(sizes: TrackerSizes, backbone: nn.Module):
-    """model_builder.build_tracker's arguments (apply_temporal_disambiguation=False)."""
+def _tracker(sizes: TrackerSizes, backbone: nn.Module, memory_selection: bool = False):
+    """model_builder.build_tracker's arguments; `memory_selection` is its apply_temporal_disambiguation
+    (False here by default: transformers' tracker has no memory selection)."""
     from sam3.model.sam3_tracking_predictor import Sam3TrackerPredictor
 
     return Sam3TrackerPredictor(
@@ -250,7 +251,7 @@ def _tracker(sizes: TrackerSizes, backbone: nn.Module):
             "dynamic_multimask_stability_delta": 0.05,
             "dynamic_multimask_stability_thresh": 0.98,
         },
-        clear_non_cond_mem_around_input=True, fill_hole_area=0, use_memory_selection=False,
+        clear_non_cond_mem_around_input=True, fill_hole_area=0, use_memory_selection=memory_selection,
     )
 
 
