@@ -32,8 +32,9 @@ from torch import Tensor
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.parity.sides import SideRun, release_mapped_pages, run_side
+from litetext_convert.parity.sides import SideRun, keep_outputs, release_mapped_pages, run_side, trim_heap
 from litetext_convert.reference.sam3_detector import ForwardCapture
+from litetext_convert.source.load import release_clean_file_pages
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 START_ID, END_ID = 49406, 49407
@@ -170,6 +171,8 @@ def _hf_stages(outputs, seen: dict, text_features: Tensor, vision_output) -> dic
     return {name: tensor.detach() for name, tensor in stages.items()}
 
 
+SHARED_INPUT_STAGES = ("vision.", "text.")  # computed once, before both calls of run_transformers
+
 TRANSFORMERS_FLOAT64_WORKAROUNDS = (
     "transformers side, float64 only: ViT RoPE in float64: each layer's position_ids and "
     "Sam3ViTRotaryEmbedding's inv_freq recomputed by the same formulas in float64, and "
@@ -236,9 +239,12 @@ class _HfRun:
 def load_converted(folder: str | Path, dtype: torch.dtype):
     from litetext_convert.plan.hf_config import folder_target, model_class_of_folder
 
-    model = model_class_of_folder(folder).from_pretrained(str(folder))
+    model = model_class_of_folder(folder).from_pretrained(str(folder), dtype=dtype)
     if folder_target(folder) == "video":  # a video folder's detector is its detector_model
         model = model.detector_model
+    if dtype == torch.float64:  # every weight is a widened copy: the folder's mapped pages are not needed
+        for shard in Path(folder).glob("*.safetensors"):
+            release_clean_file_pages(shard)
     return model.to(dtype).eval().requires_grad_(False)
 
 
@@ -260,12 +266,18 @@ def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tens
         with ForwardCapture(hooks) as seen:
             outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask,
                             input_boxes=boxes, input_boxes_labels=box_labels)
-        faithful = _hf_stages(outputs, seen, text.pooler_output, vision)
+        # Compact copies now, and the forward's outputs and captured inputs freed before the next
+        # forward: in float64 at full size they are gigabytes the second forward would sit on.
+        faithful = keep_outputs(_hf_stages(outputs, seen, text.pooler_output, vision))
+        del outputs, seen
+        trim_heap()
         seconds["transformers_forward"] = time.perf_counter() - started
         started = time.perf_counter()
         with ForwardCapture(hooks) as seen:
             outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask)
         naive = _hf_stages(outputs, seen, text.pooler_output, vision)
+        # The same vision and text features fed both calls: one kept copy serves both.
+        naive.update({name: faithful[name] for name in naive if name.startswith(SHARED_INPUT_STAGES)})
         seconds["transformers_naive_heads"] = time.perf_counter() - started
         return _HfRun(faithful, naive, seconds)
     labels = torch.ones(boxes.shape[:2], dtype=torch.long) if box_labels is None else box_labels
@@ -287,9 +299,15 @@ def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: 
     from litetext_convert.reference.sam3_detector import build_original_detector
 
     loaded = prepared.loaded
+    def build():
+        detector = build_original_detector(loaded.tensors, prepared.arch, dtype=dtype)
+        if dtype == torch.float64:  # the model holds widened copies: the float32 pages can go now
+            release_mapped_pages(loaded.tensors.values(), loaded.format)
+        return detector
+
     return run_side(
         "original",
-        build=lambda: build_original_detector(loaded.tensors, prepared.arch, dtype=dtype),
+        build=build,
         forward=lambda detector: detector.run(pixel_values.to(dtype), input_ids, boxes=boxes, box_labels=box_labels),
         describe=lambda detector: {"keys": detector.keys.to_json(), "workarounds": list(detector.workarounds),
                                    "name": detector.original_name},

@@ -351,3 +351,37 @@ def release_source_pages(tensor: torch.Tensor) -> None:
     aligned_end = end // _PAGE * _PAGE
     if aligned_end > aligned_start:
         _madvise(aligned_start, aligned_end - aligned_start, _MADV_DONTNEED)
+
+
+def release_clean_file_pages(path: Path) -> int:
+    """Drop this process's resident pages of every mapping of `path` that holds no private change
+    (Private_Dirty and Anonymous both 0, from /proc/self/smaps): those pages equal the file, so a
+    later read faults them back unchanged. For a folder transformers loaded memory-mapped and the
+    model then widened (float64): the mapping stays open, 2.2 GB resident at full size, after no
+    parameter uses it. Returns the bytes of the mappings released; 0 off Linux."""
+    if _madvise is None:
+        return 0
+    try:
+        status = os.stat(path)
+        with open("/proc/self/smaps") as smaps:
+            lines = smaps.readlines()
+    except OSError:
+        return 0
+    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+    mappings, current = [], None
+    for line in lines:
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            matches = len(fields) >= 5 and fields[3] == device and fields[4] == str(status.st_ino)
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            current = {"start": start, "end": end, "private": 0} if matches else None
+            if current is not None:
+                mappings.append(current)
+        elif current is not None and fields and fields[0] in ("Private_Dirty:", "Anonymous:"):
+            current["private"] += int(fields[1])
+    released = 0
+    for mapping in mappings:
+        if mapping["private"] == 0:
+            _madvise(mapping["start"], mapping["end"] - mapping["start"], _MADV_DONTNEED)
+            released += mapping["end"] - mapping["start"]
+    return released
