@@ -32,9 +32,15 @@ from torch import Tensor
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.parity.sides import SideRun, keep_outputs, release_mapped_pages, run_side, trim_heap
+from litetext_convert.parity.sides import (
+    SideRun,
+    keep_outputs,
+    release_folder_pages,
+    release_mapped_pages,
+    run_side,
+    trim_heap,
+)
 from litetext_convert.reference.sam3_detector import ForwardCapture
-from litetext_convert.source.load import release_clean_file_pages
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 START_ID, END_ID = 49406, 49407
@@ -243,8 +249,7 @@ def load_converted(folder: str | Path, dtype: torch.dtype):
     if folder_target(folder) == "video":  # a video folder's detector is its detector_model
         model = model.detector_model
     if dtype == torch.float64:  # every weight is a widened copy: the folder's mapped pages are not needed
-        for shard in Path(folder).glob("*.safetensors"):
-            release_clean_file_pages(shard)
+        release_folder_pages(folder)
     return model.to(dtype).eval().requires_grad_(False)
 
 
@@ -412,7 +417,8 @@ def run_detector_parity(
         with float64_rope(model) if dtype == "float64" else contextlib.nullcontext():
             return run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
 
-    converted = run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward)
+    converted = run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward,
+                         release=lambda: release_folder_pages(converted_folder))
     hf = converted.outputs
     seconds["transformers_load"] = converted.seconds["transformers_build"]
     if dtype == "float64":

@@ -16,7 +16,7 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
-from litetext_convert.parity.sides import SideRun, release_mapped_pages, run_side
+from litetext_convert.parity.sides import SideRun, release_folder_pages, release_mapped_pages, run_side
 from litetext_convert.plan import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
@@ -242,6 +242,7 @@ def converted_text_side(folder: Path, dtype: torch.dtype, calls: list[tuple[torc
         build=lambda: load_converted(folder, dtype),
         forward=lambda model: [HFTextTrace(model)(ids, mask) for ids, mask in calls],
         describe=layer_kinds,
+        release=lambda: release_folder_pages(folder),
     )
 
 
