@@ -146,3 +146,33 @@ def test_kernel_copy_writes_the_same_bytes_as_writing_from_memory(tiny_checkpoin
     assert kernel > 0.5 * (tmp_path / "kernel" / shard).stat().st_size  # most bytes are renamed tensors
     assert memory == 0
     assert _digest(tmp_path / "kernel" / shard) == _digest(tmp_path / "memory" / shard)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, groups", [
+    (3, 1, 1, 1, 1), (3, 2, 1, 1, 2), (5, 1, 2, 2, 1), (3, 1, 1, 1, 8), ((1, 3), 1, (0, 1), 1, 4),
+])
+def test_banded_float64_convolution_is_the_same_convolution(monkeypatch, kernel, stride, padding, dilation, groups):
+    """Float64 detector parity computes large convolutions in bands of output rows (torch's float64
+    CPU convolution unfolds the whole input: 1.6 GB for one full-size pixel-decoder layer). Same
+    shape, same values up to float64 summation order; float32 and small inputs pass through."""
+    import torch.nn.functional as F
+
+    from litetext_convert.parity import detector
+
+    monkeypatch.setattr(detector, "BAND_SCRATCH_BYTES", 4096)  # band even these small inputs
+    generator = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, kernel, stride, padding, dilation, groups).double()
+    x = torch.randn(2, 8, 21, 13, dtype=torch.float64, generator=generator)
+    calls = []
+    real = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    with torch.no_grad():
+        plain = conv(x)
+        calls.clear()
+        with detector.banded_float64_convolution():
+            banded = conv(x)
+            single = conv.float()(x.float())  # float32: passed through, one call
+    assert len(calls) > 2  # banded: several calls of the real convolution, then the float32 one
+    assert banded.shape == plain.shape and banded.dtype == torch.float64
+    assert float((banded - plain).abs().max()) <= 1e-13 * float(plain.abs().max())
+    assert torch.equal(single, torch.nn.functional.conv2d(x.float(), conv.weight, conv.bias, stride, padding, dilation, groups))

@@ -235,6 +235,76 @@ def _float64_rope_buffers(model) -> list[tuple[torch.nn.Module, str, Tensor]]:
     return saved
 
 
+# ----------------------------------------------------------------------------------------------
+# float64 convolutions in bands of output rows
+
+# torch's float64 convolution on the CPU (no oneDNN kernel for double) unfolds the whole input
+# before one matrix product: a 3x3, 256-channel convolution at 288 x 288 (the pixel decoder) takes
+# 1.6 GB of scratch, against 0.2 GB in float32. The same convolution in bands of output rows, over
+# the zero-padded input, forms each output from the same products with a band-sized
+# scratch; the matrix product may add them in another order (float64 rounding, ~1e-15 relative on
+# random inputs, 0 on the pixel decoder's layer), and both sides run under it alike.
+BAND_SCRATCH_BYTES = 64 << 20
+
+FLOAT64_BANDED_CONVOLUTION = (
+    "both sides, float64 only: 2-D convolutions whose unfolded input exceeds "
+    f"{BAND_SCRATCH_BYTES >> 20} MB run in bands of output rows over the zero-padded input (torch's "
+    "float64 CPU convolution unfolds the whole input at once: 1.6 GB for one pixel-decoder layer)"
+)
+
+
+def float64_convolutions(dtype: torch.dtype):
+    """Banded convolutions for a float64 run (both sides alike); nothing otherwise."""
+    return banded_float64_convolution() if dtype == torch.float64 else contextlib.nullcontext()
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+@contextlib.contextmanager
+def banded_float64_convolution() -> Iterator[None]:
+    """While active, torch.nn.functional.conv2d (what nn.Conv2d calls) runs large float64
+    convolutions band by band; every other call is passed through unchanged."""
+    import torch.nn.functional as F
+
+    original = F.conv2d
+
+    def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if input.dtype != torch.float64 or input.dim() != 4 or isinstance(padding, str):
+            return original(input, weight, bias, stride, padding, dilation, groups)
+        (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = _pair(stride), _pair(padding), _pair(dilation)
+        kernel_h, kernel_w = weight.shape[-2:]
+        batch, channels, height, width = input.shape
+        out_h = (height + 2 * pad_h - dil_h * (kernel_h - 1) - 1) // stride_h + 1
+        out_w = (width + 2 * pad_w - dil_w * (kernel_w - 1) - 1) // stride_w + 1
+        row_bytes = channels * kernel_h * kernel_w * out_w * input.element_size() * batch
+        if row_bytes * out_h <= BAND_SCRATCH_BYTES or out_h < 2:
+            return original(input, weight, bias, stride, padding, dilation, groups)
+        rows = max(1, BAND_SCRATCH_BYTES // row_bytes)
+        output = None
+        for first in range(0, out_h, rows):
+            last = min(out_h, first + rows)
+            # Input rows of this band in padded coordinates; only the band is zero-padded (top and
+            # bottom rows outside the input), the width keeps the convolution's own padding.
+            start, end = first * stride_h, (last - 1) * stride_h + dil_h * (kernel_h - 1) + 1
+            rows_in = input[:, :, max(0, start - pad_h) : min(height, end - pad_h)]
+            above, below = max(0, pad_h - start), max(0, end - pad_h - height)
+            if above or below:
+                rows_in = F.pad(rows_in, (0, 0, above, below))
+            band = original(rows_in, weight, bias, stride, (0, pad_w), dilation, groups)
+            if output is None:
+                output = band.new_empty((batch, band.shape[1], out_h, out_w))
+            output[:, :, first:last] = band
+        return output
+
+    F.conv2d = conv2d
+    try:
+        yield
+    finally:
+        F.conv2d = original
+
+
 @dataclass
 class _HfRun:
     faithful: dict[str, Tensor]
@@ -297,6 +367,11 @@ def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tens
 # The original side
 
 
+def _run_original(detector, dtype: torch.dtype, pixel_values, input_ids, boxes, box_labels):
+    with float64_convolutions(dtype):
+        return detector.run(pixel_values.to(dtype), input_ids, boxes=boxes, box_labels=box_labels)
+
+
 def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: Tensor,
                  boxes: Tensor | None, box_labels: Tensor | None) -> SideRun:
     """Meta's detector built from the checkpoint's own (memory-mapped) tensors, run once, freed; its
@@ -313,7 +388,7 @@ def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: 
     return run_side(
         "original",
         build=build,
-        forward=lambda detector: detector.run(pixel_values.to(dtype), input_ids, boxes=boxes, box_labels=box_labels),
+        forward=lambda detector: _run_original(detector, dtype, pixel_values, input_ids, boxes, box_labels),
         describe=lambda detector: {"keys": detector.keys.to_json(), "workarounds": list(detector.workarounds),
                                    "name": detector.original_name},
         release=lambda: release_mapped_pages(loaded.tensors.values(), loaded.format),
@@ -414,7 +489,7 @@ def run_detector_parity(
     workarounds, original_name = original.info["workarounds"], original.info["name"]
 
     def forward(model) -> _HfRun:
-        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext():
+        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext(), float64_convolutions(torch_dtype):
             return run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
 
     converted = run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward,
@@ -422,7 +497,7 @@ def run_detector_parity(
     hf = converted.outputs
     seconds["transformers_load"] = converted.seconds["transformers_build"]
     if dtype == "float64":
-        workarounds = [*workarounds, *TRANSFORMERS_FLOAT64_WORKAROUNDS]
+        workarounds = [*workarounds, *TRANSFORMERS_FLOAT64_WORKAROUNDS, FLOAT64_BANDED_CONVOLUTION]
     seconds.update(hf.seconds)
 
     stages = compare_stages(reference, hf.faithful, dtype)
