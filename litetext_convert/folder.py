@@ -103,7 +103,7 @@ def write_parity_record(folder: Path, record: dict) -> Path:
     path = directory / f"{key}.json"
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     legacy = directory / f"{_legacy_key(record)}.json"
-    if legacy != path and legacy.is_file() and _superseded(legacy, key):
+    if legacy != path and legacy.is_file() and not legacy.is_symlink() and _superseded(legacy, key):
         legacy.unlink()
     return path
 
@@ -114,7 +114,8 @@ def _superseded(path: Path, key: str) -> bool:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return isinstance(old, dict) and "tracker_dtype" not in old and record_key(old) == key
+    return (isinstance(old, dict) and old.get("key", path.stem) == path.stem and "tracker_dtype" not in old
+            and record_key(old) == key)
 
 
 def read_parity_records(folder: Path) -> list[dict]:

@@ -11,18 +11,24 @@ from tests.test_video import tiny_video_checkpoint
 pytestmark = pytest.mark.skipif(original_unavailable_reason() is not None, reason="Meta's sam3 is not importable here")
 
 
+def _tiny_video_folder(workdir, tokenizer_dir):
+    """A tiny video checkpoint of its own and its --target video folder."""
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.write.convert import convert
+
+    prepared = prepare(str(tiny_video_checkpoint(workdir / "tiny_video_s0_ctx16.pt")), num_heads=2, target="video")
+    folder = workdir / "video_s0"
+    convert(prepared, folder, tokenizer=str(tokenizer_dir))
+    return prepared, folder
+
+
 @pytest.fixture(scope="module")
 def tracker_record(tmp_path_factory, tokenizer_dir):
     # Its own checkpoint and folder: importing test_video's session fixtures would define them a
     # second time when both modules run, and the second conversion would meet the first's folder.
     from litetext_convert.parity.tracker import run_tracker_parity
-    from litetext_convert.plan.prepare import prepare
-    from litetext_convert.write.convert import convert
 
-    workdir = tmp_path_factory.mktemp("tracker_parity")
-    prepared = prepare(str(tiny_video_checkpoint(workdir / "tiny_video_s0_ctx16.pt")), num_heads=2, target="video")
-    folder = workdir / "video_s0"
-    convert(prepared, folder, tokenizer=str(tokenizer_dir))
+    prepared, folder = _tiny_video_folder(tmp_path_factory.mktemp("tracker_parity"), tokenizer_dir)
     return run_tracker_parity(prepared, folder, dtype="float64").to_json()
 
 
@@ -64,15 +70,10 @@ def pipeline_result(tmp_path_factory, tokenizer_dir):
     import torch
 
     from litetext_convert.parity.video import run_video_parity, seeded_frames
-    from litetext_convert.plan.prepare import prepare
     from litetext_convert.reference.synthetic_vocab import synthetic_merges
     from litetext_convert.reference.tokenizer import UpstreamTokenizer
-    from litetext_convert.write.convert import convert
 
-    workdir = tmp_path_factory.mktemp("video_pipeline")
-    prepared = prepare(str(tiny_video_checkpoint(workdir / "tiny_video_s0_ctx16.pt")), num_heads=2, target="video")
-    folder = workdir / "video_s0"
-    convert(prepared, folder, tokenizer=str(tokenizer_dir))
+    prepared, folder = _tiny_video_folder(tmp_path_factory.mktemp("video_pipeline"), tokenizer_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only contend on a shared machine
     try:

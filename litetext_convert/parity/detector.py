@@ -320,7 +320,7 @@ def load_converted(folder: str | Path, dtype: torch.dtype):
         model = model.detector_model
     if dtype == torch.float64:  # every weight is a widened copy: the folder's mapped pages are not needed
         release_folder_pages(folder)
-    return model.to(dtype).eval().requires_grad_(False)
+    return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -59,6 +59,11 @@ PICKLE_BYTES_PER_TENSOR = 4096
 PICKLE_BYTES_FLOOR = 16 << 20
 
 
+def _proc_device(status: os.stat_result) -> str:
+    """A file's device as /proc/self/maps and smaps spell it (major:minor in hex)."""
+    return f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+
+
 class MappedRegions:
     """Where a memory-mapped source tensor's bytes lie in the source file.
 
@@ -75,7 +80,7 @@ class MappedRegions:
                 lines = maps.readlines()
         except OSError:
             return
-        device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+        device = _proc_device(status)
         for line in lines:
             fields = line.split(maxsplit=5)
             if len(fields) < 5 or fields[4] != str(status.st_ino) or fields[3] != device:
@@ -367,7 +372,7 @@ def release_clean_file_pages(path: Path) -> int:
             lines = smaps.readlines()
     except OSError:
         return 0
-    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}"
+    device = _proc_device(status)
     mappings, current = [], None
     for line in lines:
         fields = line.split()

@@ -119,7 +119,8 @@ def convert(
     shards = plan_shards(entries, parse_size(max_shard_size))
     source_hash = prepared.source_hash or SourceHash(prepared.resolved.path)
     guard = SourceGuard(prepared.resolved.path, prepared.loaded.identity)
-    producer = _TargetProducer(prepared, dtype, release_pages=prepared.loaded.format == TORCH_ZIP, guard=guard)
+    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
+    producer = _TargetProducer(prepared, dtype, release_pages=mapped, guard=guard)
     metadata = {"format": "pt"}
 
     def written(entry: TensorEntry) -> None:
@@ -127,7 +128,6 @@ def convert(
         if on_bytes:
             on_bytes(entry.nbytes)
 
-    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
     copier = FileCopier(prepared.loaded.path, MappedRegions(prepared.loaded.path)) if mapped else None
     with guard, atomic_folder(output_dir, force=force, keep=[prepared.resolved.path]) as folder:
         checksums: dict[str, int] = {}
