@@ -86,6 +86,10 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
         f"keys: {keys['source']} source, {keys['mapped']} mapped -> {keys['target']} targets, "
         f"{sum(keys['dropped'].values())} dropped; Missing: {keys['missing']}, Unexpected: {keys['unexpected']}"
     )
+    manifest = record.get("target", {}).get("manifest")
+    if manifest:  # what the plan was checked against: the meta model built now, or its cached manifest
+        how = "built now" if manifest == "built" else "cached manifest (same transformers files, torch, config)"
+        console.print(f"checked against the meta-device {record['target']['model_class']}: {how}")
     for reason, count in keys["dropped"].items():
         console.print(f"  dropped {count:>4}: {reason}")
     for reason, count in keys.get("filled", {}).items():

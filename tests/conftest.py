@@ -5,9 +5,13 @@ Everything is built once per test session in a temporary folder; nothing is down
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +24,12 @@ from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 from litetext_convert.synthetic import builder as synthetic
 
 VARIANTS = ("s0", "s1", "l")
+
+# The suite never reads or writes the user's cache (plan/manifest.py): one empty cache folder per
+# session, inherited by the CLI subprocesses some tests start.
+os.environ.pop("LITETEXT_NO_CACHE", None)
+os.environ["LITETEXT_CACHE_DIR"] = tempfile.mkdtemp(prefix="litetext-test-cache-")
+atexit.register(shutil.rmtree, os.environ["LITETEXT_CACHE_DIR"], ignore_errors=True)
 
 
 def heads(variant: str) -> int:

@@ -42,6 +42,7 @@ def test_deferred_model_check_failure_publishes_nothing(tiny_checkpoints, tokeni
         return expected
 
     monkeypatch.setattr(prepare_module, "meta_model_tensors", model_without_one_parameter)
+    monkeypatch.setenv("LITETEXT_NO_CACHE", "1")  # the broken model is built, never read from the cache
     prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), defer_model_check=True)
     with pytest.raises(MappingError) as caught:
         convert(prepared, tmp_path / "out", tokenizer=str(tokenizer_dir))
@@ -176,3 +177,57 @@ def test_banded_float64_convolution_is_the_same_convolution(monkeypatch, kernel,
     assert banded.shape == plain.shape and banded.dtype == torch.float64
     assert float((banded - plain).abs().max()) <= 1e-13 * float(plain.abs().max())
     assert torch.equal(single, torch.nn.functional.conv2d(x.float(), conv.weight, conv.bias, stride, padding, dilation, groups))
+
+
+# ----------------------------------------------------------------------------------------------
+# convert hashes the source before torch is imported
+
+
+def test_the_cli_imports_without_torch():
+    """convert starts the source's sha256 before anything imports torch (~1.5 s on the other core)."""
+    import subprocess
+    import sys
+
+    code = "import sys, litetext_convert.cli, litetext_convert.source.resolve, litetext_convert.source.digest; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_already_here_finds_local_files_and_hub_cached_aliases_without_the_network(tiny_checkpoints, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from litetext_convert.families import all_aliases
+    from litetext_convert.source.resolve import already_here
+
+    assert already_here(str(tiny_checkpoints["s0"])) == tiny_checkpoints["s0"].resolve()
+    assert already_here(str(tmp_path)) is None  # a folder
+    assert already_here(str(tmp_path / "nothing.pt")) is None
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    family, filename = all_aliases()["s0_ctx16"]
+    assert already_here("s0_ctx16") is None  # not cached: resolve() will say why, in its place
+    repo = cache / f"models--{family.repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / "0123abc" / filename
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(tiny_checkpoints["s0"].read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / family.revision).write_text("0123abc")
+    assert already_here("s0_ctx16") == snapshot
+    assert already_here(f"{family.repo_id}:{filename}", revision=family.revision) == snapshot
+    assert already_here("no_such_alias") is None
+
+
+def test_prepare_keeps_an_early_hash_only_of_the_file_it_resolves(tiny_checkpoints):
+    from conftest import sha256
+
+    from litetext_convert.source.digest import SourceHash
+
+    early = SourceHash(tiny_checkpoints["s0"])
+    kept = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), hash_source=early)
+    assert kept.source_hash is early and early.result() == sha256(tiny_checkpoints["s0"])
+
+    other = SourceHash(tiny_checkpoints["s1"])  # started for another file: not taken
+    rehashed = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), hash_source=other)
+    assert rehashed.source_hash is not other and rehashed.source_hash.result() == sha256(tiny_checkpoints["s0"])

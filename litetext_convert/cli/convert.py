@@ -43,25 +43,35 @@ def command(
     output_dir: LegacyOutputOpt = None,
 ) -> None:
     """Convert one checkpoint into FOLDER, which Sam3LiteTextModel (--target video: Sam3VideoModel).from_pretrained loads."""
-    from litetext_convert.parity.run import remember_source
-    from litetext_convert.plan.prepare import prepare
-    from litetext_convert.publish.model_card import write_folder_card
-    from litetext_convert.report import render_convert
-    from litetext_convert.write.convert import convert, target_entries
-    from litetext_convert.write.shards import parse_size
+    from litetext_convert.source.digest import SourceHash
+    from litetext_convert.source.resolve import already_here
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, output_dir, required=True)
     # Everything that can be refused without the weights is refused before they are read.
     check_output_folder(folder, force=force)
+    # The record's sha256 of the source, started before torch is imported (nothing above imports
+    # it): ~1.3 s of hashing on the second core while this one imports torch and transformers.
+    here = already_here(checkpoint, repo_id=repo_id, revision=revision)
+    early_hash = SourceHash(here) if here is not None else True
+
+    from litetext_convert.parity.run import remember_source
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+    from litetext_convert.report import render_convert
+    from litetext_convert.write.convert import convert, target_entries
+    from litetext_convert.write.processor import TOKENIZER_CLASSES
+    from litetext_convert.write.shards import parse_size
+
     parse_size(max_shard_size)
     with out.status("finding the tokenizer"):
         check_tokenizer(tokenizer)
     with out.status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(
-            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=True,
+            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=early_hash,
             target=target,
             defer_model_check=True,  # the meta model is built while the shards are written; checked before publishing
+            preload=TOKENIZER_CLASSES,  # imported beside the model, not after the writing
         )
     if prepared.resolved.notice:  # e.g. an alias' file found under a new name
         out.note(f"note: {prepared.resolved.notice}")

@@ -7,17 +7,25 @@ floating tensors change dtype; integer and bool tensors are kept) is written onc
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.paths import read_config
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
+if TYPE_CHECKING:
+    import torch
+
+# Names only at import: the CLI imports this module to parse --dtype, and `convert` starts hashing
+# the source before torch is imported (~1.5 s it would otherwise wait for).
+NAMES = ("float32", "bfloat16", "float16", "float64")
+
+
+def __getattr__(name: str):
+    if name == "DTYPES":  # {name: torch dtype}, built on first use
+        import torch
+
+        return {dtype_name: getattr(torch, dtype_name) for dtype_name in NAMES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 ALIASES = {
     "fp32": "float32", "float": "float32",
     "bf16": "bfloat16",
@@ -35,14 +43,16 @@ def canonical(name: str, *, allow_keep: bool = False) -> str:
     if allow_keep and lowered == KEEP:
         return KEEP
     lowered = ALIASES.get(lowered, lowered)
-    if lowered not in DTYPES:
-        choices = ([KEEP] if allow_keep else []) + list(DTYPES)
+    if lowered not in NAMES:
+        choices = ([KEEP] if allow_keep else []) + list(NAMES)
         raise LitetextError(f"unknown --dtype {name!r}; choose {', '.join(choices)} (aliases: {', '.join(ALIASES)})")
     return lowered
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    return DTYPES[canonical(name)]
+    import torch
+
+    return getattr(torch, canonical(name))
 
 
 def name_of(dtype: torch.dtype) -> str:
@@ -63,7 +73,7 @@ def target_dtype(source: torch.dtype, requested: str) -> torch.dtype:
     requested = canonical(requested, allow_keep=True)
     if requested == KEEP or not source.is_floating_point:
         return source
-    return DTYPES[requested]
+    return torch_dtype(requested)
 
 
 def cast(tensor: torch.Tensor, requested: str) -> torch.Tensor:

@@ -5,7 +5,6 @@ inspect and parity stop here; `write.convert` goes on from a `Prepared`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -16,11 +15,26 @@ import torch
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops, validate
+
 # dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
 from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
-from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors
+from litetext_convert.plan.hf_config import (
+    build_config,
+    build_video_config,
+    meta_model_tensors,
+    transformers_class,
+)
 from litetext_convert.plan.infer import Architecture, infer_architecture
-from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
+from litetext_convert.plan.manifest import target_manifest
+from litetext_convert.plan.mapping import (
+    DraftPlan,
+    MappingTable,
+    Plan,
+    check_plan,
+    draft_plan,
+    load_table,
+)
+from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
 
@@ -31,16 +45,19 @@ TARGETS = ("image", "video")
 
 class TargetModel:
     """transformers' config for an architecture and that model's parameters and buffers on the meta
-    device: what the plan is checked against.
+    device: what the plan is checked against (`plan.manifest`: built, or read back from an earlier
+    build of the same model under the same transformers and torch).
 
-    Importing transformers' modeling code and building the meta model take ~2 s of a ~3.5 s
-    conversion. With `background=True` that runs in a thread while conversion loads, plans from the
-    table and writes the shards; the import is Python and holds the GIL, the writing is torch ops
-    and file I/O that release it, so the two overlap on a multi-core machine."""
+    Importing transformers and, on a cache miss, its modeling code and building the meta model take
+    ~1.2 s (hit) to ~3.5 s (miss) of Python. With `background=True` that runs in a thread while
+    conversion loads, plans from the table and writes the shards; the import is Python and holds the
+    GIL, the writing is torch ops and file I/O that release it, so the two overlap on 2 cores."""
 
-    def __init__(self, build: Callable[[], object], *, background: bool):
+    def __init__(self, build: Callable[[], object], *, background: bool, preload: tuple[str, ...] = ()):
         self._build = build  # the target's config (image or video), from the architecture
+        self._preload = preload  # transformers classes the caller imports next (see `prepare`)
         self._result: tuple[object, dict[str, torch.Tensor]] | None = None
+        self.manifest_origin: str | None = None  # "built" or "cached", once the result is in
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="litetext-target-model", daemon=True)
         if background:
@@ -52,7 +69,11 @@ class TargetModel:
         try:
             config = self._build()
             validate.check_config(config)  # sizes positive, heads dividing widths: before any meta model
-            self._result = (config, meta_model_tensors(config))
+            manifest = target_manifest(config, lambda built: meta_model_tensors(built))  # looked up at call time (tests patch it)
+            self.manifest_origin = manifest.origin
+            self._result = (config, manifest.tensors)
+            for name in self._preload:
+                transformers_class(name)
         except BaseException as exc:  # handed to whoever asks for the result, in their thread
             self._error = exc
 
@@ -74,7 +95,7 @@ class Prepared:
     draft: DraftPlan
     ctx: ops.OpContext
     table: MappingTable
-    source_hash: "SourceHash | None" = None
+    source_hash: SourceHash | None = None
     _checked: Plan | None = None
     target: str = "image"  # "image": the family's detector model; "video": Sam3VideoModel (detector + tracker)
 
@@ -116,30 +137,40 @@ def prepare(
     context_length: int | None = None,
     num_heads: int | None = None,
     table_path: Path | list[Path] | None = None,
-    hash_source: bool = False,
+    hash_source: bool | SourceHash = False,
     defer_model_check: bool = False,
     target: str = "image",
+    preload: tuple[str, ...] = (),
 ) -> Prepared:
     """`hash_source`: start the source's sha256 now, so it overlaps the imports and the meta
-    model; only conversion needs it.
+    model; only conversion needs it. A `SourceHash` already running (cli convert starts one before
+    torch is imported) is taken when it hashes the file `checkpoint` resolves to.
 
     `defer_model_check`: build the meta model in a background thread and return with the plan
     checked against the table only; the caller must call `check_against_model()` before it
     publishes anything (`write.convert` does, before the folder is renamed into place). A plan that
-    already fails from the table alone is checked (and fails, with every problem) here."""
+    already fails from the table alone is checked (and fails, with every problem) here.
+
+    `preload`: transformers classes the caller will use next (convert: the tokenizer's), imported
+    in the same thread after the model: every transformers import stays in one thread (two threads
+    importing from its lazy module at once can see it half-initialised), and off the main one,
+    where ~1.3 s of tokenizer imports would otherwise follow the writing."""
     if target not in TARGETS:
         raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
-    source_hash = SourceHash(resolved.path) if hash_source else None
+    if isinstance(hash_source, SourceHash) and os.path.realpath(hash_source.path) == os.path.realpath(resolved.path):
+        source_hash = hash_source
+    else:  # not started, or another file (a Hub cache refreshed since): hash what was resolved
+        source_hash = SourceHash(resolved.path) if hash_source else None
     loaded = load_checkpoint(resolved.path)
     validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
     # The family says which targets it has (and why not, e.g. SAM3.1 video) before anything is built.
     table = load_table(table_path or arch.family.table_paths(target))
     if target == "video":
-        target_model = TargetModel(lambda: build_video_config(arch, loaded.tensors), background=defer_model_check)
+        target_model = TargetModel(lambda: build_video_config(arch, loaded.tensors), background=defer_model_check, preload=preload)
     else:
-        target_model = TargetModel(lambda: build_config(arch), background=defer_model_check)
+        target_model = TargetModel(lambda: build_config(arch), background=defer_model_check, preload=preload)
     ctx = ops.OpContext(arch.context_length)
     draft = draft_plan(table, loaded.tensors, ctx)
     prepared = Prepared(resolved, loaded, arch, target_model, draft, ctx, table, source_hash, target=target)
@@ -150,32 +181,3 @@ def prepare(
     if draft.problems or not defer_model_check or table.expected_missing or complex_source:
         prepared.check_against_model()
     return prepared
-
-
-
-class SourceHash:
-    """sha256 of the source file in a thread (hashlib releases the GIL on large buffers)."""
-
-    def __init__(self, path: Path):
-        self._digest: str | None = None
-        self.opened: tuple = ()  # the file's identity when the hash began (compared with the loaded one)
-        self._thread = threading.Thread(target=self._work, args=(path,), daemon=True)
-        if Path(path).is_file():  # never open a FIFO or device: the loader refuses those with one line
-            self._thread.start()
-
-    def _work(self, path: Path) -> None:
-        from litetext_convert.source.load import file_identity
-
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            self.opened = file_identity(os.fstat(handle.fileno()))
-            while chunk := handle.read(16 << 20):
-                digest.update(chunk)
-        self._digest = digest.hexdigest()
-
-    def result(self) -> str:
-        if self._thread.is_alive() or self._thread.ident is not None:
-            self._thread.join()
-        if self._digest is None:
-            raise LitetextError("could not read the source checkpoint to hash it")
-        return self._digest

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from litetext_convert.errors import CheckpointError, printable
+from litetext_convert.source.digest import file_identity
 
 TORCH_ZIP = "torch zip"
 TORCH_LEGACY = "torch legacy pickle"
@@ -98,11 +99,6 @@ class MappedRegions:
             if region_start <= start and end <= region_end:
                 return start - region_start + offset
         return None
-
-
-def file_identity(status: os.stat_result) -> tuple:
-    """What changes when a file is replaced, rewritten in place or truncated."""
-    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _check_regular_file(path: Path) -> os.stat_result:

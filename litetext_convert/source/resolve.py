@@ -69,6 +69,31 @@ def resolve(
     )
 
 
+def already_here(checkpoint: str, *, repo_id: str | None = None, revision: str | None = None) -> Path | None:
+    """The file `resolve` will most likely give, when it is on this machine already: a local file,
+    or the Hub cache's copy of an alias or REPO_ID:PATH (looked up without the network). None when
+    it is not here or not known; never raises. Only a hint (convert hashes it early): `resolve`
+    decides, and a file it resolves otherwise is hashed again."""
+    try:
+        local = Path(checkpoint).expanduser()
+        if local.is_file():
+            return local.resolve()
+        aliases = all_aliases()
+        if checkpoint in aliases:
+            family, filename = aliases[checkpoint]
+            repo, revision = repo_id or family.repo_id, revision or family.revision
+        elif hub := _HUB_REFERENCE.fullmatch(checkpoint):
+            repo, filename = hub["repo"], hub["path"]
+        else:
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, filename, revision=revision)
+        return Path(cached) if isinstance(cached, str) else None
+    except Exception:  # noqa: BLE001 - a hint only: resolve() reports every problem itself
+        return None
+
+
 def _download_alias(repo_id: str, filename: str, revision: str, *, alias: str, family, license):
     """An alias' file; if the repository no longer has it under that name, the file of the same
     family, variant and context in the family's folder (and the resolution says so)."""

@@ -22,11 +22,12 @@ from litetext_convert import __version__
 from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.plan import ops
-from litetext_convert.plan.prepare import Prepared, SourceHash, check_dtype, target_dtype
+from litetext_convert.plan.prepare import Prepared, check_dtype, target_dtype
+from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
 from litetext_convert.write.processor import (
+    folder_merges_fingerprint,
     load_tokenizer,
-    merges_fingerprint,
     processor_settings,
     save_processor,
     save_video_processor,
@@ -222,7 +223,13 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
             "stripped_prefix": prepared.loaded.stripped_prefix,
         },
         "family": prepared.arch.family.to_json(),
-        "target": {"name": prepared.target, "model_class": prepared.config.architectures[0]},
+        "target": {
+            "name": prepared.target,
+            "model_class": prepared.config.architectures[0],
+            # The model checked against: built on the meta device now, or read from litetext's cache
+            # of an earlier build of the same model under the same transformers files and torch.
+            "manifest": prepared.target_model.manifest_origin,
+        },
         "variant": prepared.arch.variant,
         "context_length": prepared.arch.context_length,
         "architecture": prepared.arch.to_json(),
@@ -243,9 +250,7 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
 
 
 def tokenizer_record(folder: Path, source: str | None) -> dict:
-    from litetext_convert.reference import merges_from_folder
-
-    fingerprint = merges_fingerprint(merges_from_folder(folder))
+    fingerprint = folder_merges_fingerprint(folder)
     return {
         # A local folder is named, not located: the record is published and a path is this machine's.
         "source": f"local folder {Path(source).name}" if source and Path(source).is_dir() else source or processor_settings()["tokenizer"]["default_source"],
