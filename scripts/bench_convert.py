@@ -6,8 +6,11 @@ converts the way transformers' own converter scripts do, on one synthetic S0 che
     python scripts/bench_convert.py --workdir /tmp/bench --repeat 3 \
         --original-python /work/main/.venv-original/bin/python --detector-repeat 1 [--detector-float64]
 
-Steps: the floor (copy the file; bare `import torch`), the baseline (transformers' converter
-approach), `convert`, `convert --verify-load`, text parity in float32 and float64, and with
+Steps: the floor (copy the file; bare `import torch`), importing transformers' model class (what a
+first conversion cannot skip), the baseline (transformers' converter approach), `convert` (the
+target model's manifest found in litetext's cache, as on every run after the first), `convert` as a
+first run (cache emptied before each run), `convert --verify-load`, text parity in float32 and
+float64, and with
 --original-python (an environment with Meta's sam3) one forward of the converted model and
 whole-detector parity in float32 (float64 with --detector-float64). Every target is a ratio of
 two figures measured in the same run (or a peak in bytes); min and median of the repeats are shown.
@@ -37,6 +40,7 @@ CONTEXT = 16
 CHECKPOINT_NAME = f"efficient_sam3_image_encoder_mobileclip_s0_ctx{CONTEXT}.pt"
 TARGETS = {  # what the issues ask for, checked after the runs
     "wall": "convert wall <= 2x floor (copy + import torch)",
+    "wall_first": "convert, first run (empty manifest cache), wall <= 2x floor",
     "speedup": "convert >= 5x faster than the baseline",
     "memory": "convert peak RSS above bare `import torch` <= 1.0x checkpoint bytes",
     "parity": "parity (text scope, both sides loaded) <= 10 s",
@@ -45,6 +49,8 @@ TARGETS = {  # what the issues ask for, checked after the runs
     "detector64": "parity --scope detector --dtype float64 peak RSS <= 8 GB (full size)",
     "detector_wall": "parity --scope detector (float32) wall <= 2.5x one forward of the converted model",
 }
+FIRST_RUN = "convert, first run (empty cache)"
+IMPORT_MODEL = "import torch + transformers' model class"
 DETECTOR_STEPS = ("forward (converted, float32)", "parity detector float32", "parity detector float64")
 
 
@@ -60,6 +66,7 @@ class Step:
     name: str
     command: list[str]
     cleanup: list[Path] = field(default_factory=list)  # removed after each run, untimed
+    before: list[Path] = field(default_factory=list)  # removed before each run, untimed
     repeat: int | None = None  # None: --repeat
     walls: list[float] = field(default_factory=list)
     peaks_kib: list[int] = field(default_factory=list)
@@ -142,13 +149,20 @@ def build_steps(inputs: Inputs, scratch: Path, original_python: str | None = Non
     steps = {
         "copy": Step("copy", [python, "-c", f"import shutil; shutil.copyfile({str(checkpoint)!r}, {str(copy)!r})"], [copy]),
         "import torch": Step("import torch", [python, "-c", "import torch"]),
+        # What a first run cannot skip: the modeling code the meta model is built from (for scale only).
+        IMPORT_MODEL: Step(IMPORT_MODEL, [python, "-c", "import torch, transformers; transformers.Sam3LiteTextModel"]),
         "baseline": Step(
             "baseline",
             [python, __file__, "--baseline-child", str(checkpoint), str(scratch / "baseline"), str(num_heads or 0)],
             [scratch / "baseline"],
         ),
         # Each run writes a new folder, removed afterwards, as the copy writes a new file.
+        # "convert" finds this model's manifest in litetext's cache (put there by the untimed
+        # conversion of the parity folder, and again by every first run below), as every run after a
+        # user's first does; "first run" empties the cache before each run: the modeling import
+        # and the meta-model build are paid again.
         "convert": Step("convert", [*convert, "-o", str(ours)], [ours]),
+        FIRST_RUN: Step(FIRST_RUN, [*convert, "-o", str(ours)], [ours], before=[cache_dir(scratch)]),
         "convert --verify-load": Step("convert --verify-load", [*convert, "-o", str(ours_verified), "--verify-load"], [ours_verified]),
         "parity text": Step("parity text", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked)]),
         "parity text float64": Step(
@@ -171,6 +185,11 @@ def parity_folder(scratch: Path) -> Path:
     return scratch / "parity-folder"
 
 
+def cache_dir(scratch: Path) -> Path:
+    """litetext's cache for every child of the bench (never the user's own)."""
+    return scratch / "litetext-cache"
+
+
 def prepare_parity_folder(inputs: Inputs, scratch: Path) -> None:
     """The folder every parity step reads, converted once, untimed."""
     folder = parity_folder(scratch)
@@ -186,8 +205,10 @@ def run_child(step: Step, logs: Path) -> None:
     Untimed before each run: the kernel writes back what earlier runs left dirty in the page
     cache, so no run pays for another's writes (a 2.2 GB output still dirty when the next step
     writes 2.2 GB more pushes the kernel into throttled writeback, adding seconds at random)."""
+    for path in step.before:
+        remove(path)
     os.sync()
-    log = logs / f"{step.name.replace(' ', '_')}.log"
+    log = logs / f"{step.name.replace(' ', '_').replace('/', '_')}.log"
     with log.open("w") as output:
         started = time.perf_counter()
         process = subprocess.Popen(step.command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=_child_env())
@@ -326,6 +347,8 @@ def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seco
     ratios = {  # name -> (measured, limit, how it reads)
         "wall": (ours.wall_min / floor, 2.0, f"min {ours.wall_min / floor:.2f}x, median "
                  f"{ours.wall_median / (steps['copy'].wall_median + steps['import torch'].wall_median):.2f}x"),
+        "wall_first": (steps[FIRST_RUN].wall_min / floor, 2.0, f"min {steps[FIRST_RUN].wall_min / floor:.2f}x, median "
+                       f"{steps[FIRST_RUN].wall_median / (steps['copy'].wall_median + steps['import torch'].wall_median):.2f}x"),
         "speedup": (steps["baseline"].wall_min / ours.wall_min, 5.0, f"min {steps['baseline'].wall_min / ours.wall_min:.2f}x, "
                     f"median {steps['baseline'].wall_median / ours.wall_median:.2f}x"),
         "memory": ((ours.peak_bytes - torch_rss) / checkpoint_bytes, 1.0, f"{(ours.peak_bytes - torch_rss) / checkpoint_bytes:.2f}x"),
@@ -399,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.workdir / args.size / "scratch"
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    os.environ["LITETEXT_CACHE_DIR"] = str(cache_dir(scratch))  # inherited by every child
+    os.environ.pop("LITETEXT_NO_CACHE", None)
     warm_seconds = warm_page_cache(inputs.checkpoint)
     prepare_parity_folder(inputs, scratch)
     steps = build_steps(inputs, scratch, args.original_python, args.detector_repeat, args.detector_float64)
