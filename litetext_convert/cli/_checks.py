@@ -22,10 +22,17 @@ def check_output_folder(folder: Path, *, force: bool) -> None:
         raise OutputError(f"cannot create the output folder in {target.parent}: {ancestor} is a file")
 
 
-def check_tokenizer(source: str | None) -> None:
-    """Load (and so download or find in the cache) the tokenizer now, not after the weights."""
-    from litetext_convert.write.processor import load_tokenizer
+def check_tokenizer(source: str | None, *, full: bool = True) -> None:
+    """Load (and so download or find in the cache) the tokenizer now, not after the weights.
 
+    `full=False` (convert): when its files are already here, stop at that; convert loads the
+    tokenizer itself after writing the shards and before anything is published (a damaged one is
+    refused then, in one line), and imports its classes beside the model, off the main thread:
+    loading it here first cost ~1 s of imports before any weight was read."""
+    from litetext_convert.write.processor import load_tokenizer, tokenizer_files_here
+
+    if not full and tokenizer_files_here(source):
+        return
     load_tokenizer(source, 77)
 
 

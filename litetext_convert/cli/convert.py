@@ -55,7 +55,7 @@ def command(
     here = already_here(checkpoint, repo_id=repo_id, revision=revision)
     early_hash = SourceHash(here) if here is not None else True
 
-    from litetext_convert.parity.run import remember_source
+    from litetext_convert.folder import remember_source
     from litetext_convert.plan.prepare import prepare
     from litetext_convert.publish.model_card import write_folder_card
     from litetext_convert.report import render_convert
@@ -65,7 +65,7 @@ def command(
 
     parse_size(max_shard_size)
     with out.status("finding the tokenizer"):
-        check_tokenizer(tokenizer)
+        check_tokenizer(tokenizer, full=False)
     with out.status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=early_hash,

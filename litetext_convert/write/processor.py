@@ -20,6 +20,26 @@ def processor_settings() -> dict:
     return read_config("processor.toml")
 
 
+# What CLIPTokenizer.from_pretrained needs: either set of files is enough.
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+
+def tokenizer_files_here(source: str | None) -> bool:
+    """Whether the tokenizer's files are on this machine already (a local folder, or the Hub cache),
+    found without importing transformers and without the network. Only whether they are *there*:
+    `load_tokenizer` still decides whether they are a CLIP tokenizer."""
+    source = source or processor_settings()["tokenizer"]["default_source"]
+    folder = Path(source)
+    if folder.is_dir():
+        return any(all((folder / name).is_file() for name in files) for files in TOKENIZER_FILES)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return any(all(isinstance(try_to_load_from_cache(source, name), str) for name in files) for files in TOKENIZER_FILES)
+    except Exception:  # noqa: BLE001 - not a repo id, or an unusable cache: the full load says why
+        return False
+
+
 def load_tokenizer(source: str | None, context_length: int):
     """A CLIP tokenizer from a folder or a Hub repo (through the HF cache), cut to the context."""
     from transformers import CLIPTokenizer

@@ -403,6 +403,24 @@ def test_missing_tokenizer_folder(ws, cli):
     assert_nothing_left(parent)
 
 
+@pytest.mark.parametrize("damage", ["not a CLIP vocabulary", "unreadable merges"])
+def test_a_tokenizer_folder_with_its_files_but_damaged_is_refused_before_anything_is_published(ws, cli, tmp_path, damage):
+    """convert only checks that the tokenizer's files are there before reading the weights (loading
+    it took ~1 s of imports); the load after the shards are written still refuses it in one line."""
+    tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(ws.tokenizer, tokenizer)
+    if damage == "not a CLIP vocabulary":  # "!" is no longer id 0
+        vocab = json.loads((tokenizer / "vocab.json").read_text())
+        vocab["!"], vocab["a"] = vocab["a"], vocab["!"]
+        (tokenizer / "vocab.json").write_text(json.dumps(vocab))
+    else:
+        (tokenizer / "merges.txt").write_bytes(b"\xff\xfe not utf-8 \x00\x01\n")
+    parent = ws.fresh_parent("damaged-tokenizer")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, "-o", parent / "out")
+    assert_one_line_error(result, EXIT_BAD_INPUT, "tokenizer")
+    assert_nothing_left(parent)
+
+
 def test_disk_full_while_writing_shards(ws, cli, monkeypatch):
     parent = ws.fresh_parent("diskfull")
     fill_disk(monkeypatch, FullDisk(free=200_000))
