@@ -11,9 +11,8 @@ from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.families import family_by_id, load_families
-from litetext_convert.folder import write_parity_record
+from litetext_convert.folder import remember_source, write_parity_record
 from litetext_convert.parity.precision import text_parity_record
-from litetext_convert.parity.run import remember_source
 from litetext_convert.parity.text import ParityOptions
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.source.resolve import list_family_folder

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import OutputError, printable
-from litetext_convert.folder import write_parity_record
+from litetext_convert.folder import remember_source, write_parity_record
 from litetext_convert.parity.precision import text_parity_record
-from litetext_convert.parity.run import parity_record, remember_source
+from litetext_convert.parity.run import parity_record
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.plan.summary import summarize

@@ -11,6 +11,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from litetext_convert.errors import LitetextError
+
+if TYPE_CHECKING:
+    from litetext_convert.plan.prepare import Prepared
 
 CONVERSION_RECORD = "conversion_record.json"
 PARITY_DIR = "parity"
@@ -18,6 +24,7 @@ LEGACY_PARITY_RECORD = "parity_record.json"  # one record per folder (litetext 0
 PARITY_RECORD = LEGACY_PARITY_RECORD  # kept for code that names the old file
 CARD = "README.md"
 DEFAULT_PROMPT_SET = "default"  # seeded token ids, no user prompts
+SOURCE_MEMO = ".litetext/source.json"  # hidden: never published (a local path stays on this machine)
 
 
 @dataclass(frozen=True)
@@ -155,3 +162,42 @@ def folder_problem(records: list[dict], context_length: int) -> str | None:
     if not any(record.get("prompt_set", DEFAULT_PROMPT_SET) == DEFAULT_PROMPT_SET for record in records):
         return "no parity record on the default inputs (only runs on custom prompts): run `litetext parity FOLDER`"
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a folder came from (convert writes it; parity FOLDER reads it)
+
+
+def remember_source(folder: Path, checkpoint: str, prepared: Prepared, *, num_heads: int | None, context_length: int | None) -> None:
+    """What `parity FOLDER` needs to find the checkpoint this folder came from, without -c."""
+    resolved = prepared.resolved
+    if resolved.repo_id:
+        reference = f"{resolved.repo_id}:{resolved.filename}"
+    else:
+        reference = str(Path(resolved.path).resolve())
+    memo = {"checkpoint": reference, "revision": resolved.revision, "num_heads": num_heads, "context_length": context_length}
+    path = Path(folder) / SOURCE_MEMO
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(memo, indent=2) + "\n")
+
+
+def folder_source(folder: Path) -> dict:
+    """The checkpoint a converted folder was made from: the hidden memo, else the conversion record's Hub source."""
+    folder = Path(folder)
+    memo = folder / SOURCE_MEMO
+    if memo.is_file():
+        try:
+            return json.loads(memo.read_text())
+        except json.JSONDecodeError:
+            pass
+    record_path = folder / CONVERSION_RECORD
+    if record_path.is_file():
+        try:
+            source = json.loads(record_path.read_text()).get("source") or {}
+        except json.JSONDecodeError:
+            source = {}
+        if source.get("repo_id") and source.get("filename"):
+            return {"checkpoint": f"{source['repo_id']}:{source['filename']}", "revision": source.get("revision")}
+    raise LitetextError(
+        f"{folder} does not record the checkpoint it was converted from", hint="pass -c with the checkpoint"
+    )

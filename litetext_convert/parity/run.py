@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.folder import (
+from litetext_convert.folder import (  # noqa: F401 - SOURCE_MEMO, folder_source, remember_source: re-exported (their old home)
     CONVERSION_RECORD,
+    SOURCE_MEMO,
+    folder_source,
     prompt_set,
     record_key,
+    remember_source,
     verdict,
     write_parity_record,
 )
@@ -27,43 +30,6 @@ from litetext_convert.plan import dtypes, validate
 from litetext_convert.plan.hf_config import folder_target
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.write.convert import convert
-
-SOURCE_MEMO = ".litetext/source.json"  # hidden: never published (a local path stays on this machine)
-
-
-def remember_source(folder: Path, checkpoint: str, prepared: Prepared, *, num_heads: int | None, context_length: int | None) -> None:
-    """What `parity FOLDER` needs to find the checkpoint this folder came from, without -c."""
-    resolved = prepared.resolved
-    if resolved.repo_id:
-        reference = f"{resolved.repo_id}:{resolved.filename}"
-    else:
-        reference = str(Path(resolved.path).resolve())
-    memo = {"checkpoint": reference, "revision": resolved.revision, "num_heads": num_heads, "context_length": context_length}
-    path = Path(folder) / SOURCE_MEMO
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(memo, indent=2) + "\n")
-
-
-def folder_source(folder: Path) -> dict:
-    """The checkpoint a converted folder was made from: the hidden memo, else the conversion record's Hub source."""
-    folder = Path(folder)
-    memo = folder / SOURCE_MEMO
-    if memo.is_file():
-        try:
-            return json.loads(memo.read_text())
-        except json.JSONDecodeError:
-            pass
-    record_path = folder / CONVERSION_RECORD
-    if record_path.is_file():
-        try:
-            source = json.loads(record_path.read_text()).get("source") or {}
-        except json.JSONDecodeError:
-            source = {}
-        if source.get("repo_id") and source.get("filename"):
-            return {"checkpoint": f"{source['repo_id']}:{source['filename']}", "revision": source.get("revision")}
-    raise LitetextError(
-        f"{folder} does not record the checkpoint it was converted from", hint="pass -c with the checkpoint"
-    )
 
 
 def check_converted_folder(folder: Path) -> int:

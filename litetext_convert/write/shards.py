@@ -285,7 +285,7 @@ def check_report_path(path: Path, *, ours: Callable[[bytes], bool], what: str) -
 # by file from that list (never rmtree), so a file that appears meanwhile survives.
 
 LATER_FILES = frozenset({"parity_record.json", "README.md"})  # folder.LEGACY_PARITY_RECORD, folder.CARD
-LATER_FOLDERS = {  # sub-folder -> the names litetext writes in it (folder.PARITY_DIR; parity.run.SOURCE_MEMO)
+LATER_FOLDERS = {  # sub-folder -> the names litetext writes in it (folder.PARITY_DIR; folder.SOURCE_MEMO)
     "parity": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
     ".litetext": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
 }
