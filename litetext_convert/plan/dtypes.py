@@ -26,6 +26,8 @@ def __getattr__(name: str):
 
         return {dtype_name: getattr(torch, dtype_name) for dtype_name in NAMES}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 ALIASES = {
     "fp32": "float32", "float": "float32",
     "bf16": "bfloat16",

@@ -15,25 +15,12 @@ import torch
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops, validate
-
 # dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
-from litetext_convert.plan.dtypes import DTYPES, check_dtype, target_dtype  # noqa: F401
-from litetext_convert.plan.hf_config import (
-    build_config,
-    build_video_config,
-    meta_model_tensors,
-    transformers_class,
-)
+from litetext_convert.plan.dtypes import check_dtype, target_dtype  # noqa: F401
+from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors, transformers_class
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.manifest import target_manifest
-from litetext_convert.plan.mapping import (
-    DraftPlan,
-    MappingTable,
-    Plan,
-    check_plan,
-    draft_plan,
-    load_table,
-)
+from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve

@@ -26,8 +26,8 @@ from litetext_convert.plan.prepare import Prepared, check_dtype, target_dtype
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
 from litetext_convert.write.processor import (
-    folder_merges_fingerprint,
     load_tokenizer,
+    merges_fingerprint,
     processor_settings,
     save_processor,
     save_video_processor,
@@ -250,7 +250,9 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
 
 
 def tokenizer_record(folder: Path, source: str | None) -> dict:
-    fingerprint = folder_merges_fingerprint(folder)
+    from litetext_convert.reference import merges_from_folder
+
+    fingerprint = merges_fingerprint(merges_from_folder(folder))
     return {
         # A local folder is named, not located: the record is published and a path is this machine's.
         "source": f"local folder {Path(source).name}" if source and Path(source).is_dir() else source or processor_settings()["tokenizer"]["default_source"],

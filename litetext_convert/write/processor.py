@@ -123,20 +123,6 @@ def merges_fingerprint(merges: list[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(f"{a} {b}" for a, b in merges).encode()).hexdigest()
 
 
-def folder_merges_fingerprint(folder: Path) -> str:
-    """`merges_fingerprint` of the merges saved in a converted folder, straight from tokenizer.json's
-    ["a", "b"] pairs (or "a b" strings): the same lines, without building 50k tuples (0.3 s)."""
-    tokenizer_json = folder / "tokenizer.json"
-    if tokenizer_json.is_file():
-        merges = json.loads(tokenizer_json.read_text())["model"]["merges"]
-        lines = [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
-        if all(isinstance(merge, str) and " " in merge or isinstance(merge, list) and len(merge) == 2 for merge in merges):
-            return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    from litetext_convert.reference import merges_from_folder
-
-    return merges_fingerprint(merges_from_folder(folder))
-
-
 def vocabulary_name(fingerprint: str) -> str | None:
     """Which known vocabulary a merge list is: upstream's CLIP one, or the synthetic stand-in the
     offline tests and demo use; None for anything else."""
