@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from litetext_convert import recipes
 from litetext_convert.audit.config import apply_overrides
 from litetext_convert.audit.findings import Finding
 from litetext_convert.parity.compare import StageDiff, compare
@@ -55,8 +56,7 @@ USAGE_FINDINGS = {
         affects="text features of real tokens in padded prompts (upstream attends to padded positions)",
         cause="Sam3LiteTextModel passes attention_mask into its text encoder; upstream's encoder has no padding mask "
         "(every transformers LiteText folder, litetext's included)",
-        fix="usage: text_embeds = model.get_text_features(input_ids=ids).pooler_output (no mask), then "
-        "model(..., text_embeds=text_embeds, attention_mask=(ids != 0))", deviates=False, recipe="no_text_mask",
+        fix=recipes.NO_TEXT_MASK_FIX, deviates=False, recipe="no_text_mask",
     ),
 }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from litetext_convert import recipes
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
@@ -372,9 +373,7 @@ def padded_prompts_report(original_trace, faithful: dict, masked: dict, hf_mask:
         "unmasked_vs_upstream_real_tokens_max_abs": _masked_max(original_trace.text_features, faithful["text_features"], real),
         # Upstream's mask is ids == 0, and id 0 is "!" in CLIP: a literal "!" counts as padding there.
         "tokenizer_mask_vs_upstream_mask_positions": int((hf_mask.bool() == original_trace.padding_mask).sum()),
-        "recipe": "ids = tokenizer(prompts, padding='max_length', max_length=CONTEXT, truncation=True).input_ids; "
-        "text_embeds = model.get_text_features(input_ids=ids).pooler_output; "
-        "model(pixel_values=..., text_embeds=text_embeds, attention_mask=(ids != 0))",
+        "recipe": recipes.FAITHFUL_TEXT_ONE_LINE,
     }
 
 
