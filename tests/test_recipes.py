@@ -1,0 +1,189 @@
+"""Recipes run as written (issue 25): every ```python block of README.md and docs/**/*.md runs on a
+tiny converted folder, and what it computes is compared with the original side on the same prompts.
+
+Conventions (CONTRIBUTING.md, "Tests"): the blocks of one page run in order in one namespace;
+`FOLDER = "..."` / `VIDEO_FOLDER = "..."` get the path of a tiny folder; a first line
+`# needs: MODULE, ...` runs a block only where those modules import; `# not run: REASON` skips it.
+Test `PAGE[k]` runs blocks 0..k of PAGE, so each block is reported (and skipped) on its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from litetext_convert import recipes
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+PLACEHOLDERS = {"FOLDER": "image", "VIDEO_FOLDER": "video"}
+PROMPT_PAGES_MIN = 2  # the README and the parity guide show the recipe; a page dropping it is a regression
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def blocks(page: Path) -> list[str]:
+    return BLOCK.findall(page.read_text(encoding="utf-8"))
+
+
+def block_cases() -> list:
+    cases = []
+    for page in pages():
+        name = page.relative_to(ROOT).as_posix()
+        cases += [pytest.param(page, index, id=f"{name}[{index}]") for index in range(len(blocks(page)))]
+    return cases
+
+
+def missing_needs(code: str) -> list[str]:
+    first = code.splitlines()[0] if code.strip() else ""
+    if first.startswith("# not run:"):
+        return [first[2:]]
+    if not first.startswith("# needs:"):
+        return []
+    wanted = [name.strip() for name in first.removeprefix("# needs:").split(",") if name.strip()]
+    return [f"needs {name}" for name in wanted if not _imports(name)]
+
+
+def _imports(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None and bool(__import__(module))
+    except Exception:  # a module that is present but cannot import (torchvision beside CPU torch) counts as missing
+        return False
+
+
+def with_folders(code: str, folders) -> str:
+    """Each `NAME = "..."` placeholder assignment gets a tiny folder's path."""
+    for name, kind in PLACEHOLDERS.items():
+        pattern = re.compile(rf'^(\s*{name}\s*=\s*)"[^"\n]*"', re.M)
+        if pattern.search(code):
+            code = pattern.sub(lambda m, kind=kind: f"{m.group(1)}{str(folders(kind))!r}", code)
+    return code
+
+
+@pytest.fixture(scope="module")
+def tiny_folders(request, converted, workdir, tokenizer_dir):
+    made = {"image": converted["s0"]}
+
+    def folder(kind: str) -> Path:
+        if kind not in made:  # the video folder is built only when a block that can run asks for it
+            from litetext_convert.plan.prepare import prepare
+            from litetext_convert.write.convert import convert
+            from tests.test_video import tiny_video_checkpoint
+
+            checkpoint = tiny_video_checkpoint(workdir / "recipes_video_s0_ctx16.pt")
+            made[kind] = workdir / "converted" / "recipes_video_s0"
+            convert(prepare(str(checkpoint), num_heads=2, target="video"), made[kind], tokenizer=str(tokenizer_dir))
+        return made[kind]
+
+    return folder
+
+
+@pytest.fixture(scope="module")
+def original_s0(tiny_checkpoints):
+    """The original side of the S0 folder: upstream's tokenizer algorithm and the clean-room (or the
+    fork's) text encoder on the checkpoint's original keys."""
+    from litetext_convert.parity.text import text_state_dict
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.reference import load_original_text_encoder
+    from tests.conftest import heads
+
+    prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"))
+    encoder, _ = load_original_text_encoder(text_state_dict(prepared), prepared.arch, torch.float32)
+    return encoder, prepared.arch.context_length
+
+
+def run_page(page: Path, upto: int, folders, monkeypatch) -> dict:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Hub id left in a block fails at once instead of downloading
+    namespace: dict = {"__name__": "__docs__"}
+    for index, code in enumerate(blocks(page)[: upto + 1]):
+        if missing := missing_needs(code):
+            pytest.skip(f"block {index} of {page.name}: {', '.join(missing)}")
+        exec(compile(with_folders(code, folders), f"{page.name}[{index}]", "exec"), namespace)
+    return namespace
+
+
+def assert_text_matches_original(namespace: dict, original_s0, tokenizer_folder: Path) -> None:
+    """The recipe's ids are upstream's ids, and its features are the original encoder's."""
+    from litetext_convert.parity.text import ParityOptions
+    from litetext_convert.reference import load_upstream_tokenizer
+
+    encoder, context = original_s0
+    upstream_tokenizer, _ = load_upstream_tokenizer(tokenizer_folder)
+    ids = upstream_tokenizer(namespace["prompts"], context)
+    assert torch.equal(namespace["ids"], ids), "the recipe tokenizes differently from upstream"
+    with torch.no_grad():
+        expected = encoder(ids).text_features
+    atol, rtol = ParityOptions().tolerances()  # the text tolerance (configs/tolerances.toml)
+    torch.testing.assert_close(namespace["text_embeds"].pooler_output, expected, atol=atol, rtol=rtol)
+
+
+def assert_detector_matches_the_faithful_call(namespace: dict) -> None:
+    """The docs' detector call is the call whole-detector parity proves against Meta's detector."""
+    from litetext_convert.parity.detector import run_transformers
+
+    pixel_values, ids, outputs = namespace["pixel_values"], namespace["ids"], namespace["outputs"]
+    for row in range(ids.shape[0]):  # one prompt at a time: parity's stages assume equal prompt lengths in a batch
+        faithful = run_transformers(namespace["model"], pixel_values[row:row + 1], ids[row:row + 1], None, None).faithful
+        for name in ("pred_logits", "pred_boxes", "pred_masks", "presence_logits"):
+            torch.testing.assert_close(getattr(outputs, name)[row:row + 1], faithful[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("page", "upto"), block_cases())
+def test_block_runs_as_written_and_computes_what_the_original_computes(page, upto, tiny_folders, original_s0, monkeypatch):
+    namespace = run_page(page, upto, tiny_folders, monkeypatch)
+    code = blocks(page)[upto]
+    if "get_text_features" in code:
+        assert_text_matches_original(namespace, original_s0, tiny_folders("image"))
+    if "input_boxes=" in code:
+        assert_detector_matches_the_faithful_call(namespace)
+
+
+def test_pages_show_the_recipe_lines_verbatim():
+    """The docs embed recipes.py's lines, not their own copy of them."""
+    showing = 0
+    for page in pages():
+        for code in blocks(page):
+            lines = {line.strip() for line in code.splitlines()}
+            if "get_text_features" in code:
+                assert set(recipes.TEXT_LINES) <= lines, f"{page.name}: the text recipe differs from recipes.TEXT_LINES"
+                showing += 1
+            if "input_boxes=" in code:
+                detector_lines = {line.strip() for part in recipes.DETECTOR_LINES for line in part.splitlines()}
+                assert detector_lines <= lines, f"{page.name}: the detector call differs from recipes.DETECTOR_LINES"
+    assert showing >= PROMPT_PAGES_MIN
+
+
+def test_the_check_fails_for_the_masked_text_call(converted, original_s0, tokenizer_dir):
+    """The comparison is sharp: the text encoder with transformers' own attention mask (what the
+    processor's defaults give) does not pass it on padded prompts."""
+    from transformers import AutoTokenizer, Sam3LiteTextModel
+
+    model = Sam3LiteTextModel.from_pretrained(str(converted["s0"])).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(converted["s0"]))
+    prompts = ["a red car", "person"]
+    ids = tokenizer(prompts, padding="max_length", max_length=original_s0[1], truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        masked = model.get_text_features(input_ids=ids, attention_mask=(ids != 0))
+    namespace = {"prompts": prompts, "ids": ids, "text_embeds": masked}
+    with pytest.raises(AssertionError):
+        assert_text_matches_original(namespace, original_s0, converted["s0"])
+
+
+def test_parity_and_audit_print_the_same_recipe():
+    from litetext_convert.audit.behaviour import USAGE_FINDINGS
+    from litetext_convert.parity.detector import DUMMY_BOX, MASKED_BOX_LABEL
+    from litetext_convert.parity.text import padded_prompts_report
+    from litetext_convert.reference import TextTrace
+
+    features = torch.zeros(1, 4, 2)
+    trace = TextTrace(features, [], features, features, torch.zeros(1, 2), torch.tensor([[False, False, True, True]]))
+    report = padded_prompts_report(trace, {"text_features": features}, {"text_features": features}, torch.ones(1, 4))
+    assert report["recipe"] == recipes.FAITHFUL_TEXT_ONE_LINE
+    assert USAGE_FINDINGS["no_text_mask"].fix == recipes.NO_TEXT_MASK_FIX
+    assert str(list(DUMMY_BOX)) in recipes.DUMMY_BOXES and f"{MASKED_BOX_LABEL})" in recipes.BOX_LABELS
