@@ -37,7 +37,8 @@ DETECTOR_PREFIX = "detector."
 TEXT_PREFIX = "backbone.language_backbone."
 ORIGINAL_NAME = "{package} {version} + clean-room student text encoder (litetext ReferenceTextEncoder)"
 UNAVAILABLE_REASON = (
-    "Meta's sam3 is not installed: pip install -e '.[original]' with torch==2.14.1 torchvision==0.29.1 (see README)"
+    "Meta's sam3 is not installed here: run the same command in the second environment, ./litetext original COMMAND "
+    "(docs/guide/parity.md, whole-detector parity)"
 )
 
 # Keys of an upstream file that the image detector does not own, with the reason.
