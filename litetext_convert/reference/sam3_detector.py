@@ -179,7 +179,7 @@ def _import_sam3():
         missing = f"module {exc.name!r} is missing" if isinstance(exc, ModuleNotFoundError) and exc.name else printable(exc)[:160]
         raise LitetextError(
             f"Meta's sam3 is installed but cannot be imported ({type(exc).__name__}: {missing})",
-            hint="whole-detector parity needs it; repair the environment (README: the original environment)",
+            hint="whole-detector parity needs it; repair the environment, or recreate it: rm -r .venv-original, then ./litetext original COMMAND",
         ) from None
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
