@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from litetext_convert.cli import app
@@ -30,14 +29,14 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _names(param: click.Parameter) -> str:
+def _names(param) -> str:
     if param.param_type_name == "argument":
         return f"`{param.name.upper()}` (positional)"
     names = [*param.opts, *param.secondary_opts]
     return " / ".join(f"`{name}`" for name in names)
 
 
-def _default(param: click.Parameter) -> str:
+def _default(param) -> str:
     if param.param_type_name == "argument" or param.default is None or getattr(param, "is_flag", False):
         return ""
     default = param.default
@@ -46,7 +45,7 @@ def _default(param: click.Parameter) -> str:
     return f"`{default}`"
 
 
-def _rows(command: click.Command) -> list[str]:
+def _rows(command) -> list[str]:
     rows = []
     for param in command.params:
         if getattr(param, "hidden", False) or param.name in ("help",):
