@@ -99,7 +99,12 @@ def original_s0(tiny_checkpoints):
 
 
 def run_page(page: Path, upto: int, folders, monkeypatch) -> dict:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Hub id left in a block fails at once instead of downloading
+    import huggingface_hub.constants
+
+    # A Hub id left in a block fails at once instead of downloading (the constant is read at import,
+    # so the environment variable alone would come too late).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     namespace: dict = {"__name__": "__docs__"}
     for index, code in enumerate(blocks(page)[: upto + 1]):
         if missing := missing_needs(code):
