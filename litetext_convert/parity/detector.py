@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from litetext_convert.errors import LitetextError
+from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.parity.sides import (
     SideRun,
@@ -42,23 +43,10 @@ from litetext_convert.parity.sides import (
 )
 from litetext_convert.reference.sam3_detector import ForwardCapture
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 START_ID, END_ID = 49406, 49407
 DUMMY_BOX = (0.5, 0.5, 1.0, 1.0)  # masked out, so its value never reaches a valid token
 MASKED_BOX_LABEL = -10  # transformers' "padding box" label
 IMAGE_MEAN = IMAGE_STD = 0.5  # Sam3ImageProcessor normalisation
-
-# Tolerances: "rel" = max|ref - cand| <= value * max|ref| (the stage's magnitude); "abs" = max abs.
-# float32 values from measurement (tiny + full-size S0, synthetic weights at both scales, 2 CPU
-# cores); see scripts/detector_parity_fullsize.py. First matching pattern wins.
-FP32_TOLERANCES: tuple[tuple[str, str, float], ...] = (
-    (r"^pred_boxes$", "abs", 1e-4),
-    (r"^pred_logits$", "abs", 1e-4),
-    (r"^presence_logits$", "abs", 1e-4),
-    (r"^(pred_masks|semantic_seg)$", "rel", 1e-4),
-    (r".*", "rel", 1e-4),
-)
-FP64_TOLERANCES: tuple[tuple[str, str, float], ...] = ((r".*", "rel", 1e-9),)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,8 +387,10 @@ def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: 
 # Comparison
 
 
+# Tolerances (configs/tolerances.toml [detector.<dtype>]): "rel" = max|ref - cand| <= value * max|ref|
+# (the stage's magnitude); "abs" = max abs. First matching pattern wins.
 def tolerance_for(stage: str, dtype: str) -> tuple[str, float]:
-    table = FP64_TOLERANCES if dtype == "float64" else FP32_TOLERANCES
+    table = dtypes.stage_tolerances(dtype, "detector")
     for pattern, kind, value in table:
         if re.match(pattern, stage):
             return kind, value
@@ -408,7 +398,7 @@ def tolerance_for(stage: str, dtype: str) -> tuple[str, float]:
 
 
 def describe_tolerances(dtype: str) -> dict[str, str]:
-    table = FP64_TOLERANCES if dtype == "float64" else FP32_TOLERANCES
+    table = dtypes.stage_tolerances(dtype, "detector")
     words = {"abs": "max |ref - cand| <=", "rel": "max |ref - cand| / max |ref| <="}
     return {pattern: f"{words[kind]} {value:g}" for pattern, kind, value in table}
 
@@ -466,9 +456,9 @@ def run_detector_parity(
 
     from litetext_convert.plan.prepare import Prepared, prepare
 
-    if dtype not in DTYPES:
-        raise ValueError(f"detector parity runs in {', '.join(DTYPES)}, not {dtype!r}")
-    torch_dtype = DTYPES[dtype]
+    if dtype not in dtypes.COMPUTE:
+        raise ValueError(f"detector parity runs in {', '.join(dtypes.COMPUTE)}, not {dtype!r}")
+    torch_dtype = dtypes.torch_dtype(dtype)
     started = time.perf_counter()
     prepared = checkpoint if isinstance(checkpoint, Prepared) else prepare(
         str(checkpoint), num_heads=num_heads, context_length=context_length)

@@ -17,7 +17,7 @@ from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
 from litetext_convert.parity.sides import SideRun, release_folder_pages, release_mapped_pages, run_side
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.reference import load_original_text_encoder, load_upstream_tokenizer, merges_from_folder

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
+from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.reference.sam3_tracker import (
     WORKAROUNDS,
@@ -31,11 +32,6 @@ from litetext_convert.reference.sam3_tracker import (
     run_original_tracker,
 )
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-TOLERANCES = {"float32": (1e-4, 1e-4), "float64": (1e-9, 1e-9)}
-# The stored memory is bfloat16 on both sides (Meta's predictor and transformers both cast it):
-# one bfloat16 step (at most 2^-7 of the value) is the honest resolution of that stage.
-BF16_STEP = 2.0**-7
 
 KNOWN = {
     "memory_mask_order": (
@@ -317,7 +313,7 @@ def run_tracker_parity(prepared, folder: str | Path, *, prompts: tuple[str, ...]
                        dtype: str = "float64", seed: int = 0, frames: int = 3) -> TrackerParityResult:
     """Per prompt: Meta's side first, then transformers' twice (as it is, then with the recipes); only
     the compared tensors are kept between the sides."""
-    torch_dtype = DTYPES[dtype]
+    torch_dtype = dtypes.torch_dtype(dtype)
     det = prepared.arch.detector
     grid = det.image_size.value // det.patch_size.value
     clip = seeded_clip(frames, det.vit_width.value, grid, seed)
@@ -344,12 +340,14 @@ def run_tracker_parity(prepared, folder: str | Path, *, prompts: tuple[str, ...]
 
 
 def _compare_stages(reference: dict, candidate: dict, dtype: str) -> list[StageDiff]:
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = dtypes.tolerances(dtype, "tracker")  # configs/tolerances.toml
+    # The stored memory is bfloat16 on both sides: one bfloat16 step is that stage's resolution.
+    memory_rtol = dtypes.tolerance_value("tracker", "memory", "rtol")
     diffs = []
     for name in _stage_order(reference, candidate):
         ref, cand = _align(name, reference[name], candidate[name])
         if name.endswith(".memory"):
-            diffs.append(compare(name, ref, cand, atol=atol, rtol=BF16_STEP,
+            diffs.append(compare(name, ref, cand, atol=atol, rtol=memory_rtol,
                                  note="stored in bfloat16 on both sides: compared to one bfloat16 step"))
         else:
             diffs.append(compare(name, ref, cand, atol=atol, rtol=rtol))

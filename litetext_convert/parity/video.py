@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.reference.sam3_video import WORKAROUNDS
 
-TOLERANCES = {"float32": (1e-4, 1e-4), "float64": (1e-9, 1e-9)}  # (atol, rtol), as the tracker parity's
 STAGES = ("pixels", "detector", "detections", "tracker", "decisions", "output")
 # A masked dummy box: Meta's geometry encoder always contributes its CLS token; transformers' only with a box.
 DUMMY_BOX, MASKED_BOX_LABEL = (0.0, 0.0, 0.0, 0.0), -10
@@ -514,7 +514,7 @@ class Stage:
 
 
 def _tensors(frame: int, name: str, pairs: list[tuple[str, Tensor, Tensor]], dtype: str) -> Stage:
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = dtypes.tolerances(dtype, "video")  # configs/tolerances.toml
     diffs = [compare(f"frame{frame}.{name}.{part}", a, b, atol=atol, rtol=rtol) for part, a, b in pairs]
     worst = max(diffs, key=lambda d: d.max_abs, default=None)
     detail = f"max abs {worst.max_abs:.2e} ({worst.name.rsplit('.', 1)[-1]})" if worst else "nothing to compare"
