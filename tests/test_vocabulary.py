@@ -37,3 +37,10 @@ def test_the_moved_tables_keep_their_numbers():
     assert dtypes.tolerance_value("tracker", "memory", "rtol") == 2.0**-7  # one bfloat16 step
     with pytest.raises(LitetextError, match=r"no \[detector.bfloat16\] stage tolerances"):
         dtypes.stage_tolerances("bf16", "detector")
+
+
+def test_the_markdown_table_escapes_pipes_and_newlines_in_every_cell():
+    from litetext_convert.markdown import table
+
+    rendered = table(("stage", "note"), [("a|b", "two\nlines"), (1.5, None)])
+    assert rendered.splitlines() == ["| stage | note |", "|---|---|", "| a\\|b | two lines |", "| 1.5 | None |"]

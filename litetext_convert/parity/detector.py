@@ -33,8 +33,13 @@ from torch import Tensor
 from litetext_convert.errors import LitetextError
 from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.parity.sides import (
+from litetext_convert.parity.recipes import describe_dummy_box, masked_dummy_box
+from litetext_convert.parity.runtime import (
+    FLOAT64_BANDED_CONVOLUTION,
+    TRANSFORMERS_FLOAT64_WORKAROUNDS,
     SideRun,
+    float64_convolutions,
+    float64_rope,
     keep_outputs,
     release_folder_pages,
     release_mapped_pages,
@@ -44,8 +49,6 @@ from litetext_convert.parity.sides import (
 from litetext_convert.reference.sam3_detector import ForwardCapture
 
 START_ID, END_ID = 49406, 49407
-DUMMY_BOX = (0.5, 0.5, 1.0, 1.0)  # masked out, so its value never reaches a valid token
-MASKED_BOX_LABEL = -10  # transformers' "padding box" label
 IMAGE_MEAN = IMAGE_STD = 0.5  # Sam3ImageProcessor normalisation
 
 
@@ -167,132 +170,6 @@ def _hf_stages(outputs, seen: dict, text_features: Tensor, vision_output) -> dic
 
 SHARED_INPUT_STAGES = ("vision.", "text.")  # computed once, before both calls of run_transformers
 
-TRANSFORMERS_FLOAT64_WORKAROUNDS = (
-    "transformers side, float64 only: ViT RoPE in float64: each layer's position_ids and "
-    "Sam3ViTRotaryEmbedding's inv_freq recomputed by the same formulas in float64, and "
-    "apply_rotary_pos_emb_2d without its float32 cast of q/k",
-)
-
-
-@contextlib.contextmanager
-def float64_rope(model) -> Iterator[None]:
-    """transformers' Sam3 ViT computes RoPE angles and rotations in float32 whatever the model dtype;
-    float64 parity needs them in float64 (the original side does the same, see sam3_detector)."""
-    from transformers.models.sam3 import modeling_sam3
-
-    def rotary_forward(self, x, position_ids):
-        freqs = position_ids[..., None].to(torch.float64) * self.inv_freq.to(torch.float64)
-        return self.recomposition_frequencies(freqs.cos()), self.recomposition_frequencies(freqs.sin())
-
-    def apply_rotary(q, k, cos, sin):
-        rotate = modeling_sam3.rotate_pairwise
-        return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
-
-    saved = [(modeling_sam3.Sam3ViTRotaryEmbedding, "forward"), (modeling_sam3, "apply_rotary_pos_emb_2d")]
-    originals = [getattr(owner, name) for owner, name in saved]
-    buffers = _float64_rope_buffers(model)
-    modeling_sam3.Sam3ViTRotaryEmbedding.forward = rotary_forward
-    modeling_sam3.apply_rotary_pos_emb_2d = apply_rotary
-    try:
-        yield
-    finally:
-        for (owner, name), original in zip(saved, originals):
-            setattr(owner, name, original)
-        for module, name, value in buffers:
-            setattr(module, name, value)
-
-
-def _float64_rope_buffers(model) -> list[tuple[torch.nn.Module, str, Tensor]]:
-    """Swap in float64 inv_freq / position_ids; returns what to put back."""
-    from transformers.models.sam3 import modeling_sam3
-
-    saved = []
-    for module in model.modules():
-        if isinstance(module, modeling_sam3.Sam3ViTRotaryEmbedding):
-            config = module.config
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            spatial = head_dim // 2
-            theta = config.rope_parameters["rope_theta"]
-            saved.append((module, "inv_freq", module.inv_freq))
-            module.inv_freq = 1.0 / (theta ** (torch.arange(0, spatial, 2, dtype=torch.float64) / spatial))
-        elif isinstance(getattr(module, "position_ids", None), Tensor) and hasattr(module, "precompute_positions"):
-            side = math.isqrt(module.position_ids.shape[0])
-            scale = module.config.window_size / side  # precompute_positions' factor
-            saved.append((module, "position_ids", module.position_ids))
-            module.position_ids = torch.round(module.position_ids.to(torch.float64) / scale) * scale
-    return saved
-
-
-# ----------------------------------------------------------------------------------------------
-# float64 convolutions in bands of output rows
-
-# torch's float64 convolution on the CPU (no oneDNN kernel for double) unfolds the whole input
-# before one matrix product: a 3x3, 256-channel convolution at 288 x 288 (the pixel decoder) takes
-# 1.6 GB of scratch, against 0.2 GB in float32. The same convolution in bands of output rows, over
-# the zero-padded input, forms each output from the same products with a band-sized
-# scratch; the matrix product may add them in another order (float64 rounding, ~1e-15 relative on
-# random inputs, 0 on the pixel decoder's layer), and both sides run under it alike.
-BAND_SCRATCH_BYTES = 64 << 20
-
-FLOAT64_BANDED_CONVOLUTION = (
-    "both sides, float64 only: 2-D convolutions whose unfolded input exceeds "
-    f"{BAND_SCRATCH_BYTES >> 20} MB run in bands of output rows over the zero-padded input (torch's "
-    "float64 CPU convolution unfolds the whole input at once: 1.6 GB for one pixel-decoder layer)"
-)
-
-
-def float64_convolutions(dtype: torch.dtype):
-    """Banded convolutions for a float64 run (both sides alike); nothing otherwise."""
-    return banded_float64_convolution() if dtype == torch.float64 else contextlib.nullcontext()
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-@contextlib.contextmanager
-def banded_float64_convolution() -> Iterator[None]:
-    """While active, torch.nn.functional.conv2d (what nn.Conv2d calls) runs large float64
-    convolutions band by band; every other call is passed through unchanged."""
-    import torch.nn.functional as F
-
-    original = F.conv2d
-
-    def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        if input.dtype != torch.float64 or input.dim() != 4 or isinstance(padding, str):
-            return original(input, weight, bias, stride, padding, dilation, groups)
-        (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = _pair(stride), _pair(padding), _pair(dilation)
-        kernel_h, kernel_w = weight.shape[-2:]
-        batch, channels, height, width = input.shape
-        out_h = (height + 2 * pad_h - dil_h * (kernel_h - 1) - 1) // stride_h + 1
-        out_w = (width + 2 * pad_w - dil_w * (kernel_w - 1) - 1) // stride_w + 1
-        row_bytes = channels * kernel_h * kernel_w * out_w * input.element_size() * batch
-        if row_bytes * out_h <= BAND_SCRATCH_BYTES or out_h < 2:
-            return original(input, weight, bias, stride, padding, dilation, groups)
-        rows = max(1, BAND_SCRATCH_BYTES // row_bytes)
-        output = None
-        for first in range(0, out_h, rows):
-            last = min(out_h, first + rows)
-            # Input rows of this band in padded coordinates; only the band is zero-padded (top and
-            # bottom rows outside the input), the width keeps the convolution's own padding.
-            start, end = first * stride_h, (last - 1) * stride_h + dil_h * (kernel_h - 1) + 1
-            rows_in = input[:, :, max(0, start - pad_h) : min(height, end - pad_h)]
-            above, below = max(0, pad_h - start), max(0, end - pad_h - height)
-            if above or below:
-                rows_in = F.pad(rows_in, (0, 0, above, below))
-            band = original(rows_in, weight, bias, stride, (0, pad_w), dilation, groups)
-            if output is None:
-                output = band.new_empty((batch, band.shape[1], out_h, out_w))
-            output[:, :, first:last] = band
-        return output
-
-    F.conv2d = conv2d
-    try:
-        yield
-    finally:
-        F.conv2d = original
-
-
 @dataclass
 class _HfRun:
     faithful: dict[str, Tensor]
@@ -324,8 +201,7 @@ def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tens
     vision = model.get_vision_features(pixel_values=pixel_values)
     if boxes is None:
         batch = pixel_values.shape[0]
-        boxes = torch.tensor([[DUMMY_BOX]], dtype=pixel_values.dtype).expand(batch, 1, 4)
-        box_labels = torch.full((batch, 1), MASKED_BOX_LABEL, dtype=torch.long)
+        boxes, box_labels = masked_dummy_box(batch, pixel_values.dtype)  # the geometry CLS token, as Meta
         with ForwardCapture(hooks) as seen:
             outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask,
                             input_boxes=boxes, input_boxes_labels=box_labels)
@@ -471,7 +347,7 @@ def run_detector_parity(
     box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
     label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
 
-    # One side at a time (parity/sides.py): peak memory is one model and one forward.
+    # One side at a time (parity/runtime.py): peak memory is one model and one forward.
     original = run_original(prepared, torch_dtype, pixel_values, input_ids, box_tensor, label_tensor)
     reference = original.outputs
     seconds = dict(original.seconds)
@@ -500,7 +376,7 @@ def run_detector_parity(
         "image_size": size,
         "input_ids": input_ids.tolist(),
         "boxes": boxes or [],
-        "transformers_prompt": "user boxes" if boxes else f"one masked dummy box {DUMMY_BOX}, label {MASKED_BOX_LABEL}",
+        "transformers_prompt": "user boxes" if boxes else describe_dummy_box(),
         "text_feeding": "get_text_features(input_ids) without a mask; detector attention_mask = ids != 0",
         "threads": torch.get_num_threads(),
     })

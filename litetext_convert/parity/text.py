@@ -16,7 +16,7 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
-from litetext_convert.parity.sides import SideRun, release_folder_pages, release_mapped_pages, run_side
+from litetext_convert.parity.runtime import SideRun, release_folder_pages, release_mapped_pages, run_side
 from litetext_convert import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
@@ -248,7 +248,7 @@ def converted_text_side(folder: Path, dtype: torch.dtype, calls: list[tuple[torc
 
 
 def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) -> ParityResult:
-    """One side at a time (parity/sides.py): every input the comparison needs is made first (ids,
+    """One side at a time (parity/runtime.py): every input the comparison needs is made first (ids,
     both tokenizers' prompts), the original runs on all of them and is freed, then the converted
     model does the same. In float64 the peak then holds one widened text encoder, not two."""
     started = time.perf_counter()

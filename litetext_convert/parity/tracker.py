@@ -25,6 +25,8 @@ from torch import Tensor
 
 from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.parity.recipes import known_differences, tracker_recipes
+from litetext_convert.parity.runtime import float64_memory_rope
 from litetext_convert.reference.sam3_tracker import (
     WORKAROUNDS,
     Prompt,
@@ -33,39 +35,9 @@ from litetext_convert.reference.sam3_tracker import (
 )
 
 
-KNOWN = {
-    "memory_mask_order": (
-        "memory encoding: Meta binarizes (prompted frame) or applies the sigmoid to (tracked frames) the high-res mask "
-        "logits at image_size, then its mask downsampler resizes the result to 16 x grid (1152); transformers resizes "
-        "the logits to 16 x grid first and binarizes / applies the sigmoid after (Sam3TrackerVideoModel._encode_new_memory), "
-        "so mask edges enter the memory differently. Recipe: keep the mask at image_size through the binarize / sigmoid "
-        "and resize it inside the mask downsampler, as Meta does."
-    ),
-    "mask_size": (
-        "transformers resizes a mask prompt to image_size (Sam3TrackerVideoModel._use_mask_as_output) before "
-        "turning it into high-res logits; Meta uses the mask as given (its video pipeline gives 4 x 4 x grid = 1152 "
-        "for the full model). Recipe: tracker_model.image_size = 16 x grid for the mask-prompted frame."
-    ),
-    "mask_consolidation": (
-        "mask prompt, prompted frame: Meta turns the mask into low-res logits at mask_side // patch * 4 (328 for a "
-        "1152 mask), brings them to the 288 low-res size in the predictor's consolidation, and encodes the frame's "
-        "memory from those low-res logits upsampled to image_size; transformers resizes the mask straight to 288 "
-        "(antialiased) and encodes memory from the high-res mask itself. Recipe: the same two resizes and the memory "
-        "from the upsampled low-res logits."
-    ),
-    "pointer_token": (
-        "for a mask prompt Meta builds the object pointer from the single-mask token (token 0: _forward_sam_heads "
-        "without multimask_output); transformers' _use_mask_as_output calls _single_frame_forward with its default "
-        "multimask_output=True, i.e. the best of the three multimask tokens. Recipe: multimask_output=False there."
-    ),
-}
-
-
-# The recipes that make transformers compute what Meta computes, per prompt kind (names: KNOWN).
-RECIPES = {
-    "points": ("memory_mask_order",),
-    "mask": ("memory_mask_order", "mask_size", "pointer_token", "mask_consolidation"),
-}
+# transformers' known behaviours and the recipes per prompt kind: configs/known_differences.toml.
+KNOWN = known_differences("tracker")
+RECIPES = tracker_recipes()
 
 
 @dataclass
@@ -153,7 +125,7 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
     model = model.to(dtype)
     tracker = model.tracker_model
     if dtype == torch.float64:
-        _float64_rope(tracker.memory_attention.rotary_emb)
+        float64_memory_rope(tracker.memory_attention.rotary_emb)
     frames, channels, grid, _ = vit_features.shape
     size = tracker.image_size
     session = Sam3TrackerVideoInferenceSession(
@@ -211,27 +183,6 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
         stages[f"frame{frame}.memory_attention"] = output
     del model
     return stages
-
-
-def _float64_rope(rotary) -> None:
-    """float64 runs only: transformers computes the memory attention's RoPE angles in float32 whatever
-    the model dtype (`.float()` in the rotary forward); Meta's tables follow the run's dtype here. The
-    same formula in float64 (inverse frequencies recomputed, not upcast)."""
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
-        Sam3TrackerVideoVisionRotaryEmbedding,
-    )
-
-    inv_freq, _ = Sam3TrackerVideoVisionRotaryEmbedding.compute_axial_rope_parameters(rotary.config)
-    spatial_dim = 2 * inv_freq.numel()
-    base = rotary.config.rope_parameters["rope_theta"]
-    inv_freq64 = 1.0 / (base ** (torch.arange(0, spatial_dim, 2, dtype=torch.float64) / spatial_dim))
-
-    def forward(x, position_ids):
-        freqs = position_ids[..., None].to(torch.float64) * inv_freq64.to(x.device)
-        cos, sin = freqs.cos() * rotary.attention_scaling, freqs.sin() * rotary.attention_scaling
-        return rotary.recomposition_frequencies(cos), rotary.recomposition_frequencies(sin)
-
-    rotary.forward = forward
 
 
 def _resize_after_binarize(tracker, mask_memory_size: int) -> None:

@@ -3,7 +3,7 @@ Meta's video pipeline (reference/sam3_video.py) against transformers' documented
 (Sam3VideoProcessor.init_video_session -> add_text_prompt -> Sam3VideoModel.propagate_in_video_iterator
 -> postprocess_outputs) on a `--target video` folder, the same seeded frames fed to both.
 
-Each side runs once, alone (parity/sides.run_side); hooks on each side's own methods record, per
+Each side runs once, alone (parity/runtime.run_side); hooks on each side's own methods record, per
 frame, what that side actually computed:
 
   settings    the heuristics' thresholds (Meta's video builder vs the folder's config)
@@ -42,34 +42,19 @@ from torch import Tensor
 
 from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.parity.recipes import known_differences, masked_dummy_box, video_precision_note
 from litetext_convert.reference.sam3_video import WORKAROUNDS
 
 STAGES = ("pixels", "detector", "detections", "tracker", "decisions", "output")
-# A masked dummy box: Meta's geometry encoder always contributes its CLS token; transformers' only with a box.
-DUMMY_BOX, MASKED_BOX_LABEL = (0.0, 0.0, 0.0, 0.0), -10
-
-KNOWN = {
-    "tokens": "Sam3VideoProcessor.add_text_prompt pads the ids to max_length=32 whatever the model's context (with "
-    "an attention mask); upstream's student encoder reads `context` ids padded with 0. "
-    "Recipe: the upstream ids at the context, text features without a mask (as upstream).",
-    "geometry_cls": "Sam3VideoModel.run_detection calls the detector with no geometry prompt, so its prompt has no "
-    "geometry-encoder CLS token; Meta's detector always encodes its (empty) geometric prompt and appends the CLS "
-    "token. Recipe: one masked dummy box, which gives the CLS token and nothing else.",
-    "pixels": "each side's own frame preprocessing: Meta's loader resizes with PIL (bicubic) and stores the normalized "
-    "frame in float16; transformers' video processor resizes its own way and keeps float32. Recipe: transformers is "
-    "handed frames preprocessed as Meta does (PIL bicubic resize, /255, float16, (x - 0.5) / 0.5).",
-    "cv_utils": "transformers' NMS and hole filling / sprinkle removal need the `kernels` package's cv-utils kernel; "
-    "without it (CPU here) transformers keeps every detection above the threshold (no NMS) and fills no hole. Meta "
-    "runs NMS on the CPU. Recipe: a stand-in for the kernel (greedy NMS on the IoU matrix, 8-connected components).",
-    "memory_selection": "Meta's video builder turns on the tracker's memory selection (frames whose memory enters the "
-    "attention are filtered by their predicted IoU); transformers' tracker has no memory selection. No transformers "
-    "recipe: the comparison with recipes switches Meta's own flag off (build_tracker(apply_temporal_disambiguation=False)).",
-}
-# The tracker's own known behaviours (parity/tracker.py KNOWN) meet the pipeline too: new detections enter
-# the tracker as mask prompts.
-# The tracker parity's "mask_consolidation" models Meta's tracker predictor on its own; inside the video
-# pipeline Meta adds a detection through add_new_mask, whose output is the input mask itself ("input_mask_as_output").
+# transformers' known behaviours (configs/known_differences.toml); the tracker's own meet the pipeline
+# too (new detections enter the tracker as mask prompts). The tracker parity's "mask_consolidation"
+# models Meta's tracker predictor on its own; inside the video pipeline Meta adds a detection through
+# add_new_mask, whose output is the input mask itself ("input_mask_as_output").
 TRACKER_RECIPES = ("memory_mask_order", "mask_size", "pointer_token")
+KNOWN = {**known_differences("video"),
+         **{name: "tracker: see parity/tracker.py KNOWN[" + repr(name) + "]" for name in TRACKER_RECIPES}}
+PRECISION = video_precision_note()
+RECIPES = ("memory_mask_order", "mask_size", "pointer_token")
 KNOWN.update({
     "prompted_frame_first": "flow: Meta's add_prompt runs the prompted frame at once (objects start there) and "
     "propagate_in_video then runs that frame again, where the objects now exist and are tracked and matched; "
@@ -292,13 +277,12 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
     from transformers import Sam3VideoModel, Sam3VideoProcessor
     from transformers.models.sam3_video import modeling_sam3_video
 
-    from litetext_convert.parity.detector import float64_rope
-    from litetext_convert.parity.tracker import _float64_rope
+    from litetext_convert.parity.runtime import float64_memory_rope, float64_rope
     from litetext_convert.reference.sam3_video import float64_run
 
     model = Sam3VideoModel.from_pretrained(str(folder)).eval().to(dtype)
     if dtype == torch.float64:
-        _float64_rope(model.tracker_model.memory_attention.rotary_emb)
+        float64_memory_rope(model.tracker_model.memory_attention.rotary_emb)
     for name, value in (settings or {}).items():
         setattr(model, name, value)
     processor = Sam3VideoProcessor.from_pretrained(str(folder))
@@ -485,8 +469,7 @@ def _with_dummy_box(detector) -> None:
         if kwargs.get("input_boxes") is None:
             vision = kwargs["vision_embeds"]
             batch = vision.fpn_hidden_states[0].shape[0] if hasattr(vision, "fpn_hidden_states") else 1
-            kwargs["input_boxes"] = torch.tensor([[DUMMY_BOX]], dtype=torch.float32).expand(batch, 1, 4)
-            kwargs["input_boxes_labels"] = torch.full((batch, 1), MASKED_BOX_LABEL, dtype=torch.long)
+            kwargs["input_boxes"], kwargs["input_boxes_labels"] = masked_dummy_box(batch)  # parity/recipes.py
         return forward(*args, **kwargs)
 
     detector.forward = with_box
