@@ -311,6 +311,41 @@ def _prompt_facts(reference: dict[str, Tensor], faithful: dict[str, Tensor], nai
 # Entry point
 
 
+@dataclass
+class _Inputs:
+    """What both sides are given: the image, token ids and boxes, in the run's dtype."""
+    size: int
+    pixel_values: Tensor
+    input_ids: Tensor
+    boxes: Tensor | None
+    box_labels: Tensor | None
+
+
+def _inputs(prepared, converted_folder, torch_dtype, *, seed, image, boxes, box_labels, input_ids) -> _Inputs:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(converted_folder))
+    config = getattr(config, "detector_config", None) or config  # a video folder's detector
+    size = config.vision_config.backbone_config.image_size
+    pixel_values = (load_image(image, size) if image else seeded_image(size, seed)).to(torch_dtype)
+    if input_ids is None:
+        input_ids = seeded_input_ids(prepared.arch.context_length, config.text_config.vocab_size, seed)
+    box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
+    label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
+    return _Inputs(size, pixel_values, input_ids, box_tensor, label_tensor)
+
+
+def _run_converted_side(converted_folder, dtype: str, inputs: _Inputs) -> SideRun:
+    torch_dtype = dtypes.torch_dtype(dtype)
+
+    def forward(model) -> _HfRun:
+        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext(), float64_convolutions(torch_dtype):
+            return run_transformers(model, inputs.pixel_values, inputs.input_ids, inputs.boxes, inputs.box_labels)
+
+    return run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward,
+                    release=lambda: release_folder_pages(converted_folder))
+
+
 def run_detector_parity(
     checkpoint,
     converted_folder: str | Path,
@@ -328,8 +363,6 @@ def run_detector_parity(
 
     Sides run one after the other and each is freed before the next, so peak memory is one model.
     """
-    from transformers import AutoConfig
-
     from litetext_convert.plan.prepare import Prepared, prepare
 
     if dtype not in dtypes.COMPUTE:
@@ -338,51 +371,38 @@ def run_detector_parity(
     started = time.perf_counter()
     prepared = checkpoint if isinstance(checkpoint, Prepared) else prepare(
         str(checkpoint), num_heads=num_heads, context_length=context_length)
-    config = AutoConfig.from_pretrained(str(converted_folder))
-    config = getattr(config, "detector_config", None) or config  # a video folder's detector
-    size = config.vision_config.backbone_config.image_size
-    pixel_values = (load_image(image, size) if image else seeded_image(size, seed)).to(torch_dtype)
-    if input_ids is None:
-        input_ids = seeded_input_ids(prepared.arch.context_length, config.text_config.vocab_size, seed)
-    box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
-    label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
+    inputs = _inputs(prepared, converted_folder, torch_dtype, seed=seed, image=image, boxes=boxes,
+                     box_labels=box_labels, input_ids=input_ids)
 
     # One side at a time (parity/runtime.py): peak memory is one model and one forward.
-    original = run_original(prepared, torch_dtype, pixel_values, input_ids, box_tensor, label_tensor)
+    original = run_original(prepared, torch_dtype, inputs.pixel_values, inputs.input_ids, inputs.boxes, inputs.box_labels)
     reference = original.outputs
     seconds = dict(original.seconds)
-    facts = {"original_keys": original.info["keys"]}
-    workarounds, original_name = original.info["workarounds"], original.info["name"]
-
-    def forward(model) -> _HfRun:
-        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext(), float64_convolutions(torch_dtype):
-            return run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
-
-    converted = run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward,
-                         release=lambda: release_folder_pages(converted_folder))
+    workarounds = list(original.info["workarounds"])
+    converted = _run_converted_side(converted_folder, dtype, inputs)
     hf = converted.outputs
     seconds["transformers_load"] = converted.seconds["transformers_build"]
     if dtype == "float64":
-        workarounds = [*workarounds, *TRANSFORMERS_FLOAT64_WORKAROUNDS, FLOAT64_BANDED_CONVOLUTION]
+        workarounds += [*TRANSFORMERS_FLOAT64_WORKAROUNDS, FLOAT64_BANDED_CONVOLUTION]
     seconds.update(hf.seconds)
 
     stages = compare_stages(reference, hf.faithful, dtype)
     naive_notes = {"geometry.prompt": "transformers skipped the geometry encoder (no boxes given)"}
     naive = compare_stages(reference, hf.naive, dtype, naive_notes) if hf.naive else []
     seconds["total"] = time.perf_counter() - started
-    facts.update(_prompt_facts(reference, hf.faithful, hf.naive))
+    facts = {"original_keys": original.info["keys"], **_prompt_facts(reference, hf.faithful, hf.naive)}
     facts.update({
         "image": str(image) if image else f"seeded random 8-bit image, seed {seed}",
-        "image_size": size,
-        "input_ids": input_ids.tolist(),
+        "image_size": inputs.size,
+        "input_ids": inputs.input_ids.tolist(),
         "boxes": boxes or [],
         "transformers_prompt": "user boxes" if boxes else describe_dummy_box(),
         "text_feeding": "get_text_features(input_ids) without a mask; detector attention_mask = ids != 0",
         "threads": torch.get_num_threads(),
     })
-    result = DetectorParityResult(dtype, stages, naive, list(workarounds), original_name,
+    result = DetectorParityResult(dtype, stages, naive, workarounds, original.info["name"],
                                   describe_tolerances(dtype), seconds, facts)
     from litetext_convert.parity.plot import picture_inputs  # parity --plot; a few small arrays
 
-    result.outputs = picture_inputs(pixel_values, reference, hf.faithful)
+    result.outputs = picture_inputs(inputs.pixel_values, reference, hf.faithful)
     return result

@@ -114,48 +114,15 @@ def seeded_prompt(kind: str, image_size: int, grid: int, seed: int) -> Prompt:
 
 def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prompt, dtype: torch.dtype,
                           recipe: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    from transformers import Sam3VideoModel
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
-        Sam3TrackerVideoInferenceSession,
-    )
-
-    model = Sam3VideoModel.from_pretrained(str(folder)).eval()
-    model.detector_model = None  # the tracker side needs only tracker_neck + tracker_model: free the detector
-    gc.collect()
-    model = model.to(dtype)
+    """The converted tracker on the seeded clip: its stages per frame, with `recipe` (names of KNOWN) applied."""
+    model = _load_tracker_side(folder, dtype)
     tracker = model.tracker_model
-    if dtype == torch.float64:
-        float64_memory_rope(tracker.memory_attention.rotary_emb)
-    frames, channels, grid, _ = vit_features.shape
+    frames, _, grid, _ = vit_features.shape
     size = tracker.image_size
-    session = Sam3TrackerVideoInferenceSession(
-        video=torch.zeros(frames, 3, size, size), video_height=size, video_width=size, dtype=dtype,
-        max_vision_features_cache_size=frames,
-    )
     stages: dict[str, Tensor] = {}
     with torch.no_grad():
-        for frame in range(frames):
-            hidden = vit_features[frame : frame + 1].to(dtype).permute(0, 2, 3, 1).reshape(1, grid * grid, channels)
-            feats, pos = model.get_vision_features_for_tracker(SimpleNamespace(last_hidden_state=hidden))
-            session.cache.cache_vision_features(frame, {"vision_feats": feats, "vision_pos_embeds": pos})
-            if frame == 0:
-                for level, x in enumerate(feats):
-                    stages[f"neck.level{level}"] = x
-        obj_idx = session.obj_id_to_idx(1)
-        if prompt.points is not None:
-            session.add_point_inputs(obj_idx, 0, {"point_coords": prompt.points[None, None].to(dtype),
-                                                  "point_labels": prompt.labels[None, None].int()})
-        else:
-            session.add_mask_inputs(obj_idx, 0, prompt.mask[None, None])
-        session.obj_with_new_inputs = [1]
-        if "mask_size" in recipe and prompt.mask is not None:
-            tracker.image_size = prompt.mask.shape[-1]
-        if "pointer_token" in recipe:
-            tracker._single_frame_forward = _single_mask_pointer(tracker._single_frame_forward)
-        if "memory_mask_order" in recipe:
-            _resize_after_binarize(tracker, 16 * grid)
-        if "mask_consolidation" in recipe:
-            _consolidate_like_meta(tracker)
+        session, obj_idx = _prompted_session(model, vit_features, prompt, dtype, stages)
+        _apply_recipes(tracker, recipe, prompt, grid)
         hooks = {"prompt_encoder": tracker.prompt_encoder, "memory_attention": tracker.memory_attention,
                  "memory_encoder": tracker.memory_encoder}
         seen: dict[str, list] = {}
@@ -183,6 +150,60 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
         stages[f"frame{frame}.memory_attention"] = output
     del model
     return stages
+
+
+def _load_tracker_side(folder: str | Path, dtype: torch.dtype):
+    from transformers import Sam3VideoModel
+
+    model = Sam3VideoModel.from_pretrained(str(folder)).eval()
+    model.detector_model = None  # the tracker side needs only tracker_neck + tracker_model: free the detector
+    gc.collect()
+    model = model.to(dtype)
+    if dtype == torch.float64:
+        float64_memory_rope(model.tracker_model.memory_attention.rotary_emb)
+    return model
+
+
+def _prompted_session(model, vit_features: Tensor, prompt: Prompt, dtype: torch.dtype, stages: dict):
+    """An inference session with every frame's ViT features through the tracker neck (the neck
+    levels of frame 0 go to `stages`) and the prompt on frame 0."""
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoInferenceSession,
+    )
+
+    frames, channels, grid, _ = vit_features.shape
+    size = model.tracker_model.image_size
+    session = Sam3TrackerVideoInferenceSession(
+        video=torch.zeros(frames, 3, size, size), video_height=size, video_width=size, dtype=dtype,
+        max_vision_features_cache_size=frames,
+    )
+    for frame in range(frames):
+        hidden = vit_features[frame : frame + 1].to(dtype).permute(0, 2, 3, 1).reshape(1, grid * grid, channels)
+        feats, pos = model.get_vision_features_for_tracker(SimpleNamespace(last_hidden_state=hidden))
+        session.cache.cache_vision_features(frame, {"vision_feats": feats, "vision_pos_embeds": pos})
+        if frame == 0:
+            for level, x in enumerate(feats):
+                stages[f"neck.level{level}"] = x
+    obj_idx = session.obj_id_to_idx(1)
+    if prompt.points is not None:
+        session.add_point_inputs(obj_idx, 0, {"point_coords": prompt.points[None, None].to(dtype),
+                                              "point_labels": prompt.labels[None, None].int()})
+    else:
+        session.add_mask_inputs(obj_idx, 0, prompt.mask[None, None])
+    session.obj_with_new_inputs = [1]
+    return session, obj_idx
+
+
+def _apply_recipes(tracker, recipe: tuple[str, ...], prompt: Prompt, grid: int) -> None:
+    """The recipes (configs/known_differences.toml [tracker]) that make transformers compute what Meta computes."""
+    if "mask_size" in recipe and prompt.mask is not None:
+        tracker.image_size = prompt.mask.shape[-1]
+    if "pointer_token" in recipe:
+        tracker._single_frame_forward = _single_mask_pointer(tracker._single_frame_forward)
+    if "memory_mask_order" in recipe:
+        _resize_after_binarize(tracker, 16 * grid)
+    if "mask_consolidation" in recipe:
+        _consolidate_like_meta(tracker)
 
 
 def _resize_after_binarize(tracker, mask_memory_size: int) -> None:

@@ -274,23 +274,54 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
                      dtype: torch.dtype = torch.float32) -> PipelineRecord:
     """transformers' documented text-prompt flow on `folder`; `recipes` (names of KNOWN) make it compute what
     Meta computes, `settings` override the heuristics' thresholds; float64 as the original side (float64_run)."""
-    from transformers import Sam3VideoModel, Sam3VideoProcessor
+    from transformers import Sam3VideoProcessor
     from transformers.models.sam3_video import modeling_sam3_video
 
-    from litetext_convert.parity.runtime import float64_memory_rope, float64_rope
-    from litetext_convert.reference.sam3_video import float64_run
+    model = _load_video_side(folder, dtype, settings)
+    processor = Sam3VideoProcessor.from_pretrained(str(folder))
+    record = PipelineRecord("transformers", settings={k: getattr(model, k) for k in _SETTING_NAMES if hasattr(model, k)})
+    side = model.tracker_model.image_size  # before any recipe touches the tracker
+    session, prompt_id = _prompted_session(model, processor, frames, text, recipes, tokenizer, context, dtype)
+    saved_kernel = modeling_sam3_video.cv_utils_kernel
+    if "cv_utils" in recipes:
+        modeling_sam3_video.cv_utils_kernel = CvUtilsStandIn()
+    _tracker_recipes(model, [r for r in recipes if r in TRACKER_RECIPES + ("new_object_mask", "input_mask_as_output")],
+                     (session.video_height, session.video_width))
+    handle = _record_each_step(model, session, record, side)
+    try:
+        _propagate(model, processor, session, record, dtype, prompted_frame_first="prompted_frame_first" in recipes)
+    finally:
+        handle.remove()
+        modeling_sam3_video.cv_utils_kernel = saved_kernel
+    record.ids = session.prompt_input_ids[prompt_id].clone()
+    record.pixels = [session.processed_frames[i].clone() for i in range(len(frames))]
+    record.notes = [f"recipes: {', '.join(recipes) or 'none'}"]
+    del model
+    gc.collect()
+    return record
+
+
+def _load_video_side(folder: str | Path, dtype: torch.dtype, settings: dict | None):
+    from transformers import Sam3VideoModel
+
+    from litetext_convert.parity.runtime import float64_memory_rope
 
     model = Sam3VideoModel.from_pretrained(str(folder)).eval().to(dtype)
     if dtype == torch.float64:
         float64_memory_rope(model.tracker_model.memory_attention.rotary_emb)
     for name, value in (settings or {}).items():
         setattr(model, name, value)
-    processor = Sam3VideoProcessor.from_pretrained(str(folder))
-    record = PipelineRecord("transformers", settings={k: getattr(model, k) for k in _SETTING_NAMES if hasattr(model, k)})
-    side = model.tracker_model.image_size
+    return model
+
+
+def _prompted_session(model, processor, frames: np.ndarray, text: str, recipes: tuple[str, ...], tokenizer,
+                      context: int, dtype: torch.dtype):
+    """The video session with the text prompt; the input recipes (pixels, tokens, geometry_cls) applied."""
+    from litetext_convert.reference.sam3_video import float64_run
+
     session = processor.init_video_session(video=frames, inference_device="cpu", dtype=dtype)
     if "pixels" in recipes:
-        for index, image in enumerate(meta_preprocessing(frames, side)):
+        for index, image in enumerate(meta_preprocessing(frames, model.tracker_model.image_size)):
             session.processed_frames[index] = image.to(dtype)
     session = processor.add_text_prompt(session, text)
     prompt_id = next(iter(session.prompts))
@@ -302,11 +333,12 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
             session.prompt_embeddings[prompt_id] = model.detector_model.get_text_features(input_ids=ids, return_dict=True)
     if "geometry_cls" in recipes:
         _with_dummy_box(model.detector_model)
-    saved_kernel = modeling_sam3_video.cv_utils_kernel
-    if "cv_utils" in recipes:
-        modeling_sam3_video.cv_utils_kernel = CvUtilsStandIn()
-    _tracker_recipes(model, [r for r in recipes if r in TRACKER_RECIPES + ("new_object_mask", "input_mask_as_output")],
-                     (session.video_height, session.video_width))
+    return session, prompt_id
+
+
+def _record_each_step(model, session, record: PipelineRecord, side: int):
+    """Wrap the model's pipeline steps so that each frame's detector output, detections, tracked
+    masks and decisions land in `record`; returns the detector hook's handle (removed by the caller)."""
     current = {"frame": 0}
     track = model._det_track_one_frame
 
@@ -349,28 +381,25 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
 
     _wrap(model, "run_detection", detections)
     _wrap(model, "run_tracker_update_planning_phase", planned)
-    handle = model.detector_model.register_forward_hook(raw, with_kwargs=True)
-    try:
-        with torch.no_grad(), float64_run(dtype), (float64_rope(model.detector_model) if dtype == torch.float64 else contextlib.nullcontext()):
-            if "prompted_frame_first" in recipes:
-                model(inference_session=session, frame_idx=0)
-            for output in model.propagate_in_video_iterator(inference_session=session):
-                post = processor.postprocess_outputs(session, output)
-                height, width = session.video_height, session.video_width
-                scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-                record.frame(output.frame_idx).output = {
-                    "ids": [int(i) for i in post["object_ids"]], "scores": post["scores"].double(),
-                    "boxes": post["boxes"].double().reshape(-1, 4) / scale, "masks": post["masks"].bool(),
-                }
-    finally:
-        handle.remove()
-        modeling_sam3_video.cv_utils_kernel = saved_kernel
-    record.ids = session.prompt_input_ids[prompt_id].clone()
-    record.pixels = [session.processed_frames[i].clone() for i in range(len(frames))]
-    record.notes = [f"recipes: {', '.join(recipes) or 'none'}"]
-    del model
-    gc.collect()
-    return record
+    return model.detector_model.register_forward_hook(raw, with_kwargs=True)
+
+
+def _propagate(model, processor, session, record: PipelineRecord, dtype: torch.dtype, *, prompted_frame_first: bool) -> None:
+    from litetext_convert.parity.runtime import float64_rope
+    from litetext_convert.reference.sam3_video import float64_run
+
+    rope = float64_rope(model.detector_model) if dtype == torch.float64 else contextlib.nullcontext()
+    with torch.no_grad(), float64_run(dtype), rope:
+        if prompted_frame_first:
+            model(inference_session=session, frame_idx=0)
+        for output in model.propagate_in_video_iterator(inference_session=session):
+            post = processor.postprocess_outputs(session, output)
+            height, width = session.video_height, session.video_width
+            scale = torch.tensor([width, height, width, height], dtype=torch.float64)
+            record.frame(output.frame_idx).output = {
+                "ids": [int(i) for i in post["object_ids"]], "scores": post["scores"].double(),
+                "boxes": post["boxes"].double().reshape(-1, 4) / scale, "masks": post["masks"].bool(),
+            }
 
 
 _SETTING_NAMES = ("score_threshold_detection", "assoc_iou_thresh", "det_nms_thresh", "new_det_thresh", "hotstart_delay",

@@ -134,8 +134,40 @@ def infer_text(
     notes: list[str],
     variants: dict[str, dict],
 ) -> TextArchitecture:
-    keys = list(tensors)
     vocab, hidden = _shape(tensors, TEXT + "encoder.embedding_layer.weight")
+    family, layers, ffn, kernel = _text_layers(tensors)
+    projection_in, projection_dim = _shape(tensors, TEXT + "encoder.projection_layer")
+    if projection_in != hidden:
+        raise CheckpointError(f"projection_layer is {projection_in}x{projection_dim}, expected {hidden} rows")
+    detector_width = _shape(tensors, TEXT + "projector.weight")[0]
+    pos_shape = _shape(tensors, TEXT + "encoder.positional_embedding.pos_embed.pos_embed")
+    if len(pos_shape) != 4 or pos_shape[3] != hidden:
+        raise CheckpointError(f"text positional table has shape {list(pos_shape)}, expected [1, 1, T, {hidden}]")
+    rows = pos_shape[2]
+
+    variant = _match_variant(variants, family, hidden, len(layers))
+    heads = _heads(variants, variant, hidden, num_heads)
+    context = _context(filename, rows, context_length, notes)
+    return TextArchitecture(
+        variant=variant,
+        family=Fact(family, "weights"),
+        hidden_size=Fact(hidden, "weights"),
+        num_layers=Fact(len(layers), "weights"),
+        num_heads=heads,
+        intermediate_size=Fact(ffn, "weights"),
+        vocab_size=Fact(vocab, "weights"),
+        projection_dim=Fact(projection_dim, "weights"),
+        detector_width=Fact(detector_width, "weights"),
+        repmixer_kernel_size=kernel,
+        positional_rows=Fact(rows, "weights"),
+        context_length=context,
+    )
+
+
+def _text_layers(tensors: dict[str, torch.Tensor]) -> tuple[str, list[int], int, Fact | None]:
+    """The text layers' layout from their keys: family (base, or mct: RepMixer first and last), the
+    layer indices, the feed-forward width and the RepMixer kernel (None without RepMixers)."""
+    keys = list(tensors)
     layers = _layer_indices(keys, TEXT + "encoder.transformer.")
     if not layers or layers != list(range(len(layers))):
         raise CheckpointError(f"text encoder layers are not numbered 0..n-1: {layers[:12]}")
@@ -163,32 +195,7 @@ def infer_text(
                 "transformers uses one intermediate_size for both"
             )
         kernel = Fact(_shape(tensors, f"{TEXT}encoder.transformer.0.token_mixer.mixer.rbr_conv.0.conv.weight")[-1], "weights")
-    projection_in, projection_dim = _shape(tensors, TEXT + "encoder.projection_layer")
-    if projection_in != hidden:
-        raise CheckpointError(f"projection_layer is {projection_in}x{projection_dim}, expected {hidden} rows")
-    detector_width = _shape(tensors, TEXT + "projector.weight")[0]
-    pos_shape = _shape(tensors, TEXT + "encoder.positional_embedding.pos_embed.pos_embed")
-    if len(pos_shape) != 4 or pos_shape[3] != hidden:
-        raise CheckpointError(f"text positional table has shape {list(pos_shape)}, expected [1, 1, T, {hidden}]")
-    rows = pos_shape[2]
-
-    variant = _match_variant(variants, family, hidden, len(layers))
-    heads = _heads(variants, variant, hidden, num_heads)
-    context = _context(filename, rows, context_length, notes)
-    return TextArchitecture(
-        variant=variant,
-        family=Fact(family, "weights"),
-        hidden_size=Fact(hidden, "weights"),
-        num_layers=Fact(len(layers), "weights"),
-        num_heads=heads,
-        intermediate_size=Fact(ffn, "weights"),
-        vocab_size=Fact(vocab, "weights"),
-        projection_dim=Fact(projection_dim, "weights"),
-        detector_width=Fact(detector_width, "weights"),
-        repmixer_kernel_size=kernel,
-        positional_rows=Fact(rows, "weights"),
-        context_length=context,
-    )
+    return family, layers, ffn, kernel
 
 
 def _match_variant(variants: dict[str, dict], family: str, hidden: int, layers: int) -> Fact:
