@@ -156,7 +156,7 @@ def seeded_frames(count: int, height: int, width: int, seed: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def meta_preprocessing(frames: np.ndarray, size: int) -> Tensor:
+def original_preprocessing(frames: np.ndarray, size: int) -> Tensor:
     """What Meta's frame loader feeds its model (sam3.model.io_utils, frames given as PIL images): PIL's
     default (bicubic) resize to size x size, / 255, float16, then (x - 0.5) / 0.5 in float16."""
     from PIL import Image
@@ -204,7 +204,7 @@ class CvUtilsStandIn:
 # Meta's side
 
 
-def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: dict | None = None,
+def run_original(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: dict | None = None,
              memory_selection: bool | None = None, dtype: torch.dtype = torch.float32) -> PipelineRecord:
     """Meta's video pipeline as its demo runs it: init_state, add_prompt(frame 0, text), propagate_in_video."""
     from PIL import Image
@@ -219,7 +219,7 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
     video = build_original_video(prepared.loaded.tensors, prepared.arch, tokenizer, settings=settings,
                                  memory_selection=selection, dtype=dtype)
     model = video.model
-    record = PipelineRecord("meta", settings=dict(video.settings))
+    record = PipelineRecord("original", settings=dict(video.settings))
     record.notes = [f"tracker memory selection {'on' if selection else 'off'}", *video.workarounds]
     side = model.image_size
 
@@ -321,7 +321,7 @@ def _prompted_session(model, processor, frames: np.ndarray, text: str, recipes: 
 
     session = processor.init_video_session(video=frames, inference_device="cpu", dtype=dtype)
     if "pixels" in recipes:
-        for index, image in enumerate(meta_preprocessing(frames, model.tracker_model.image_size)):
+        for index, image in enumerate(original_preprocessing(frames, model.tracker_model.image_size)):
             session.processed_frames[index] = image.to(dtype)
     session = processor.add_text_prompt(session, text)
     prompt_id = next(iter(session.prompts))
@@ -537,28 +537,28 @@ def _masks_differ(a: Tensor, b: Tensor) -> int:
     return int((a != b).sum()) if a.shape == b.shape else -1
 
 
-def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "float32") -> list[Stage]:
+def compare_records(original: PipelineRecord, hf: PipelineRecord, dtype: str = "float32") -> list[Stage]:
     stages = []
     # a setting transformers does not have is off there: the same when Meta's value turns it off too
-    absent = {k for k in meta.settings if k not in hf.settings and meta.settings[k] is False}
-    differing = {k: (meta.settings[k], hf.settings.get(k)) for k in meta.settings
-                 if k not in absent and meta.settings[k] != hf.settings.get(k)}
-    stages.append(Stage(None, "settings", not differing, f"differ (meta, transformers): {differing}" if differing else
-                        f"{len(meta.settings) - len(absent)} heuristics settings equal; off in Meta and absent in "
+    absent = {k for k in original.settings if k not in hf.settings and original.settings[k] is False}
+    differing = {k: (original.settings[k], hf.settings.get(k)) for k in original.settings
+                 if k not in absent and original.settings[k] != hf.settings.get(k)}
+    stages.append(Stage(None, "settings", not differing, f"differ (original, transformers): {differing}" if differing else
+                        f"{len(original.settings) - len(absent)} heuristics settings equal; off in Meta and absent in "
                         f"transformers: {sorted(absent)}"))
-    same_ids = meta.ids is not None and hf.ids is not None and meta.ids.shape == hf.ids.shape and torch.equal(meta.ids, hf.ids)
-    stages.append(Stage(None, "tokens", same_ids, f"meta {list(meta.ids.shape)} {meta.ids.flatten().tolist()}, "
+    same_ids = original.ids is not None and hf.ids is not None and original.ids.shape == hf.ids.shape and torch.equal(original.ids, hf.ids)
+    stages.append(Stage(None, "tokens", same_ids, f"original {list(original.ids.shape)} {original.ids.flatten().tolist()}, "
                         f"transformers {list(hf.ids.shape)} {hf.ids.flatten().tolist()}"))
-    for index in sorted(set(meta.frames) | set(hf.frames)):
-        m, h = meta.frames.get(index, FrameRecord()), hf.frames.get(index, FrameRecord())
-        stages.append(_tensors(index, "pixels", [("image", meta.pixels[index].double(), hf.pixels[index].double())], dtype))
+    for index in sorted(set(original.frames) | set(hf.frames)):
+        m, h = original.frames.get(index, FrameRecord()), hf.frames.get(index, FrameRecord())
+        stages.append(_tensors(index, "pixels", [("image", original.pixels[index].double(), hf.pixels[index].double())], dtype))
         if m.detector and h.detector:
             stages.append(_tensors(index, "detector", [(k, m.detector[k], h.detector[k].reshape(m.detector[k].shape)
                                                         if h.detector[k].numel() == m.detector[k].numel() else h.detector[k])
                                                        for k in ("probs", "boxes", "masks")], dtype))
         count = (len(m.detections.get("scores", [])), len(h.detections.get("scores", [])))
         if count[0] != count[1]:
-            stages.append(Stage(index, "detections", False, f"meta keeps {count[0]} detections, transformers {count[1]}"))
+            stages.append(Stage(index, "detections", False, f"original keeps {count[0]} detections, transformers {count[1]}"))
         else:
             stage = _tensors(index, "detections", [(k, m.detections[k], h.detections[k]) for k in ("scores", "boxes", "masks")],
                              dtype)
@@ -566,7 +566,7 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "floa
             stages.append(stage)
         ids = (sorted(m.tracker), sorted(h.tracker))
         if ids[0] != ids[1]:
-            stages.append(Stage(index, "tracker", False, f"tracked objects: meta {ids[0]}, transformers {ids[1]}"))
+            stages.append(Stage(index, "tracker", False, f"tracked objects: original {ids[0]}, transformers {ids[1]}"))
         else:
             pairs = []
             for obj in ids[0]:
@@ -576,10 +576,10 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "floa
             stage.detail = f"objects {ids[0]}; {stage.detail}"
             stages.append(stage)
         same = m.decisions == h.decisions
-        stages.append(Stage(index, "decisions", same, f"meta {m.decisions}" + ("" if same else f"; transformers {h.decisions}")))
+        stages.append(Stage(index, "decisions", same, f"original {m.decisions}" + ("" if same else f"; transformers {h.decisions}")))
         mo, ho = m.output, h.output
         if mo.get("ids") != ho.get("ids"):
-            stages.append(Stage(index, "output", False, f"object ids: meta {mo.get('ids')}, transformers {ho.get('ids')}"))
+            stages.append(Stage(index, "output", False, f"object ids: original {mo.get('ids')}, transformers {ho.get('ids')}"))
         else:
             stage = _tensors(index, "output", [("scores", mo["scores"], ho["scores"]), ("boxes", mo["boxes"], ho["boxes"])],
                              dtype)
@@ -634,15 +634,15 @@ def run_video_parity(prepared, folder: str | Path, tokenizer, *, frames: np.ndar
     """The comparisons of RUNS, each side run alone: as shipped (Meta's pipeline as its video builder makes
     it, transformers as it ships, float32), and with the recipes in float64 and in float32."""
     context = prepared.arch.context_length
-    runs, meta = {}, None
+    runs = {}
     for name, (recipes, dtype) in RUNS.items():
-        torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-        meta = run_meta(prepared, frames, text, tokenizer, settings=settings, dtype=torch_dtype,
-                        memory_selection=False if recipes else None)
+        torch_dtype = dtypes.torch_dtype(dtype)
+        original = run_original(prepared, frames, text, tokenizer, settings=settings, dtype=torch_dtype,
+                                memory_selection=False if recipes else None)
         hf = run_transformers(folder, frames, text, recipes=RECIPES if recipes else (), tokenizer=tokenizer,
                               context=context, settings=settings, dtype=torch_dtype)
-        runs[name] = compare_records(meta, hf, dtype)
-        del meta, hf
+        runs[name] = compare_records(original, hf, dtype)
+        del original, hf
         gc.collect()
     notes = [*WORKAROUNDS, f"frames {list(frames.shape)}, text {text!r}, settings overridden: {settings or {}}"]
     return VideoParityResult(runs, RECIPES, notes)

@@ -367,3 +367,40 @@ def to_plain(arch: Architecture) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------------------------
+# The video tracker's sizes (the video target's config and the original tracker are built from them)
+
+TRACKER = "tracker."  # the video tracker's keys in an upstream checkpoint
+
+
+def tracker_sizes(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The tracker's sizes, read from the shapes of its weights (never assumed)."""
+
+    def shape(key: str) -> tuple[int, ...]:
+        if TRACKER + key not in tensors:
+            raise CheckpointError(f"--target video needs the tracker weights, and {TRACKER + key} is missing")
+        return tuple(tensors[TRACKER + key].shape)
+
+    def count(pattern: str) -> int:
+        regex = re.compile(re.escape(TRACKER) + pattern)
+        return len({m.group(1) for key in tensors if (m := regex.fullmatch(key))})
+
+    num_maskmem, _, _, mem_dim = shape("maskmem_tpos_enc")
+    hidden = shape("no_mem_embed")[-1]
+    return {
+        "hidden": hidden,
+        "mem_dim": mem_dim,
+        "num_maskmem": num_maskmem,
+        "memory_attention_layers": count(r"transformer\.encoder\.layers\.(\d+)\.linear1\.weight"),
+        "memory_attention_ffn": shape("transformer.encoder.layers.0.linear1.weight")[0],
+        "decoder_layers": count(r"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.lin1\.weight"),
+        "decoder_mlp": shape("sam_mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        "iou_hidden": shape("sam_mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        "multimask_outputs": shape("sam_mask_decoder.mask_tokens.weight")[0] - 1,
+        "point_embeddings": count(r"sam_prompt_encoder\.point_embeddings\.(\d+)\.weight"),
+        "mask_input_channels": shape("sam_prompt_encoder.mask_downscaling.3.weight")[0],
+        "fuser_layers": count(r"maskmem_backbone\.fuser\.layers\.(\d+)\.gamma"),
+        "fuser_intermediate": shape("maskmem_backbone.fuser.layers.0.pwconv1.weight")[0],
+        "fuser_kernel": shape("maskmem_backbone.fuser.layers.0.dwconv.weight")[-1],
+        "downsampler_stages": count(r"maskmem_backbone\.mask_downsampler\.encoder\.(\d+)\.weight") // 2,
+    }

@@ -190,8 +190,9 @@ def _import_sam3():
 
 
 @dataclass(frozen=True)
-class DetectorSizes:
-    """The constructor arguments that differ between a full and a reduced detector."""
+class OriginalDetectorSizes:
+    """The constructor arguments of Meta's detector that differ between a full and a reduced one
+    (not synthetic.builder.DetectorSizes, which shapes the keys a synthetic checkpoint holds)."""
 
     image_size: int
     pretrain_image_size: int
@@ -216,7 +217,7 @@ class DetectorSizes:
     upsampling_stages: int
 
     @classmethod
-    def from_architecture(cls, arch, state_dict: Mapping[str, Tensor]) -> DetectorSizes:
+    def from_architecture(cls, arch, state_dict: Mapping[str, Tensor]) -> OriginalDetectorSizes:
         d = arch.detector
         scoring = state_dict["dot_prod_scoring.prompt_mlp.layers.0.weight"]  # not in Architecture
         return cls(
@@ -249,7 +250,7 @@ class DetectorSizes:
 # (dropout / drop-path / activation-checkpoint arguments are kept as Meta passes them; eval() disables them.)
 
 
-def _position_encoding(sizes: DetectorSizes, precompute: bool):
+def _position_encoding(sizes: OriginalDetectorSizes, precompute: bool):
     from sam3.model.position_encoding import PositionEmbeddingSine
 
     return PositionEmbeddingSine(
@@ -261,7 +262,7 @@ def _position_encoding(sizes: DetectorSizes, precompute: bool):
     )
 
 
-def _vit(sizes: DetectorSizes):
+def _vit(sizes: OriginalDetectorSizes):
     from sam3.model.vitdet import ViT
 
     mlp_ratio = sizes.vit_mlp / sizes.vit_width
@@ -295,7 +296,7 @@ def _vit(sizes: DetectorSizes):
     )
 
 
-def _vision_backbone(sizes: DetectorSizes, sam2_neck: bool = False):
+def _vision_backbone(sizes: OriginalDetectorSizes, sam2_neck: bool = False):
     """`sam2_neck`: also the tracker's SAM2 neck (`sam2_convs`), as Meta's video model builds it."""
     from sam3.model.necks import Sam3DualViTDetNeck
 
@@ -308,13 +309,13 @@ def _vision_backbone(sizes: DetectorSizes, sam2_neck: bool = False):
     )
 
 
-def _mha(sizes: DetectorSizes, dropout: float, **kwargs):
+def _mha(sizes: OriginalDetectorSizes, dropout: float, **kwargs):
     from sam3.model.model_misc import MultiheadAttentionWrapper
 
     return MultiheadAttentionWrapper(num_heads=sizes.heads, dropout=dropout, embed_dim=sizes.d_model, **kwargs)
 
 
-def _fusion_layer(sizes: DetectorSizes, ffn: int, *, batch_first: bool, pos_at_attn: bool, pos_at_keys: bool):
+def _fusion_layer(sizes: OriginalDetectorSizes, ffn: int, *, batch_first: bool, pos_at_attn: bool, pos_at_keys: bool):
     from sam3.model.encoder import TransformerEncoderLayer
 
     return TransformerEncoderLayer(
@@ -331,7 +332,7 @@ def _fusion_layer(sizes: DetectorSizes, ffn: int, *, batch_first: bool, pos_at_a
     )
 
 
-def _transformer(sizes: DetectorSizes):
+def _transformer(sizes: OriginalDetectorSizes):
     from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
     from sam3.model.encoder import TransformerEncoderFusion
     from sam3.model.model_misc import TransformerWrapper
@@ -376,7 +377,7 @@ def _transformer(sizes: DetectorSizes):
     return TransformerWrapper(encoder=encoder, decoder=decoder, d_model=sizes.d_model)
 
 
-def _dot_product_scoring(sizes: DetectorSizes):
+def _dot_product_scoring(sizes: OriginalDetectorSizes):
     from sam3.model.model_misc import MLP, DotProductScoring
 
     prompt_mlp = MLP(
@@ -391,7 +392,7 @@ def _dot_product_scoring(sizes: DetectorSizes):
     return DotProductScoring(d_model=sizes.d_model, d_proj=sizes.d_model, prompt_mlp=prompt_mlp)
 
 
-def _segmentation_head(sizes: DetectorSizes):
+def _segmentation_head(sizes: OriginalDetectorSizes):
     from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
 
     pixel_decoder = PixelDecoder(
@@ -412,7 +413,7 @@ def _segmentation_head(sizes: DetectorSizes):
     )
 
 
-def _geometry_encoder(sizes: DetectorSizes):
+def _geometry_encoder(sizes: OriginalDetectorSizes):
     from sam3.model.geometry_encoders import SequenceGeometryEncoder
 
     return SequenceGeometryEncoder(
@@ -450,7 +451,7 @@ class TokenIdLanguageBackbone(ReferenceTextEncoder):
         return trace.padding_mask, trace.text_features.transpose(0, 1), trace.embeddings.transpose(0, 1)
 
 
-def _sam3_image(sizes: DetectorSizes, language_backbone: nn.Module):
+def _sam3_image(sizes: OriginalDetectorSizes, language_backbone: nn.Module):
     from sam3.model.sam3_image import Sam3Image
     from sam3.model.vl_combiner import SAM3VLBackbone
 
@@ -693,7 +694,7 @@ def build_original_detector(state_dict: Mapping[str, Tensor], arch, *, dtype: to
     sam3, _ = _import_sam3()
     family = getattr(arch, "family", None)
     detector_keys, ignored = _split_keys(state_dict, family.original_ignored if family else None)
-    sizes = DetectorSizes.from_architecture(arch, detector_keys)
+    sizes = OriginalDetectorSizes.from_architecture(arch, detector_keys)
     student = _student_text_encoder(detector_keys, arch, torch.float32)
     with original_runtime():
         model = _sam3_image(sizes, TokenIdLanguageBackbone.wrapping(student))
