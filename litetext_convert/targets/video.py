@@ -3,14 +3,18 @@ tracker (+ its own neck). Its data is configs/targets/video.toml."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from pathlib import Path
 
 import torch
 
 from litetext_convert.errors import CheckpointError
+from litetext_convert.paths import read_config
 from litetext_convert.plan.hf_config import build_config as build_image_config
 from litetext_convert.plan.hf_config import transformers_class
 from litetext_convert.plan.infer import Architecture, tracker_sizes
+from litetext_convert.targets.image import image_processor_fields
 
 # Sam3TrackerVideoMemoryAttentionLayer builds its cross-attention with kv_in_dim=64 whatever the config says.
 TRANSFORMERS_MEMORY_DIM = 64
@@ -72,8 +76,32 @@ def _tracker_config(TrackerConfig, arch: Architecture, detector, t: dict[str, in
     )
 
 
+def video_processor_fields(arch: Architecture) -> dict:
+    fields = dict(read_config("video_processor.toml")["video_processor"])
+    fields["size"] = {"height": arch.detector.image_size.value, "width": arch.detector.image_size.value}
+    return fields
+
+
 def save_processor(folder: Path, arch: Architecture, tokenizer) -> None:
     """Sam3VideoProcessor (image processor + video processor + tokenizer)."""
-    from litetext_convert.write.processor import save_video_processor
+    if importlib.util.find_spec("torchvision") is not None and importlib.util.find_spec("PIL") is not None:
+        from transformers import Sam3ImageProcessor, Sam3VideoProcessor
+        from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
-    save_video_processor(folder, arch, tokenizer)
+        image = image_processor_fields(arch)
+        image.pop("image_processor_type")
+        video = video_processor_fields(arch)
+        video.pop("video_processor_type")
+        processor = Sam3VideoProcessor(
+            image_processor=Sam3ImageProcessor(**image), video_processor=Sam2VideoVideoProcessor(**video), tokenizer=tokenizer
+        )
+        processor.save_pretrained(str(folder))
+        return
+    tokenizer.save_pretrained(str(folder))
+    config = {
+        "image_processor": dict(sorted(image_processor_fields(arch).items())),
+        "processor_class": read_config("video_processor.toml")["processor"]["processor_class"],
+        "target_size": arch.detector.image_size.value,
+        "video_processor": dict(sorted(video_processor_fields(arch).items())),
+    }
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
