@@ -5,7 +5,7 @@ DETR encoder/decoder, segmentation head and dot-product scoring, built with the 
 `sam3.model_builder` (the `_create_*` functions) except for the sizes, which come from the weights,
 so a reduced ("tiny") checkpoint builds the same modules smaller. The language backbone is the
 LiteText student text encoder: upstream's `TextStudentEncoder` needs the upstream fork, which is not
-on PyPI, so this module uses our clean-room `ReferenceTextEncoder`, which loads the same original
+on PyPI, so this module uses our clean-room `CleanRoomTextEncoder`, which loads the same original
 keys (see reference/text_encoder.py); the result says so in `original_name`.
 
 Key layout decision: the detector is built WITHOUT the interactive-instance predictor and WITHOUT
@@ -31,11 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from litetext_convert.reference import upstream_fork_available
-from litetext_convert.reference.text_encoder import ReferenceTextEncoder
+from litetext_convert.reference.text_encoder import CleanRoomTextEncoder
 
 DETECTOR_PREFIX = "detector."
 TEXT_PREFIX = "backbone.language_backbone."
-ORIGINAL_NAME = "{package} {version} + clean-room student text encoder (litetext ReferenceTextEncoder)"
+ORIGINAL_NAME = "{package} {version} + clean-room student text encoder (litetext CleanRoomTextEncoder)"
 UNAVAILABLE_REASON = (
     "Meta's sam3 is not installed: pip install -e '.[original]' with torch==2.14.1 torchvision==0.29.1 (see README)"
 )
@@ -435,7 +435,7 @@ def _geometry_encoder(sizes: OriginalDetectorSizes):
     )
 
 
-class TokenIdLanguageBackbone(ReferenceTextEncoder):
+class TokenIdLanguageBackbone(CleanRoomTextEncoder):
     """The student text encoder behind SAM3VLBackbone's language-backbone interface.
 
     Upstream's TextStudentEncoder tokenizes `captions` itself and returns (padding mask where
@@ -443,7 +443,7 @@ class TokenIdLanguageBackbone(ReferenceTextEncoder):
     """
 
     @classmethod
-    def wrapping(cls, student: ReferenceTextEncoder) -> TokenIdLanguageBackbone:
+    def wrapping(cls, student: CleanRoomTextEncoder) -> TokenIdLanguageBackbone:
         return cls(student.encoder, student.projector)  # same modules, so the same original keys
 
     def forward(self, input_ids: Tensor, input_boxes=None, device=None) -> tuple[Tensor, Tensor, Tensor]:
@@ -654,9 +654,9 @@ def _stages(backbone_out: dict, out: dict, captured: dict) -> dict[str, Tensor]:
     return {name: tensor.detach() for name, tensor in stages.items()}
 
 
-def _student_text_encoder(detector_keys: dict[str, Tensor], arch, dtype: torch.dtype) -> ReferenceTextEncoder:
+def _student_text_encoder(detector_keys: dict[str, Tensor], arch, dtype: torch.dtype) -> CleanRoomTextEncoder:
     text = {k[len(TEXT_PREFIX):]: v for k, v in detector_keys.items() if k.startswith(TEXT_PREFIX)}
-    return ReferenceTextEncoder.from_original_state_dict(
+    return CleanRoomTextEncoder.from_original_state_dict(
         text,
         variant=arch.text.family.value,
         num_heads=arch.text.num_heads.value,

@@ -121,7 +121,7 @@ def connected_components_8(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 class CaptionLanguageBackbone(TokenIdLanguageBackbone):
     """The student text encoder taking Meta's captions (strings), tokenized at the model's context
-    by `tokenizer` (reference/tokenizer.UpstreamTokenizer), as upstream's TextStudentEncoder does.
+    by `tokenizer` (reference/tokenizer.CleanRoomTokenizer), as upstream's TextStudentEncoder does.
     The ids of the last call are kept: they are what this side fed its text encoder."""
 
     tokenizer: Callable | None = None
