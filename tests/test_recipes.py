@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from litetext_convert import recipes
+from litetext_convert.parity import recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -116,11 +116,11 @@ def run_page(page: Path, upto: int, folders, monkeypatch) -> dict:
 def assert_text_matches_original(namespace: dict, original_s0, tokenizer_folder: Path) -> None:
     """The recipe's ids are upstream's ids, and its features are the original encoder's."""
     from litetext_convert.parity.text import ParityOptions
-    from litetext_convert.reference import load_upstream_tokenizer
+    from litetext_convert.reference import load_original_tokenizer
 
     encoder, context = original_s0
-    upstream_tokenizer, _ = load_upstream_tokenizer(tokenizer_folder)
-    ids = upstream_tokenizer(namespace["prompts"], context)
+    original_tokenizer, _ = load_original_tokenizer(tokenizer_folder)
+    ids = original_tokenizer(namespace["prompts"], context)
     assert torch.equal(namespace["ids"], ids), "the recipe tokenizes differently from upstream"
     with torch.no_grad():
         expected = encoder(ids).text_features
@@ -150,7 +150,7 @@ def test_block_runs_as_written_and_computes_what_the_original_computes(page, upt
 
 
 def test_pages_show_the_recipe_lines_verbatim():
-    """The docs embed recipes.py's lines, not their own copy of them."""
+    """The docs embed parity/recipes.py's lines, not their own copy of them."""
     showing = 0
     for page in pages():
         for code in blocks(page):
@@ -182,7 +182,7 @@ def test_the_check_fails_for_the_masked_text_call(converted, original_s0, tokeni
 
 def test_parity_and_audit_print_the_same_recipe():
     from litetext_convert.audit.behaviour import USAGE_FINDINGS
-    from litetext_convert.parity.detector import DUMMY_BOX, MASKED_BOX_LABEL
+    from litetext_convert.parity.recipes import masked_dummy_box
     from litetext_convert.parity.text import padded_prompts_report
     from litetext_convert.reference import TextTrace
 
@@ -191,4 +191,9 @@ def test_parity_and_audit_print_the_same_recipe():
     report = padded_prompts_report(trace, {"text_features": features}, {"text_features": features}, torch.ones(1, 4))
     assert report["recipe"] == recipes.FAITHFUL_TEXT_ONE_LINE
     assert USAGE_FINDINGS["no_text_mask"].fix == recipes.NO_TEXT_MASK_FIX
-    assert str(list(DUMMY_BOX)) in recipes.DUMMY_BOXES and f"{MASKED_BOX_LABEL})" in recipes.BOX_LABELS
+    # The code text builds the same box and label as the code parity runs.
+    prompts = ["a", "b"]
+    shown = {}
+    exec(f"import torch\n{recipes.DUMMY_BOXES}\n{recipes.BOX_LABELS}", {"prompts": prompts}, shown)
+    boxes, labels = masked_dummy_box(len(prompts))
+    assert torch.equal(shown["boxes"], boxes) and torch.equal(shown["box_labels"], labels)

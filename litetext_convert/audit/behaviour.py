@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from litetext_convert import recipes
 from litetext_convert.audit.config import apply_overrides
 from litetext_convert.audit.findings import Finding
+from litetext_convert.parity import recipes
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.parity.text import (
     EOT,

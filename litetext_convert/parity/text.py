@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from litetext_convert import recipes
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
+from litetext_convert.parity import recipes
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
 from litetext_convert.parity.runtime import SideRun, release_folder_pages, release_mapped_pages, run_side
 from litetext_convert import dtypes
