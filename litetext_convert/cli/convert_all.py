@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._checks import check_tokenizer
 from litetext_convert.cli._options import (
     ConvertDtypeOpt,
     FolderArg,
@@ -59,6 +58,7 @@ def command(
     """Convert every LiteText checkpoint of every family's Hub folder (or a local folder) into FOLDER/<name>/."""
     from litetext_convert.convert_all import convert_all, list_checkpoints
     from litetext_convert.report import render_convert_all
+    from litetext_convert.write.processor import check_tokenizer
     from litetext_convert.write.shards import parse_size
 
     out = _output.start(as_json)

@@ -2,8 +2,10 @@
 
 `plan.prepare` does everything that needs no output (inspect and parity stop there); `convert` streams
 the mapped tensors into safetensors shards inside a temporary folder, checks the plan against the
-real (meta) model and what it wrote, and only then renames the folder into place. With
-`prepare(..., defer_model_check=True)` the meta model is built while the shards are written.
+real (meta) model and what it wrote, and only then renames the folder into place. The meta model
+may still be building while the shards are written (workflows/convert.py starts it in the
+background); it is waited for before anything is published. The workflow around this (source memo,
+model card, the overlap) is `workflows.convert.convert_folder`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from litetext_convert import __version__
 from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.plan import ops
-from litetext_convert.plan.prepare import Prepared, check_dtype, target_dtype
+from litetext_convert.plan.dtypes import check_dtype, target_dtype
+from litetext_convert.plan.prepare import Prepared
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
 from litetext_convert.write.processor import (
@@ -113,12 +116,15 @@ def convert(
     force: bool = False,
     verify_load: bool = False,
     on_bytes: Callable[[int], None] | None = None,
+    source_hash: SourceHash | None = None,
 ) -> ConversionResult:
+    """`source_hash`: the source's sha256 already running (the workflow starts it before torch is
+    imported); hashed here otherwise."""
     dtype = check_dtype(dtype)  # aliases (bf16, fp16) become the canonical name the record keeps
     started = time.perf_counter()
     entries = target_entries(prepared, dtype)
     shards = plan_shards(entries, parse_size(max_shard_size))
-    source_hash = prepared.source_hash or SourceHash(prepared.resolved.path)
+    source_hash = source_hash or SourceHash(prepared.resolved.path)
     guard = SourceGuard(prepared.resolved.path, prepared.loaded.identity)
     mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
     producer = _TargetProducer(prepared, dtype, release_pages=mapped, guard=guard)
@@ -140,7 +146,7 @@ def convert(
                 copier.close()
         write_index(folder, shards, {})
         # The shards were written from the table's plan, possibly while the meta model was still
-        # being built (prepare's defer_model_check); nothing is renamed into place before this check.
+        # being built (in the background: workflows/convert.py); nothing is renamed into place before this check.
         prepared.check_against_model()
         # Loaded only now: it imports transformers, which must not race the background import of
         # its modeling code (a half-initialised lazy module fails "cannot import name"). A bad
