@@ -18,6 +18,7 @@ from litetext_convert.plan.hf_config import build_video_config, meta_model_tenso
 from litetext_convert.plan.infer import infer_architecture
 from litetext_convert.plan.mapping import build_plan, family_table_paths, load_table
 from litetext_convert.synthetic import builder as synthetic
+from litetext_convert.synthetic.parts import layout_from_tsv
 from tests.conftest import run_cli
 
 VIDEO_TABLE = family_table_paths("sam3_litetext", "video")  # declared in its family.toml
@@ -48,7 +49,7 @@ def video_folder(workdir, video_checkpoint, tokenizer_dir) -> Path:
 
 
 def manifest_tensors() -> dict[str, torch.Tensor]:
-    layout = synthetic.layout_from_tsv((configs_dir() / "manifest" / "upstream_keys_s0_full.tsv").read_text())
+    layout = layout_from_tsv((configs_dir() / "manifest" / "upstream_keys_s0_full.tsv").read_text())
     return {key: torch.empty(shape, dtype=dtype, device="meta") for key, (shape, dtype) in layout.items()}
 
 
