@@ -126,38 +126,13 @@ def convert(
     shards = plan_shards(entries, parse_size(max_shard_size))
     source_hash = source_hash or SourceHash(prepared.resolved.path)
     guard = SourceGuard(prepared.resolved.path, prepared.loaded.identity)
-    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
-    producer = _TargetProducer(prepared, dtype, release_pages=mapped, guard=guard)
-    metadata = {"format": "pt"}
-
-    def written(entry: TensorEntry) -> None:
-        producer.written(entry)
-        if on_bytes:
-            on_bytes(entry.nbytes)
-
-    copier = FileCopier(prepared.loaded.path, MappedRegions(prepared.loaded.path)) if mapped else None
     with guard, atomic_folder(output_dir, force=force, keep=[prepared.resolved.path]) as folder:
-        checksums: dict[str, int] = {}
-        try:
-            for shard in shards:
-                checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written, copier=copier))
-        finally:
-            if copier is not None:
-                copier.close()
+        checksums = _write_shards(prepared, folder, shards, dtype, guard, on_bytes)
         write_index(folder, shards, {})
         # The shards were written from the table's plan, possibly while the meta model was still
         # being built (in the background: workflows/convert.py); nothing is renamed into place before this check.
         prepared.check_against_model()
-        # Loaded only now: it imports transformers, which must not race the background import of
-        # its modeling code (a half-initialised lazy module fails "cannot import name"). A bad
-        # tokenizer still fails before anything is published: the temporary folder is removed.
-        tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)
-        config = prepared.config
-        config.dtype = _config_dtype(entries)
-        with write_errors(folder / "config.json"):
-            config.save_pretrained(str(folder))
-        with write_errors(folder / "processor_config.json"):
-            (save_video_processor if prepared.target == "video" else save_processor)(folder, prepared.arch, tokenizer_object)
+        _write_config_and_processor(prepared, folder, entries, tokenizer)
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
         record = conversion_record(prepared, entries, dtype, source_hash.result())
@@ -168,6 +143,42 @@ def convert(
         record["files"] = sorted([*os.listdir(folder), CONVERSION_RECORD])  # what litetext may replace later
         write_json(folder / CONVERSION_RECORD, record)
     return ConversionResult(Path(output_dir), record, [s.filename for s in shards], time.perf_counter() - started, warnings)
+
+
+def _write_shards(prepared: Prepared, folder: Path, shards, dtype: str, guard: SourceGuard,
+                  on_bytes: Callable[[int], None] | None) -> dict[str, int]:
+    """Every shard, tensor by tensor in plan order; returns each tensor's checksum for the read-back."""
+    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
+    producer = _TargetProducer(prepared, dtype, release_pages=mapped, guard=guard)
+    metadata = {"format": "pt"}
+
+    def written(entry: TensorEntry) -> None:
+        producer.written(entry)
+        if on_bytes:
+            on_bytes(entry.nbytes)
+
+    copier = FileCopier(prepared.loaded.path, MappedRegions(prepared.loaded.path)) if mapped else None
+    checksums: dict[str, int] = {}
+    try:
+        for shard in shards:
+            checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written, copier=copier))
+    finally:
+        if copier is not None:
+            copier.close()
+    return checksums
+
+
+def _write_config_and_processor(prepared: Prepared, folder: Path, entries: list[TensorEntry], tokenizer: str | None) -> None:
+    # The tokenizer is loaded only now: it imports transformers, which must not race the background
+    # import of its modeling code (a half-initialised lazy module fails "cannot import name"). A bad
+    # tokenizer still fails before anything is published: the temporary folder is removed.
+    tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)
+    config = prepared.config
+    config.dtype = _config_dtype(entries)
+    with write_errors(folder / "config.json"):
+        config.save_pretrained(str(folder))
+    with write_errors(folder / "processor_config.json"):
+        (save_video_processor if prepared.target == "video" else save_processor)(folder, prepared.arch, tokenizer_object)
 
 
 def _config_dtype(entries: list[TensorEntry]) -> str:
