@@ -19,7 +19,7 @@ from litetext_convert.plan.infer import infer_architecture
 from litetext_convert.plan.mapping import build_plan, family_table_paths, load_table
 from litetext_convert.synthetic import builder as synthetic
 from litetext_convert.synthetic.parts import layout_from_tsv
-from tests.conftest import run_cli
+from conftest import run_cli
 
 VIDEO_TABLE = family_table_paths("sam3_litetext", "video")  # declared in its family.toml
 CTX = ops.OpContext(16)
@@ -369,7 +369,7 @@ def test_push_of_a_video_folder_uploads_the_video_card_and_its_parity_records_an
     tmp_path, video_checkpoint, tokenizer_dir, capsys, no_credentials
 ):
     from litetext_convert.publish.push import PushOptions, push_folder
-    from tests.conftest import FakeHub
+    from conftest import FakeHub
 
     folder = tmp_path / "sam3-litetext-s0-video"
     code, _, err = run_cli(["convert", "-c", str(video_checkpoint), str(folder), "--target", "video", "--num-heads", "2",
