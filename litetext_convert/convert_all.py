@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ContextManager
 
-from litetext_convert.errors import LitetextError
+from litetext_convert.errors import LitetextError, ParityFailure
 from litetext_convert.families import family_by_id, load_families
 from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.precision import text_parity_record
@@ -113,6 +113,19 @@ def _verify(row: dict, prepared: Prepared, folder: Path) -> None:
     write_folder_card(folder)
     if not parity["passed"]:
         row.update(status="parity failed", error=parity["first_failure"])
+
+
+def failure_of(rows: list[dict]) -> LitetextError | None:
+    """The run's one error, naming every checkpoint that did not convert, verify or push: a parity
+    failure (exit 1) when every failure is one, else a bad input (exit 2); None when all went well."""
+    failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]
+    if not failed:
+        return None
+    names = ", ".join(f"{row['checkpoint']} ({row['status'] if row['status'] != 'ok' else row['push']})" for row in failed)
+    message = f"{len(failed)} of {len(rows)} checkpoints did not convert, verify or push: {names}"
+    if all(row["status"] == "parity failed" for row in failed):
+        return ParityFailure(message)
+    return LitetextError(message)
 
 
 def _push_one(row: dict, namespace: str | None, private: bool, token: str | None, dry_run: bool) -> str:
