@@ -13,18 +13,14 @@ from pathlib import Path
 
 import torch
 
-from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops, validate
-from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors, transformers_class
+from litetext_convert.plan.hf_config import meta_model_tensors, transformers_class
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.manifest import target_manifest
 from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
-
-# --target: image = the family's detector alone (its hf_model_class); video = detector + tracker
-# (Sam3VideoModel). Which targets a family offers, and from which tables, is family data.
-TARGETS = ("image", "video")
+from litetext_convert.targets import target as find_target
 
 
 class TargetModel:
@@ -90,7 +86,7 @@ class Prepared:
     ctx: ops.OpContext
     table: MappingTable
     _checked: Plan | None = None
-    target: str = "image"  # "image": the family's detector model; "video": Sam3VideoModel (detector + tracker)
+    target: str = "image"  # a name of configs/targets/ (the image detector alone, the video model, ...)
 
     @property
     def config(self):  # the target's transformers config
@@ -144,18 +140,14 @@ def read_checkpoint(
     """resolve -> load -> infer -> the plan drafted from the table. The target model is not built
     yet: `prepare` builds it and checks the plan at once; conversion builds it in the background
     while it writes and checks before it publishes (workflows/convert.py)."""
-    if target not in TARGETS:
-        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
+    chosen = find_target(target)  # configs/targets/; an unknown name is refused here, before any loading
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     loaded = load_checkpoint(resolved.path)
     validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
     # The family says which targets it has (and why not, e.g. SAM3.1 video) before anything is built.
-    table = load_table(table_path or arch.family.table_paths(target))
-    if target == "video":
-        target_model = TargetModel(lambda: build_video_config(arch, loaded.tensors))
-    else:
-        target_model = TargetModel(lambda: build_config(arch))
+    table = load_table(table_path or chosen.table_paths(arch.family))
+    target_model = TargetModel(lambda: chosen.build_config(arch, loaded.tensors))
     ctx = ops.OpContext(arch.context_length)
     draft = draft_plan(table, loaded.tensors, ctx)
     return Prepared(resolved, loaded, arch, target_model, draft, ctx, table, target=target)
