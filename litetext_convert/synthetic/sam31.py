@@ -62,7 +62,7 @@ def upstream_layout(text: TextSizes, detector: DetectorSizes) -> Layout:
     _tracker(b, detector)
     vision = f"{DETECTOR_PREFIX}backbone.vision_backbone"
     vit(b, f"{vision}.trunk", detector)
-    for neck in NECKS:
-        neck(b, f"{vision}.{neck}", detector, TRI_NECK_SCALES)
+    for name in NECKS:
+        neck(b, f"{vision}.{name}", detector, TRI_NECK_SCALES)
     detector_heads(b, detector)
     return b.layout

@@ -268,12 +268,12 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
 def tokenizer_record(folder: Path, source: str | None) -> dict:
     from litetext_convert.reference import merges_from_folder
 
-    fingerprint = merges_fingerprint(merges_from_folder(folder))
+    merges_sha256 = merges_fingerprint(merges_from_folder(folder))
     return {
         # A local folder is named, not located: the record is published and a path is this machine's.
         "source": f"local folder {Path(source).name}" if source and Path(source).is_dir() else source or processor_settings()["tokenizer"]["default_source"],
-        "merges_sha256": fingerprint,
-        "vocabulary": vocabulary_name(fingerprint) or "unknown (neither CLIP's nor the synthetic test vocabulary)",
+        "merges_sha256": merges_sha256,
+        "vocabulary": vocabulary_name(merges_sha256) or "unknown (neither CLIP's nor the synthetic test vocabulary)",
     }
 
 
