@@ -89,7 +89,7 @@ def convert_folder(
     check_output_folder(folder, force=options.force)
     early_hash = _early_hash(checkpoint, options) if prepared is None else None
 
-    from litetext_convert.plan.dtypes import check_dtype
+    from litetext_convert.dtypes import check_dtype
     from litetext_convert.write.convert import convert, target_entries
     from litetext_convert.write.processor import check_tokenizer
     from litetext_convert.write.shards import parse_size

@@ -24,7 +24,7 @@ from litetext_convert import __version__
 from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.plan import ops
-from litetext_convert.plan.dtypes import check_dtype, target_dtype
+from litetext_convert.dtypes import check_dtype, target_dtype
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
