@@ -105,3 +105,20 @@ def test_a_bad_timeout_setting_is_one_line(cli, folder, endpoint, value, monkeyp
     endpoint(closed_port_url())
     result, _ = _push(cli, folder)
     assert_one_line_error(result, EXIT_BAD_INPUT, hub.TIMEOUT_ENV)
+
+
+@pytest.mark.parametrize("mode", ["hang", "garbage", "500"])
+def test_audit_of_a_hub_repo_uses_the_same_transport_and_table(cli, ws, endpoint, mode, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with fake_hub_server(mode) as server:
+        endpoint(server.url)
+        started = time.monotonic()
+        result = cli("audit", "someone/sam3-litetext-s0", "-c", ws.good, "--num-heads", "2")
+        seconds = time.monotonic() - started
+
+    assert_one_line_error(result, EXIT_BAD_INPUT)
+    assert seconds < BOUND_S, f"{seconds:.1f} s"
+    assert "Retrying" not in result.stderr
+    assert not (tmp_path / "hub-cache").exists() or not any((tmp_path / "hub-cache").rglob("*.safetensors"))
