@@ -19,13 +19,29 @@ from bad_inputs.common import HEADS
 TEXT_NORM = "text_encoder.final_layer_norm.weight"
 
 
+@pytest.fixture(scope="module")
+def good_entry(ws, tmp_path_factory) -> tuple[str, bytes]:
+    """(file name, bytes) of the entry a conversion of the tiny checkpoint writes: made once."""
+    from bad_inputs.common import _main_quiet
+
+    root = tmp_path_factory.mktemp("cache-entry")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LITETEXT_CACHE_DIR", str(root / "cache"))
+        patch.delenv("LITETEXT_NO_CACHE", raising=False)
+        _main_quiet(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", root / "first"], patch)
+    (path,) = (root / "cache" / "manifests").glob("*.json")
+    return path.name, path.read_bytes()
+
+
 @pytest.fixture
-def entry(ws, cli, tmp_path, monkeypatch) -> Path:
-    """A private cache holding the one good entry a first conversion of the tiny checkpoint wrote."""
+def entry(good_entry, tmp_path, monkeypatch) -> Path:
+    """A private cache holding that one good entry, for this test to spoil."""
+    name, data = good_entry
     monkeypatch.setenv("LITETEXT_CACHE_DIR", str(tmp_path / "cache"))
-    first = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", tmp_path / "first")
-    assert first.code == 0, first.stderr
-    (path,) = (tmp_path / "cache" / "manifests").glob("*.json")
+    path = tmp_path / "cache" / "manifests" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    path.chmod(0o600)
     return path
 
 
