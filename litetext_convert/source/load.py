@@ -158,6 +158,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     kind = sniff_format(path)
     if kind == TORCH_ZIP:
         _check_pickle_size(path)
+    elif kind == TORCH_LEGACY:
+        _check_legacy_pickle(path)
     raw = _load_safetensors(path) if kind == SAFETENSORS else _load_torch(path, kind)
     state_dict, wrapper = _unwrap(raw, path)
     tensors, prefix = _strip_ddp_prefix(state_dict, path)
@@ -187,6 +189,47 @@ def _check_pickle_size(path: Path) -> None:
                 _check_count(path, _persistent_ids(archive, info, tensor_limit), tensor_limit, "its pickle refers to")
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, zlib.error) as exc:
         raise CheckpointError(f"{printable(path)} is damaged or truncated ({printable(exc)[:160]})") from None
+
+
+def _check_legacy_pickle(path: Path) -> None:
+    """The legacy format is four pickles (magic number, protocol, system info, the object) then the
+    storages' bytes: the object's persistent ids are counted the same way, opcode by opcode,
+    stopping as soon as the count is past the limit (no memory beyond one opcode at a time)."""
+    limit = max(TENSORS_FLOOR, path.stat().st_size // FILE_BYTES_PER_TENSOR)
+    count = 0
+    try:
+        with path.open("rb") as raw:
+            handle = _BoundedReader(raw, path.stat().st_size)
+            for _ in range(3):  # magic number, protocol version, system info: a few bytes each
+                for _opcode in pickletools.genops(handle):
+                    pass
+            for opcode, _, _ in pickletools.genops(handle):
+                if opcode.name in ("BINPERSID", "PERSID"):
+                    count += 1
+                    if count > limit:
+                        break
+    except (OSError, ValueError, EOFError):
+        return  # not the four pickles of the format: torch's weights-only load says what it is
+    _check_count(path, count, limit, "its pickle refers to")
+
+
+class _BoundedReader:
+    """A file for pickletools that refuses a read longer than what is left of the file: a damaged
+    length field would otherwise make it allocate that many bytes before reading them."""
+
+    def __init__(self, handle, size: int):
+        self._handle, self._size = handle, size
+
+    def read(self, count: int = -1) -> bytes:
+        if count > self._size - self._handle.tell():
+            raise ValueError("a length runs past the end of the file")
+        return self._handle.read(count)
+
+    def readline(self) -> bytes:
+        return self._handle.readline(1 << 16)
+
+    def tell(self) -> int:
+        return self._handle.tell()
 
 
 def _check_count(path: Path, count: int, limit: int, what: str) -> None:

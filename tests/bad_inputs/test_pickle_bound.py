@@ -45,6 +45,11 @@ class _StoragePickler(pickle.Pickler):
         return NotImplemented
 
 
+class _LegacyStoragePickler(_StoragePickler):
+    def persistent_id(self, obj):  # the legacy id adds the view metadata
+        return ("storage", torch.FloatStorage, "0", "cpu", 8, None) if obj is _STORAGE else None
+
+
 _STORAGE = object()
 
 
@@ -110,3 +115,34 @@ def test_a_pickle_under_the_bound_still_loads(tmp_path):
     load._check_pickle_size(path)  # no refusal
     with zipfile.ZipFile(path) as archive:
         assert load._persistent_ids(archive, archive.getinfo("archive/data.pkl"), limit=10) == 50
+
+
+def _legacy_views(path: Path, count: int) -> Path:
+    """torch's legacy (non-zip) layout: magic number, protocol, system info, the object whose
+    `count` tensors all view storage '0', the storage keys, then the storage's bytes."""
+    from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
+
+    with open(path, "wb") as handle:
+        for header in (MAGIC_NUMBER, PROTOCOL_VERSION, {"protocol_version": PROTOCOL_VERSION, "little_endian": True}):
+            pickle.dump(header, handle, protocol=2)
+        _LegacyStoragePickler(handle, protocol=2).dump({"model": {f"k{index}": torch.zeros(1) for index in range(count)}})
+        pickle.dump(["0"], handle, protocol=2)
+        handle.write((8).to_bytes(8, "little") + bytes(32))
+    return path
+
+
+def test_the_legacy_format_is_bounded_alike(ws, cli, tmp_path, monkeypatch):
+    checkpoint = _legacy_views(tmp_path / "legacy_views_ctx16.pt", COUNT)
+    unpickled: list = []
+    monkeypatch.setattr(load, "_load_torch", lambda *args: unpickled.append(args))
+
+    result = cli("inspect", "-c", checkpoint, *HEADS, "--no-scan")
+
+    assert_one_line_error(result, EXIT_BAD_INPUT, "its pickle refers to 10001 tensors", "refused before unpickling")
+    assert unpickled == []
+
+
+def test_a_small_legacy_file_is_what_torch_reads_and_passes(tmp_path):
+    path = _legacy_views(tmp_path / "few_ctx16.pt", 50)
+    assert len(torch.load(path, weights_only=True)["model"]) == 50
+    load._check_legacy_pickle(path)  # no refusal
