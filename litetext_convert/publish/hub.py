@@ -34,6 +34,7 @@ DEFAULT_TIMEOUT_S = 15.0
 MAX_ATTEMPTS = 4  # per Hub operation, and no retry starts past RETRY_WINDOW timeouts
 RETRY_WINDOW = 3  # in request timeouts: a Hub that never answers costs 3 timeouts + 3 s (48 s by default)
 BASE_DELAY_S = 1.0
+MAX_REDIRECTS = 5  # the Hub sends a download through one or two (resolve -> CDN); a loop is not followed 20 times
 MAX_DELAY_S = 8.0
 T = TypeVar("T")
 LOGIN_HINT = "run `hf auth login` or pass --token"
@@ -82,7 +83,9 @@ def _bounded_client():
         hooks = [hf_request_event_hook, _bound_timeouts]
     except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
         hooks = [_bound_timeouts]
-    return _http.Client(event_hooks={"request": hooks}, follow_redirects=True, timeout=request_timeout())
+    return _http.Client(
+        event_hooks={"request": hooks}, follow_redirects=True, max_redirects=MAX_REDIRECTS, timeout=request_timeout()
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,7 +139,9 @@ def _is_unexpected_answer(err: BaseException) -> bool:
 
     if isinstance(err, (HfHubHTTPError, HFValidationError, LitetextError)):
         return False
-    return isinstance(err, (ValueError, KeyError, TypeError, _http.DecodingError))
+    # AttributeError: huggingface_hub reads fields of the answer (and of the agent registry the
+    # endpoint serves, which it keeps for a day) as dicts without checking that they are.
+    return isinstance(err, (ValueError, KeyError, TypeError, AttributeError, _http.DecodingError))
 
 
 def backoff_delay(attempt: int) -> float:
@@ -241,7 +246,8 @@ def is_hub_failure(err: BaseException) -> bool:
         OfflineModeIsEnabled,
     )
 
-    return isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError)) or is_transient(err)
+    known = (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError, _http.RequestError)
+    return isinstance(err, known) or is_transient(err)
 
 
 def describe(err: BaseException, target: str, *, revision: str | None = None, writing: bool = False,
@@ -288,6 +294,8 @@ def describe(err: BaseException, target: str, *, revision: str | None = None, wr
         kind = f"HTTP {status}" if status else type(err).__name__
         return (f"the Hub could not be reached{tries} ({kind})",
                 "check your network and https://status.huggingface.co, then retry" + ("; --dry-run works offline" if writing else ""))
+    if isinstance(err, _http.RequestError):  # e.g. a redirect loop: no answer to act on
+        return f"the Hub could not be reached ({type(err).__name__})", "check HF_ENDPOINT and any proxy between you and the Hub"
     return f"the Hub refused the request for {target} (HTTP {status}){server_detail(err)}", None
 
 

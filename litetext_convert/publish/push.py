@@ -20,10 +20,7 @@ from typing import Any, Callable, Literal, Mapping, NamedTuple, TypeVar
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import (
     GatedRepoError,
-    HfHubHTTPError,
     HFValidationError,
-    LocalTokenNotFoundError,
-    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -600,7 +597,7 @@ def _as_hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> 
     """HubError for what the Hub or the network did; anything else is a bug and stays itself."""
     if isinstance(err, HubError):
         return err
-    if isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled)) or is_transient(err):
+    if hub.is_hub_failure(err):
         return _hub_error(err, repo_id, options)
     return err
 

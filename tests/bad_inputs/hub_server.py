@@ -1,6 +1,7 @@
 """A fake Hub on 127.0.0.1 that misbehaves at the HTTP level (what the in-memory FakeHub cannot):
-it accepts the connection and never answers, answers 500 or 429 to everything, or answers 200
-with HTML where JSON is promised. Each request is counted."""
+it accepts the connection and never answers, answers 500 or 429 to everything, answers 200 with
+HTML where JSON is promised or with JSON of another shape, or redirects to itself forever. Each
+request is counted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-MODES = ("hang", "500", "429", "garbage")
+MODES = ("hang", "500", "429", "garbage", "shape", "redirect")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -27,6 +28,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "garbage":
             self._send(200, b"<html><body>Welcome to the captive portal</body></html>", "application/json")
+        elif mode == "shape":
+            self._send(200, b'[{"type": "file", "size": "big"}, 7]', "application/json")
+        elif mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self._send(int(mode), b'{"error": "try again later"}', "application/json", retry_after=mode == "429")
 

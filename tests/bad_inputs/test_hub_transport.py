@@ -28,9 +28,17 @@ def folder(verified, tmp_path):
 
 
 @pytest.fixture
-def endpoint(monkeypatch):
-    """Point huggingface_hub (and litetext's reachability probe) at `url`, with short timeouts."""
+def endpoint(monkeypatch, tmp_path):
+    """Point huggingface_hub (and litetext's reachability probe) at `url`, with short timeouts.
+
+    huggingface_hub asks the endpoint for its agent-harness registry and keeps the answer, in
+    memory and for 24 h in HF_HOME, without checking its shape: a fake answer kept there breaks
+    every later huggingface_hub call of every process. Both places are this test's own."""
     from huggingface_hub import constants
+    from huggingface_hub.utils import _detect_agent
+
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"), raising=False)
+    monkeypatch.setattr(_detect_agent, "_registry", None, raising=False)
 
     monkeypatch.setenv(hub.TIMEOUT_ENV, str(TIMEOUT_S))
     monkeypatch.setenv("HF_TOKEN", "hf_" + "t" * 34)
@@ -56,6 +64,8 @@ CASES = {  # server mode -> fragment of the one line
     "500": "could not be reached after",
     "429": "rate-limiting these requests (HTTP 429",
     "garbage": "answered with something its API does not promise",
+    "shape": "answered with something its API does not promise",
+    "redirect": "the Hub could not be reached (TooManyRedirects)",
 }
 
 
@@ -69,7 +79,9 @@ def test_a_misbehaving_hub_is_one_line_in_bounded_time(cli, folder, endpoint, mo
 
     assert_one_line_error(result, EXIT_BAD_INPUT, CASES[mode])
     assert seconds < BOUND_S, f"{seconds:.1f} s"
-    assert 1 <= server.requests <= hub.MAX_ATTEMPTS
+    # + 1: huggingface_hub's agent-registry request (not retried); a redirect loop stops at MAX_REDIRECTS
+    hops = hub.MAX_REDIRECTS + 1 if mode == "redirect" else 1
+    assert 1 <= server.requests <= (hub.MAX_ATTEMPTS + 1) * hops
     assert "Retrying" not in result.stdout + result.stderr and "HTTP Error" not in result.stderr
     if as_json:
         assert json.loads(result.stdout)["status"] == "failed"
