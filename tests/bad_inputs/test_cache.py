@@ -140,3 +140,14 @@ def test_a_spoilt_entry_never_decides_a_conversion(ws, cli, entry, tmp_path, cas
     assert corpus.sha256(ws.good) == before
     assert entry.is_file() and not entry.is_symlink()  # replaced by a good entry, nothing followed
     _assert_loads(out)
+
+
+def test_a_disagreeing_entry_is_replaced_once_then_trusted_again(ws, cli, entry, tmp_path):
+    """Rebuilt once: the next run reads the replaced entry without a note and without a build."""
+    _forged_consistently(entry)
+    for name, origin, notes in (("first", "built", 1), ("second", "cached", 0)):
+        out = tmp_path / name
+        result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", out)
+        assert result.code == 0, result.stderr
+        assert len([line for line in result.stderr_lines if line.startswith("note:")]) == notes, result.stderr
+        assert json.loads((out / "conversion_record.json").read_text())["target"]["manifest"] == origin
