@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PENDING = {
     "docs/guide/onnx.md",
     "docs/guide/records.md",
-    "docs/design/architecture.md",
 }
 
 README_MAX_LINES = 200
