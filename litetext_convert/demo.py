@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import OutputError, printable
+from litetext_convert.terminal import markup_safe, shown
 from litetext_convert.folder import remember_source, write_parity_record
 from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.run import parity_record
@@ -44,7 +45,7 @@ def _fresh_workdir(console: Console, workdir: Path) -> Path:
         root = Path(tempfile.mkdtemp(prefix="demo-", dir=workdir))
     except OSError as exc:
         raise OutputError(f"cannot use {printable(workdir)} as the demo folder: {exc.strerror or exc}") from None
-    console.print(f"{workdir} is not empty: this demo writes into the new folder {root}", markup=False)
+    console.print(shown(f"{workdir} is not empty: this demo writes into the new folder {root}"), markup=False)
     return root
 
 
@@ -54,7 +55,7 @@ def _run(console: Console, root: Path) -> dict:
     console.print(Rule("1. build: a small S0 checkpoint in the exact upstream layout (seeded, every tensor non-trivial)"))
     tiny_checkpoint(checkpoint, DEMO_VARIANT, DEMO_CONTEXT, pos_rows=77)
     tokenizer = write_hf_clip_tokenizer(root / "tokenizer", DEMO_CONTEXT)
-    console.print(f"{checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), synthetic CLIP vocabulary in {tokenizer}")
+    console.print(f"{markup_safe(checkpoint)} ({checkpoint.stat().st_size / 1e6:.1f} MB), synthetic CLIP vocabulary in {markup_safe(tokenizer)}")
     console.print(f"text heads: {heads} (not observable in the weights; the builder says so, as --num-heads would)")
 
     console.print(Rule("2. inspect"))

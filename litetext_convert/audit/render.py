@@ -6,19 +6,20 @@ from rich.console import Console
 from rich.table import Table
 
 from litetext_convert.audit.findings import AuditResult
+from litetext_convert.terminal import literal, markup_safe, shown
 
 COST_STAGES = ("features (detector-facing)", "pooled (CLIP-style)")
 
 
 def render_audit(console: Console, result: AuditResult, debug: bool = False) -> None:
-    console.print(f"[bold]audit[/bold] {result.target}  against  {result.checkpoint}", highlight=False)
+    console.print(f"[bold]audit[/bold] {markup_safe(result.target)}  against  {markup_safe(result.checkpoint)}", highlight=False)
     console.print(f"original: text {result.original.get('text', '?')}, {result.original.get('num_heads')} heads "
                   f"({result.original.get('num_heads_source')}), context {result.context_length}", highlight=False)
     classes = ", ".join(f"{name} {count}" for name, count in sorted(result.tensors["classes"].items()))
     console.print(f"tensors: {result.tensors['in_folder']} in the folder, {result.tensors['expected']} expected: {classes}",
                   highlight=False)
     for part in result.tensors["dropped_source_parts"]:
-        console.print(f"  not in the image model (original's {part['keys']} keys, e.g. {part['example']}): {part['reason']}",
+        console.print(f"  not in the image model (original's {part['keys']} keys, e.g. {markup_safe(part['example'])}): {markup_safe(part['reason'])}",
                       highlight=False, soft_wrap=True)
 
     table = Table(title="findings (✗ changes what the folder computes)")
@@ -29,14 +30,14 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
         cost = " / ".join(_fmt(finding.cost.get(stage)) for stage in COST_STAGES) if finding.cost else ""
         if "vision FPN (relative)" in finding.cost:
             cost = f"FPN {_fmt(finding.cost['vision FPN (max abs)'])} ({_fmt(finding.cost['vision FPN (relative)'])} rel)"
-        table.add_row(str(number), finding.level, marker + finding.kind, finding.subject, cost)
+        table.add_row(str(number), finding.level, marker + markup_safe(finding.kind), literal(finding.subject), cost)
     console.print(table)
     for number, finding in enumerate(result.findings, 1):
-        console.print(f"[bold]{number}. {finding.kind}[/bold] ({finding.level})", highlight=False)
+        console.print(f"[bold]{number}. {markup_safe(finding.kind)}[/bold] ({finding.level})", highlight=False)
         if finding.detail:
-            console.print(f"   {finding.detail}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"   {shown(finding.detail)}", markup=False, highlight=False, soft_wrap=True)
         for label, text in (("affects", finding.affects), ("cause", finding.cause), ("fix", finding.fix)):
-            console.print(f"   {label}: {text}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"   {label}: {shown(text)}", markup=False, highlight=False, soft_wrap=True)
 
     if result.behaviour:
         runs = result.behaviour["runs"]
@@ -46,15 +47,15 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
         for name in runs:
             stage_table.add_column(name, justify="right")
         names = [stage["name"] for stage in next(iter(runs.values()))]
-        shown = names if debug else [n for n in names if not n.startswith("layer.")]
+        visible = names if debug else [n for n in names if not n.startswith("layer.")]
         for index, name in enumerate(names):
-            if name not in shown:
+            if name not in visible:
                 continue
             cells = []
             for stages in runs.values():
                 stage = stages[index]
                 cells.append(_mark(stage["max_abs"], stage["passed"]))
-            stage_table.add_row(name, *cells)
+            stage_table.add_row(literal(name), *cells)
         console.print(stage_table)
         if not result.behaviour["recipe_passed"]:
             console.print("[yellow]the recipe alone does not reproduce the original: re-convert[/yellow]")
@@ -71,7 +72,7 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
             det.add_row(name, _mark(stored, stored_ok), _mark(fixed, fixed_ok))
         console.print(det)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print(f"note: {shown(note)}", markup=False, highlight=False, soft_wrap=True)
     deviations = len(result.deviations)
     if result.passed:
         console.print("[green]PASS[/green]: the folder computes what the original computes")

@@ -21,6 +21,7 @@ from litetext_convert.errors import (
     MappingError,
     printable,
 )
+from litetext_convert.terminal import shown
 
 EXIT_INTERNAL = 3
 
@@ -147,7 +148,8 @@ def handle(exc: BaseException) -> int:
     out = _output.current()
     if line:
         try:
-            out.stderr.print(line, markup=False, soft_wrap=True)
+            # shown() again: whatever built the line, a name in it can never start a second line.
+            out.stderr.print(shown(line), markup=False, soft_wrap=True)
         except BrokenPipeError:  # pragma: no cover - stderr closed too
             pass
         if out.as_json and not out.emitted and not isinstance(exc, BrokenPipeError):

@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
+from litetext_convert.terminal import markup_safe, shown
+
 
 class _Console(Console):
     def on_broken_pipe(self) -> None:
@@ -53,7 +55,8 @@ class Output:
         sys.stdout.flush()
 
     def note(self, message: str) -> None:
-        self.stderr.print(message, markup=False, soft_wrap=True)
+        """One line on stderr; names quoted in it are escaped (a newline in a name stays `\\n`)."""
+        self.stderr.print(shown(message), markup=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
@@ -61,7 +64,7 @@ class Output:
         if not self.interactive:
             yield
             return
-        with self.stderr.status(message):
+        with self.stderr.status(markup_safe(message)):  # a name like `[/x]` is text, not a Rich tag
             yield
 
     @contextlib.contextmanager

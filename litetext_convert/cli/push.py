@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
+from litetext_convert.terminal import shown
 from litetext_convert.cli._options import (
     FolderArg,
     JsonOpt,
@@ -55,7 +56,7 @@ def command(
         if result.plan is not None:
             console.print(render_plan(result.plan, width=console.width), markup=False, highlight=False)
         if result.status not in ("failed", "refused"):
-            console.print(f"{result.status}: {result.message}", markup=False)
+            console.print(shown(f"{result.status}: {result.message}"), markup=False)
 
     out.result(result.to_json(), render)
     if result.error is not None:
