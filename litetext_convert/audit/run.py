@@ -17,7 +17,7 @@ from litetext_convert.audit.findings import AuditResult, Finding
 from litetext_convert.audit.target import resolve_target
 from litetext_convert.audit.tensors import FolderTensors, audit_tensors
 from litetext_convert.audit.tokenizer import audit_tokenizer, load_folder_tokenizer
-from litetext_convert.errors import LitetextError
+from litetext_convert.folder_config import check_folder_files, read_config
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.reference import load_upstream_tokenizer
 
@@ -38,8 +38,9 @@ def audit(
 ) -> AuditResult:
     started = time.perf_counter()
     folder = resolve_target(target)
-    if not (folder / "config.json").is_file():
-        raise LitetextError(f"{folder} is not a transformers folder (no config.json)")
+    # Every file transformers will read is checked first (stat before open, bounded, typed fields).
+    check_folder_files(folder)
+    read_config(folder)
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
     prompts = prompts or []
 
