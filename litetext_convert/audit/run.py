@@ -12,7 +12,7 @@ from litetext_convert.audit.behaviour import (
     audit_behaviour,
     vision_costs,
 )
-from litetext_convert.audit.config import audit_config
+from litetext_convert.audit.config import audit_config, check_belongs
 from litetext_convert.audit.findings import AuditResult, Finding
 from litetext_convert.audit.target import resolve_target
 from litetext_convert.audit.tensors import FolderTensors, audit_tensors
@@ -40,8 +40,9 @@ def audit(
     folder = resolve_target(target)
     # Every file transformers will read is checked first (stat before open, bounded, typed fields).
     check_folder_files(folder)
-    read_config(folder)
+    stored_config = read_config(folder)
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    check_belongs(prepared, folder, stored_config)
     prompts = prompts or []
 
     tensors = audit_tensors(prepared, FolderTensors(folder))
