@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from litetext_convert.errors import OutputError, printable
+from litetext_convert.errors import Interrupted, OutputError, printable
 from litetext_convert.terminal import markup_safe, shown
 from litetext_convert.folder import remember_source, write_parity_record
 from litetext_convert.parity.precision import text_parity_record
@@ -32,7 +32,12 @@ def run_demo(console: Console, workdir: Path | None = None) -> dict:
     (float32, float64, and bfloat16 with its exactness verdict and precision cost)."""
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
         root = _fresh_workdir(console, Path(workdir)) if workdir else Path(scratch)
-        return _run(console, root)
+        try:
+            return _run(console, root)
+        except KeyboardInterrupt:
+            if workdir is None or not any(root.iterdir()):
+                raise  # the temporary folder goes with the with-block: nothing is left
+            raise Interrupted(f"the demo's files so far were left in {root}") from None
 
 
 def _fresh_workdir(console: Console, workdir: Path) -> Path:

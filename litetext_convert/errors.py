@@ -65,3 +65,14 @@ class ParityFailure(LitetextError):
     """The converted model does not compute what the original computes (exit 1)."""
 
     exit_code = EXIT_PARITY_FAILED
+
+
+class Interrupted(LitetextError):
+    """Ctrl-C or SIGTERM after a command had already written something it keeps (e.g. `demo
+    --workdir`): the line says what, instead of the usual "nothing was left behind". Not a
+    KeyboardInterrupt, which click would turn into a bare Abort and lose the message."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, left: str):
+        super().__init__(f"interrupted; {left}")

@@ -57,7 +57,7 @@ def audit(
     behaviour_result = None
     detector_result = None
     if behaviour:
-        model = _load_model(folder, dtype, notes)
+        model = _load_model(folder, dtype, notes, widen_vision=vision)
         if model is None:
             findings.append(Finding(level="behaviour", kind="cannot load", subjects=[str(folder)],
                                     affects="everything: transformers cannot load the folder", cause=notes[-1],
@@ -88,11 +88,17 @@ def audit(
     )
 
 
-def _load_model(folder: Path, dtype: str, notes: list[str]):
+def _load_model(folder: Path, dtype: str, notes: list[str], widen_vision: bool = False):
     """The folder as users load it; missing tensors are initialised (seeded) so the behaviour of a
-    damaged folder is still measured, and the tensor level names them."""
+    damaged folder is still measured, and the tensor level names them.
+
+    float64 is widened as parity does it: loaded as stored, then only the modules that are run
+    (the text side; the vision side with --vision) widened. Loading the whole model in float64
+    costs 8 bytes for every ViT weight that the text audit never uses (9.7 GB at full size)."""
     from transformers import Sam3LiteTextModel
     from transformers.utils import logging as hf_logging
+
+    from litetext_convert.parity.text import TEXT_MODULES
 
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     verbosity = hf_logging.get_verbosity()
@@ -100,12 +106,15 @@ def _load_model(folder: Path, dtype: str, notes: list[str]):
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     try:
-        return Sam3LiteTextModel.from_pretrained(str(folder), dtype=torch_dtype).eval()
+        model = Sam3LiteTextModel.from_pretrained(str(folder), dtype="auto" if dtype == "float64" else torch_dtype)
     except Exception as exc:  # a damaged folder fails inside transformers in many ways
         notes.append(f"transformers cannot load the folder: {' '.join(str(exc).split())[:200]}")
         return None
     finally:
         hf_logging.set_verbosity(verbosity)
+    for name in (*TEXT_MODULES, *(("vision_encoder",) if widen_vision else ())):
+        getattr(model, name).to(torch_dtype)  # float16/bfloat16/float32 -> float64 is exact
+    return model.eval()
 
 
 def _original_info(prepared) -> dict:

@@ -37,11 +37,6 @@ class Output:
         """Status lines and progress bars: a person watching a terminal, not a pipe or a JSON reader."""
         return not self.as_json and self.stderr.is_terminal
 
-    @property
-    def report(self) -> Console:
-        """Where human-readable reports go: stdout, or stderr when stdout carries JSON."""
-        return self.stderr if self.as_json else self.stdout
-
     def result(self, data: Any, render: Callable[[Console], None] | None = None) -> None:
         """The command's result: JSON on stdout under --json, else the rendered report."""
         if self.as_json:
