@@ -132,19 +132,21 @@ def read_json_object(path: Path, limit: int = JSON_LIMIT) -> dict:
 # ---------------------------------------------------------------- the folder's files, before transformers
 
 
-def check_folder_files(folder: Path, *, card: bool = False) -> None:
+def check_folder_files(folder: Path, *, card: bool = False, role: str = "transformers folder") -> None:
     """Every file transformers (and litetext) will read from `folder` is a regular, bounded, well-formed
     file; the weights are regular files; a tokenizer is there. `card`: README.md is read too (parity
-    regenerates it), so it must be UTF-8 text."""
+    regenerates it), so it must be UTF-8 text. `role` names what the folder should be in messages."""
     folder = Path(folder)
     try:
         is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
+    except FileNotFoundError:
+        raise LitetextError(f"{printable(folder)} is not a {role} (no such folder)") from None
     except OSError as exc:  # a name too long for the file system, a loop of links, no permission
         raise LitetextError(f"cannot use {printable(folder)}: {exc.strerror or exc}") from None
     if not is_folder:
-        raise LitetextError(f"{printable(folder)} is not a folder")
+        raise LitetextError(f"{printable(folder)} is not a {role} (it is a file)")
     if not os.path.lexists(folder / CONFIG):
-        raise LitetextError(f"{printable(folder)} is not a transformers folder (no {CONFIG})")
+        raise LitetextError(f"{printable(folder)} is not a {role} (no {CONFIG})")
     parsed = {}
     for name, (limit, kind) in TEXT_FILES.items():
         path = folder / name

@@ -78,7 +78,7 @@ def command(
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
     if folder is not None:  # a folder someone else may have written: its files checked before anything reads them
-        check_folder_files(folder, card=True)
+        check_folder_files(folder, card=True, role="converted folder")
         read_config(folder)
     # Everything that can be refused without the weights, refused first.
     if scope == "tracker" and folder is not None:
