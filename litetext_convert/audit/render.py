@@ -22,18 +22,24 @@ def render_audit(console: Console, result: AuditResult, debug: bool = False) -> 
         console.print(f"  not in the image model (original's {part['keys']} keys, e.g. {markup_safe(part['example'])}): {markup_safe(part['reason'])}",
                       highlight=False, soft_wrap=True)
 
+    # Subjects are code (`Sam3LiteTextModel.forward(attention_mask=...)`): below 120 columns they leave
+    # the table for the lines under it, so that no word is cut in two.
+    wide = console.width >= 120
     table = Table(title="findings (✗ changes what the folder computes)")
-    for column in ("#", "level", "finding", "subject", "cost: features / pooled"):
+    for column in ("#", "level", "finding", *(("subject",) if wide else ()), "cost: features / pooled"):
         table.add_column(column, overflow="fold")
     for number, finding in enumerate(result.findings, 1):
         marker = "[red]✗[/red] " if finding.deviates else "[dim]·[/dim] "
         cost = " / ".join(_fmt(finding.cost.get(stage)) for stage in COST_STAGES) if finding.cost else ""
         if "vision FPN (relative)" in finding.cost:
             cost = f"FPN {_fmt(finding.cost['vision FPN (max abs)'])} ({_fmt(finding.cost['vision FPN (relative)'])} rel)"
-        table.add_row(str(number), finding.level, marker + markup_safe(finding.kind), literal(finding.subject), cost)
+        subject = (literal(finding.subject),) if wide else ()
+        table.add_row(str(number), finding.level, marker + markup_safe(finding.kind), *subject, cost)
     console.print(table)
     for number, finding in enumerate(result.findings, 1):
         console.print(f"[bold]{number}. {markup_safe(finding.kind)}[/bold] ({finding.level})", highlight=False)
+        if not wide:
+            console.print(f"   subject: {shown(finding.subject)}", markup=False, highlight=False, soft_wrap=True)
         if finding.detail:
             console.print(f"   {shown(finding.detail)}", markup=False, highlight=False, soft_wrap=True)
         for label, text in (("affects", finding.affects), ("cause", finding.cause), ("fix", finding.fix)):

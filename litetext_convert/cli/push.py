@@ -23,7 +23,7 @@ def command(
     folder: FolderArg = None,
     repo_id: Annotated[
         Optional[str],
-        typer.Option("--repo-id", metavar="ORG/NAME", help="Target repository; default NAMESPACE/sam3-litetext-<variant>-ctx<N>."),
+        typer.Option("--repo-id", metavar="ORG/NAME", help="Target repository; default sam3-litetext-VARIANT-ctxN under --namespace."),
     ] = None,
     namespace: NamespaceOpt = None,
     private: PrivateOpt = False,
