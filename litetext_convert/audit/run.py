@@ -44,13 +44,7 @@ def audit(
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
     check_belongs(prepared, folder, stored_config)
     prompts = prompts or []
-
-    tensors = audit_tensors(prepared, FolderTensors(folder))
-    config_findings, overrides = audit_config(prepared, folder)
-    tokenizer = load_folder_tokenizer(folder)
-    upstream, _ = load_upstream_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
-    tokenizer_findings = audit_tokenizer(prepared, folder, tokenizer, upstream, prompts)
-    findings: list[Finding] = tensors.findings + config_findings + tokenizer_findings + list(USAGE_FINDINGS.values())
+    tensors, findings, overrides, tokenizer, upstream = _file_levels(prepared, folder, prompts)
     notes = list(prepared.arch.notes)
     original = _original_info(prepared)
 
@@ -86,6 +80,17 @@ def audit(
         notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _file_levels(prepared, folder: Path, prompts: list[str]):
+    """What the files say before anything runs: tensors, config, tokenizer and processor findings."""
+    tensors = audit_tensors(prepared, FolderTensors(folder))
+    config_findings, overrides = audit_config(prepared, folder)
+    tokenizer = load_folder_tokenizer(folder)
+    upstream, _ = load_upstream_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
+    tokenizer_findings = audit_tokenizer(prepared, folder, tokenizer, upstream, prompts)
+    findings: list[Finding] = tensors.findings + config_findings + tokenizer_findings + list(USAGE_FINDINGS.values())
+    return tensors, findings, overrides, tokenizer, upstream
 
 
 def _load_model(folder: Path, dtype: str, notes: list[str], widen_vision: bool = False):
