@@ -40,7 +40,7 @@ except ImportError:  # optional: see the module docstring
     ftfy = None
 
 __all__ = [
-    "UpstreamTokenizer",
+    "CleanRoomTokenizer",
     "bytes_to_unicode",
     "clean_text",
     "MAX_MERGES",
@@ -114,7 +114,7 @@ def _parse_merge_lines(lines: Sequence[str]) -> list[tuple[str, str]]:
     return merges
 
 
-class UpstreamTokenizer:
+class CleanRoomTokenizer:
     """Tokenises like upstream's ``SimpleTokenizer(clean="lower")``."""
 
     def __init__(self, merges: list[tuple[str, str]]):
@@ -133,7 +133,7 @@ class UpstreamTokenizer:
         self._bpe_cache: dict[str, list[str]] = {START_OF_TEXT: [START_OF_TEXT], END_OF_TEXT: [END_OF_TEXT]}
 
     @classmethod
-    def from_bpe_file(cls, path: str | Path) -> UpstreamTokenizer:
+    def from_bpe_file(cls, path: str | Path) -> CleanRoomTokenizer:
         """Upstream's ``bpe_simple_vocab_16e6.txt(.gz)``: a header line, then one merge per line."""
         raw = read_bounded(Path(path), BPE_FILE_LIMIT)  # stat first: a FIFO or a huge file is refused unread
         if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix
@@ -142,7 +142,7 @@ class UpstreamTokenizer:
         return cls(_parse_merge_lines(lines[1:]))
 
     @classmethod
-    def from_merges_txt(cls, path: str | Path) -> UpstreamTokenizer:
+    def from_merges_txt(cls, path: str | Path) -> CleanRoomTokenizer:
         """HF ``merges.txt``: optional ``#version`` header, one merge per line."""
         lines = read_text(Path(path), BPE_FILE_LIMIT).split("\n")
         return cls(_parse_merge_lines([line for line in lines if not line.startswith("#version")]))
