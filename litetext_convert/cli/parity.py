@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._checks import check_scope_extras, check_tokenizer
+from litetext_convert.cli._checks import check_scope_extras
 from litetext_convert.cli._options import (
     ContextOpt,
     FolderArg,
@@ -105,6 +105,8 @@ def command(
     elif checkpoint is None:
         raise LitetextError("give the converted FOLDER, or -c CKPT to convert into a temporary folder first")
     else:
+        from litetext_convert.write.processor import check_tokenizer
+
         with out.status("finding the tokenizer"):
             check_tokenizer(tokenizer)
 

@@ -67,7 +67,7 @@ def _interrupt_at_convert(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo_module, "convert", interrupted)
+    monkeypatch.setattr(demo_module, "convert_folder", interrupted)
 
 
 def test_interrupted_demo_names_what_it_left_in_its_workdir(ws, cli, monkeypatch):
