@@ -148,15 +148,14 @@ def test_error_line_naming_a_hostile_folder(ws, cli, name):
 def hostile(ws) -> dict[str, Path]:
     """A good checkpoint under a hostile name, holding a tensor with a hostile key, converted into a
     hostile folder (once for the module; tests that add files work on copies)."""
-    from bad_inputs.common import _main_quiet
+    from conftest import run_cli
 
     root = ws.inputs("names_all")
     checkpoint = corpus.save_wrapped(root / f"tiny{ALL}_ctx16.pt", ws.state)
     folder = root / f"out{ALL}"
     if not folder.exists():
-        with pytest.MonkeyPatch.context() as patch:
-            patch.delenv("LITETEXT_DEBUG", raising=False)
-            _main_quiet(["convert", "-c", checkpoint, *HEADS, "--tokenizer", ws.tokenizer, folder], patch)
+        result = run_cli(["convert", "-c", checkpoint, *HEADS, "--tokenizer", ws.tokenizer, folder])
+        assert result.code == 0, result.stderr
     return {"checkpoint": checkpoint, "folder": folder, "root": root}
 
 

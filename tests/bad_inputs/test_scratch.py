@@ -62,12 +62,13 @@ def test_a_killed_parity_run_is_cleaned_by_the_next(ws, tmp_path):
     import signal
     import time
 
-    from bad_inputs import corpus
+    from conftest import CLI_COMMAND, cli_env, run_cli_process
+
     from bad_inputs.common import HEADS
 
-    env = corpus.clean_env(TMPDIR=str(tmp_path))
-    args = corpus.subprocess_command(["parity", "-c", str(ws.good), *HEADS, "--tokenizer", str(ws.tokenizer)])
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = cli_env(TMPDIR=str(tmp_path))
+    args = ["parity", "-c", str(ws.good), *HEADS, "--tokenizer", str(ws.tokenizer)]
+    process = subprocess.Popen([*CLI_COMMAND, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(f"litetext-parity-{process.pid}-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -76,11 +77,8 @@ def test_a_killed_parity_run_is_cleaned_by_the_next(ws, tmp_path):
     left = list(tmp_path.glob(f"litetext-parity-{process.pid}-*"))
     assert left, "the run was killed before it made its folder"
 
-    second = subprocess.run(
-        [*corpus.subprocess_command(["parity", "-c", str(ws.good), *HEADS, "--tokenizer", str(ws.tokenizer)])],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert second.returncode == 0, second.stderr
+    second = run_cli_process(args, env=env)
+    assert second.code == 0, second.stderr
     assert "the temporary folder of a litetext parity run that was killed" in second.stderr
     left = sorted(p.name for p in tmp_path.glob("litetext-*"))  # (torch keeps its own caches there)
     assert left == [], f"left: {left}"
