@@ -16,7 +16,7 @@ from litetext_convert.errors import LitetextError
 from litetext_convert.plan import dtypes
 
 SCOPES = ("text", "detector", "tracker", "all")
-TARGETS = ("image", "video")  # plan.prepare.TARGETS; which a checkpoint offers is its family's data
+TARGETS = ("image", "video", "onnx")  # plan.prepare.TARGETS, and onnx (litetext_convert/onnx: the image model as ONNX graphs)
 
 
 def _convert_dtype(value: str) -> str:
@@ -58,7 +58,7 @@ HeadsOpt = Annotated[Optional[int], typer.Option("--num-heads", min=1, metavar="
 TargetOpt = Annotated[
     str,
     typer.Option("--target", metavar="TARGET", callback=_target,
-                 help="image: the family's image model (Sam3LiteTextModel) | video: Sam3VideoModel (detector + tracker)."),
+                 help="image: the family's image model (Sam3LiteTextModel) | video: Sam3VideoModel (detector + tracker) | onnx: the image detector as ONNX graphs."),
 ]
 TokenizerOpt = Annotated[
     Optional[str],

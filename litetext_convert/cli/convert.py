@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from litetext_convert.cli import _output
+from litetext_convert.errors import LitetextError
 from litetext_convert.cli._checks import check_output_folder, check_tokenizer
 from litetext_convert.cli._options import (
     CheckpointOpt,
@@ -39,6 +42,7 @@ def command(
     force: ForceOpt = False,
     verify_load: VerifyLoadOpt = False,
     target: TargetOpt = "image",
+    precision: Annotated[str, typer.Option("--precision", metavar="RUNGS", help="--target onnx: fp32,fp16,int8 (comma-separated; default fp32).")] = "fp32",
     as_json: JsonOpt = False,
     output_dir: LegacyOutputOpt = None,
 ) -> None:
@@ -50,6 +54,15 @@ def command(
     folder = one_folder(ctx, folder, output_dir, required=True)
     # Everything that can be refused without the weights is refused before they are read.
     check_output_folder(folder, force=force)
+    if precision != "fp32" and target != "onnx":
+        raise LitetextError("--precision picks the rungs of --target onnx; the other targets take --dtype")
+    if target == "onnx":  # the image detector as ONNX graphs: litetext_convert/onnx
+        from litetext_convert.onnx.export import convert_command
+
+        with out.status("finding the tokenizer"):
+            check_tokenizer(tokenizer, full=False)
+        return convert_command(out, checkpoint, folder, repo_id=repo_id, revision=revision, context_length=context_length,
+                               num_heads=num_heads, tokenizer=tokenizer, force=force, precision=precision)
     # The record's sha256 of the source, started before torch is imported (nothing above imports
     # it): ~1.3 s of hashing on the second core while this one imports torch and transformers.
     here = already_here(checkpoint, repo_id=repo_id, revision=revision)

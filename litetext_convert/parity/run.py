@@ -119,6 +119,13 @@ def run_parity(
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target
         )
+    from litetext_convert.onnx import is_onnx_folder  # an ONNX export: its own scope (parity/onnx.py)
+
+    if converted is not None and is_onnx_folder(converted):
+        from litetext_convert.parity.onnx import parity_on_folder
+
+        return parity_on_folder(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image,
+                                prompts=prompts, status=status)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
