@@ -126,7 +126,8 @@ def _int8_difference(weight: np.ndarray, stored: dict, base: str) -> str | None:
     if any(p is None for p in parts.values()):
         return "a quantized weight without its scale or zero point"
     got = {s: numpy_helper.to_array(p) for s, p in parts.items()}
-    axis = next((a for a in range(weight.ndim) if got["_scale"].size == weight.shape[a] and got["_scale"].size > 1), None)
+    # The output channel: a MatMul's B is [in, out], so the last axis that fits (a square weight fits both).
+    axis = next((a for a in reversed(range(weight.ndim)) if got["_scale"].size == weight.shape[a]), None)
     if axis is None:
         return f"scale of {got['_scale'].size} values fits no axis of {list(weight.shape)} (not per channel)"
     quantized, scale, zero_point = int8_reference(weight, axis)

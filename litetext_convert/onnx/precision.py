@@ -57,7 +57,9 @@ def fold_weight_transposes(model) -> int:
         source = numpy_helper.to_array(initializers[node.input[0]])
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(source.ndim))[::-1])
         name = f"{node.input[0]}{TRANSPOSED}{''.join(map(str, perm))}"
-        model.graph.initializer.append(numpy_helper.from_array(source.transpose(perm).copy(), name))
+        if name not in initializers:  # a weight read by several layers (a shared head) is folded once
+            initializers[name] = numpy_helper.from_array(source.transpose(perm).copy(), name)
+            model.graph.initializer.append(initializers[name])
         _rename_input(model, node.output[0], name)
         folded.append(node)
     for node in folded:

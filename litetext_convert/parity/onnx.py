@@ -122,8 +122,8 @@ def detector_stages(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarr
     return compare_stages(wanted, {name: torch.from_numpy(np.ascontiguousarray(ours[name])) for name in wanted}, "float32")
 
 
-def rung_cost(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray], rung: str) -> tuple[dict, list[StageDiff]]:
-    """A reduced rung against the original in float32: per stage numbers and detections; its budget rows."""
+def rung_cost(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray]) -> dict:
+    """A reduced rung against the original in float32: per stage numbers, and detections when the detector ran."""
     from litetext_convert.parity.precision import detections_kept, measure
 
     candidate = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in ours.items()}
@@ -131,7 +131,7 @@ def rung_cost(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray], r
     cost = {"against": "original, float32", "stages": [measure(name, reference[name], candidate[name]) for name in names]}
     if "pred_logits" in reference:
         cost["detections"] = detections_kept(reference, candidate, TOP_K)
-    return cost, budget_rows(cost, rung)
+    return cost
 
 
 def budget_rows(cost: dict, rung: str) -> list[StageDiff]:
@@ -186,19 +186,16 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
         ours = {rung: onnx_side(graphs[rung], None, ids.numpy()) for rung in rungs}
     stages += text_stages(trace, ours["fp32"])
     text_reference = {"text.features": trace.text_features, "text.pooled": trace.pooled}
-    costs = {}
-    for rung in rungs[1:]:
-        costs[rung], rows = rung_cost(text_reference, ours[rung], rung)
-        stages += rows
+    costs = {rung: rung_cost(text_reference, ours[rung]) for rung in rungs[1:]}
     detector = None
     if scope in ("detector", "all"):
         with status("whole detector: Meta's sam3 and the three graphs (the slow part)"):
             detector = detector_part(prepared, manifest, graphs, seed, image, costs)
-        for rung in rungs[1:]:
-            stages += budget_rows(costs[rung], rung)
-    record = {
-        "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs,
-        "atol": dtypes.tolerances("float32", "text")[0], "rtol": dtypes.tolerances("float32", "text")[1],
+    for rung in rungs[1:]:
+        stages += budget_rows(costs[rung], rung)
+    tolerance = dtypes.tolerances("float32", "text")
+    return {
+        "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs, "atol": tolerance[0], "rtol": tolerance[1],
         "original": original_info, "runtime": runtime_name(),
         "inputs": {"kind": "zero-padded seeded ids and one full row", "rows": int(ids.shape[0]), "seed": seed,
                    "context_length": prepared.arch.context_length, "input_ids": ids.tolist()},
@@ -206,7 +203,6 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
         "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE},
         "notes": list(prepared.arch.notes), "seconds": time.perf_counter() - started,
     }
-    return record
 
 
 PRECISION_NOTE = ("float32: onnxruntime (CPU) against the original in float32, at the float32 tolerances of the "
@@ -229,9 +225,10 @@ def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path
     reference = original.outputs
     ours = {rung: onnx_side(session, pixels.numpy(), ids.numpy()) for rung, session in graphs.items()}
     stages = detector_stages(reference, ours["fp32"])
-    for rung in list(graphs)[1:]:
-        detector_cost, _ = rung_cost(reference, ours[rung], rung)
-        costs[rung] = {**costs[rung], "detector": detector_cost["stages"], "detections": detector_cost.get("detections")}
+    for rung in list(graphs)[1:]:  # the detector's numbers join the text's (text.pooled is the text run's own)
+        detector_cost = rung_cost(reference, ours[rung])
+        text_rows = [row for row in costs[rung]["stages"] if row["name"] == "text.pooled"]
+        costs[rung] = {**detector_cost, "stages": detector_cost["stages"] + text_rows}
     return {
         "scope": "detector", "dtype": "float32", "passed": all(s.passed for s in stages),
         "original": original.info["name"], "candidate": f"onnxruntime {runtime_name()}, {manifest['graphs']['detector_decoder']['files']['fp32']}",
