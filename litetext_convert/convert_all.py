@@ -79,10 +79,15 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
     started = time.perf_counter()
     row: dict = {"checkpoint": name, "status": "ok", "target": target}
     try:
-        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads, target=target)
+        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads, target="image" if target == "onnx" else target)
         folder = output_dir / Path(name).stem
-        result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force,
-                         max_shard_size=max_shard_size, verify_load=verify_load)
+        if target == "onnx":  # the image detector as ONNX graphs (litetext_convert/onnx), fp32
+            from litetext_convert.onnx.export import export_folder
+
+            result = export_folder(prepared, folder, tokenizer=tokenizer, force=force)
+        else:
+            result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force,
+                             max_shard_size=max_shard_size, verify_load=verify_load)
         remember_source(folder, checkpoint, prepared, num_heads=num_heads, context_length=None)
         row.update(
             folder=str(folder),
@@ -95,7 +100,12 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
             dtype=result.record["dtype"],
         )
         if verify:
-            parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced
+            if target == "onnx":  # the ONNX scope keeps its own record (parity/onnx.py)
+                from litetext_convert.parity.onnx import parity_on_folder
+
+                parity = parity_on_folder(prepared, folder, scope="text", seed=0, batch=2, image=None, prompts=[])
+            else:
+                parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced
             write_parity_record(folder, parity)
             if not parity["passed"]:
                 row.update(status="parity failed", error=parity["first_failure"])

@@ -332,3 +332,45 @@ def test_the_torch_free_example_runs_without_torch_and_equals_parity_onnx_side(o
     assert np.array_equal(result["pred_boxes"], reference["pred_boxes_cxcywh"])
     for name in ("pred_logits", "presence_logits", "pred_masks", "semantic_seg"):
         assert np.array_equal(result[name], reference[name]), name
+
+
+# ---------------------------------------------------------------------------------------------
+# ROI align: the custom op's ONNX form against torchvision (the original environment)
+
+
+def test_the_roi_align_in_the_graphs_equals_torchvision(tmp_path):
+    """The geometry encoder's pooling as exported (ONNX RoiAlign, graphs.onnx_roi_align) against
+    torchvision.ops.roi_align, the op transformers and Meta's detector call, on boxes of many sizes."""
+    torchvision = pytest.importorskip("torchvision", reason="torchvision imports only in the original environment")
+    import onnxruntime as ort
+    import torch
+
+    from litetext_convert.onnx import graphs
+
+    class Pool(torch.nn.Module):
+        def forward(self, features, rois):
+            return torch.ops.litetext.roi_align(features, rois, 7)
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 8, 18, 18, generator=generator)
+    corners = torch.rand(12, 2, 2, generator=generator) * 18
+    boxes = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=1)  # x0, y0, x1, y1
+    rois = torch.cat([torch.arange(12).remainder(2).float()[:, None], boxes], dim=1)
+    rois[0, 1:] = torch.tensor([0.0, 0.0, 18.0, 18.0])  # the dummy box of a text-only prompt, whole image
+    path = tmp_path / "roi_align.onnx"
+    program = torch.onnx.export(Pool().eval(), (features, rois), dynamo=True, input_names=["features", "rois"],
+                                custom_translation_table={torch.ops.litetext.roi_align.default: graphs.onnx_roi_align})
+    program.save(str(path))
+    ours = ort.InferenceSession(str(path)).run(None, {"features": features.numpy(), "rois": rois.numpy()})[0]
+    theirs = torchvision.ops.roi_align(features, rois, 7).numpy()
+    assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_the_parity_command_reports_an_onnx_folder(onnx_exports, tmp_path, cli):
+    checkpoint, folder = _copy(onnx_exports, tmp_path)
+    code, out, err = cli("parity", folder, "-c", checkpoint, "--num-heads", _heads(), "--json")
+    record = json.loads(out)
+    assert code == 0 and record["passed"] and record["target"] == "onnx", err
+    code, out, err = cli("parity", folder, "-c", checkpoint, "--num-heads", _heads(), "--debug-intermediates")
+    assert code == 0 and "onnx.text.features" in out
+    assert "ONNX graphs" in (folder / "README.md").read_text()

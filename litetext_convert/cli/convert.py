@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.errors import LitetextError
 from litetext_convert.cli._checks import check_output_folder, check_tokenizer
 from litetext_convert.cli._options import (
     CheckpointOpt,
@@ -54,15 +53,8 @@ def command(
     folder = one_folder(ctx, folder, output_dir, required=True)
     # Everything that can be refused without the weights is refused before they are read.
     check_output_folder(folder, force=force)
-    if precision != "fp32" and target != "onnx":
-        raise LitetextError("--precision picks the rungs of --target onnx; the other targets take --dtype")
-    if target == "onnx":  # the image detector as ONNX graphs: litetext_convert/onnx
-        from litetext_convert.onnx.export import convert_command
-
-        with out.status("finding the tokenizer"):
-            check_tokenizer(tokenizer, full=False)
-        return convert_command(out, checkpoint, folder, repo_id=repo_id, revision=revision, context_length=context_length,
-                               num_heads=num_heads, tokenizer=tokenizer, force=force, precision=precision)
+    if target == "onnx" or precision != "fp32":  # the image detector as ONNX graphs (litetext_convert/onnx)
+        return _onnx(out, checkpoint, folder, target, precision, tokenizer, force, repo_id, revision, context_length, num_heads)
     # The record's sha256 of the source, started before torch is imported (nothing above imports
     # it): ~1.3 s of hashing on the second core while this one imports torch and transformers.
     here = already_here(checkpoint, repo_id=repo_id, revision=revision)
@@ -98,3 +90,30 @@ def command(
     write_folder_card(result.folder)
     data = {"folder": str(result.folder), "seconds": result.seconds, "shards": result.shards, "record": result.record}
     out.result(data, lambda console: render_convert(console, result.record, str(result.folder), result.seconds, result.shards))
+
+
+def _onnx(out, checkpoint, folder, target, precision, tokenizer, force, repo_id, revision, context_length, num_heads) -> None:
+    """`--target onnx` (and --precision, which only that target takes): litetext_convert/onnx."""
+    from litetext_convert.errors import LitetextError
+    from litetext_convert.folder import remember_source
+    from litetext_convert.onnx import missing_runtime
+    from litetext_convert.onnx.export import export_folder, parse_precisions
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+
+    if target != "onnx":
+        raise LitetextError("--precision picks the rungs of --target onnx; the other targets take --dtype")
+    rungs = parse_precisions(precision)
+    if missing_runtime():
+        raise LitetextError(f"--target onnx needs the ONNX extra: {missing_runtime()}")
+    with out.status("finding the tokenizer"):
+        check_tokenizer(tokenizer, full=False)
+    with out.status(f"reading {checkpoint}: architecture and mapping"):
+        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    result = export_folder(prepared, folder, tokenizer=tokenizer, rungs=rungs, force=force, status=out.status)
+    remember_source(result.folder, checkpoint, prepared, num_heads=num_heads, context_length=context_length)
+    write_folder_card(result.folder)
+    data = {"folder": str(result.folder), "graphs": result.graphs, "rungs": rungs, "seconds": result.seconds, "record": result.record}
+    out.result(data, lambda console: console.print(
+        f"wrote {result.folder}: {len(result.graphs)} ONNX graphs (rungs {', '.join(rungs)}) in {result.seconds['total']:.1f} s; "
+        f"next: litetext parity {result.folder}"))

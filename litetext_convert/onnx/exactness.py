@@ -37,21 +37,6 @@ class GraphExactness:
                 "mismatched": len(self.mismatches), "mismatches": self.mismatches[:MISMATCHES_KEPT]}
 
 
-def expected_weights(prepared) -> dict[str, np.ndarray]:
-    """Target name -> float32/int numpy array: the source re-read and passed through the mapping's
-    operations (what the image folder's safetensors hold, computed again from the checkpoint)."""
-    from litetext_convert.parity.precision import reread_source
-    from litetext_convert.plan import ops
-
-    source = reread_source(prepared)
-    expected = {}
-    for step in prepared.plan.steps:
-        outputs = ops.apply_gathered(list(step.ops), [source[key] for key in step.sources], prepared.ctx)
-        for target, output in zip(step.targets, outputs):
-            expected[target] = output.detach().contiguous().numpy().copy()
-    return expected
-
-
 def parameter_name(initializer: str) -> tuple[str, list[int] | None, str]:
     """`model.x.weight::T10::fp16` -> ("x.weight", [1, 0], "::fp16")."""
     name, rung_part = initializer, ""
@@ -138,12 +123,13 @@ def _int8_difference(weight: np.ndarray, stored: dict, base: str) -> str | None:
     return None
 
 
-def check_export(prepared, folder: Path, files: dict[str, dict[str, str]], rungs: list[str]) -> dict:
-    """Every graph of every rung asked for; `files`: graphs.json's graph -> rung -> file."""
+def check_export(expected: dict[str, np.ndarray], filled: set[str], folder: Path, files: dict[str, dict[str, str]],
+                 rungs: list[str]) -> dict:
+    """Every graph of every rung asked for. `expected`: target name -> the source tensor through the
+    mapping (parity/onnx.py computes it from the checkpoint); `filled`: targets with no source;
+    `files`: graphs.json's graph -> rung -> file."""
     from litetext_convert.onnx import GRAPHS_DIR
 
-    expected = expected_weights(prepared)
-    filled = set(prepared.plan.filled)
     results = [check_graph(Path(folder) / GRAPHS_DIR / files[graph][rung], expected, filled)
                for rung in rungs for graph in files]
     checked = sum(r.checked for r in results)

@@ -233,37 +233,3 @@ def onnx_record(image_record: dict, out: Path, described: dict, rungs: list[str]
     record["onnx"] = {"rungs": rungs, "graphs": {name: g["files"] for name, g in described.items()}, "seconds": seconds}
     record["files"] = sorted([*(p.name for p in out.iterdir()), CONVERSION_RECORD])
     return record
-
-
-# ----------------------------------------------------------------------------------------------
-# The command (cli/convert.py hands `--target onnx` here)
-
-
-def convert_command(out, checkpoint: str, folder: Path, *, repo_id=None, revision=None, context_length=None,
-                    num_heads=None, tokenizer=None, force=False, precision: str = "fp32") -> None:
-    """Parse-free body of `litetext convert --target onnx`: prepare, export, remember the source, the card."""
-    from litetext_convert.folder import remember_source
-    from litetext_convert.plan.prepare import prepare
-    from litetext_convert.publish.model_card import write_folder_card
-
-    rungs = parse_precisions(precision)
-    reason = missing_runtime()
-    if reason:
-        raise LitetextError(f"--target onnx needs the ONNX extra: {reason}")
-    with out.status(f"reading {checkpoint}: architecture and mapping"):
-        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length,
-                           num_heads=num_heads, target="image")
-    result = export_folder(prepared, folder, tokenizer=tokenizer, rungs=rungs, force=force, status=out.status)
-    remember_source(result.folder, checkpoint, prepared, num_heads=num_heads, context_length=context_length)
-    write_folder_card(result.folder)
-    data = {"folder": str(result.folder), "graphs": result.graphs, "rungs": rungs, "seconds": result.seconds,
-            "record": result.record}
-    out.result(data, lambda console: _render(console, result))
-
-
-def _render(console, result: OnnxExportResult) -> None:
-    console.print(f"wrote {result.folder} (ONNX, rungs {', '.join(result.record['onnx']['rungs'])}) "
-                  f"in {result.seconds['total']:.1f} s")
-    for graph in result.graphs:
-        console.print(f"  {graph}")
-    console.print(f"next: litetext parity {result.folder}")

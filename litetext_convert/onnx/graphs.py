@@ -10,8 +10,8 @@ transformers), so that a user who feeds ids and pixels to the graphs gets the or
 ROI align: transformers calls `torchvision.ops.roi_align` in the geometry encoder. torchvision does
 not import beside the core environment's torch, so during export that call is routed to a litetext
 custom op (`litetext::roi_align`) that the exporter writes as ONNX's own `RoiAlign` (avg mode,
-adaptive sampling, output_half_pixel = torchvision's aligned=False). Parity against Meta's detector
-(which calls torchvision) is what proves the two equal, with and without user boxes.
+adaptive sampling, output_half_pixel = torchvision's aligned=False); tests/test_onnx.py proves that
+form equal to torchvision's op. The exported decoder is the text-only one (`with_boxes=False`).
 """
 
 from __future__ import annotations

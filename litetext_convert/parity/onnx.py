@@ -45,6 +45,21 @@ def budgets(rung: str) -> dict:
     return dict(read_config("tolerances.toml").get("onnx", {}).get(rung, {}))
 
 
+def expected_weights(prepared) -> dict[str, np.ndarray]:
+    """Target name -> numpy array: the source re-read from its file and passed through the mapping's
+    operations (what the image folder's safetensors would hold, computed again from the checkpoint)."""
+    from litetext_convert.parity.precision import reread_source
+    from litetext_convert.plan import ops
+
+    source = reread_source(prepared)
+    expected = {}
+    for step in prepared.plan.steps:
+        outputs = ops.apply_gathered(list(step.ops), [source[key] for key in step.sources], prepared.ctx)
+        for target, output in zip(step.targets, outputs):
+            expected[target] = output.detach().contiguous().numpy().copy()
+    return expected
+
+
 # ----------------------------------------------------------------------------------------------
 # Inputs
 
@@ -176,7 +191,8 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
     rungs = list(manifest.get("rungs", ["fp32"]))
     graphs = {rung: OnnxGraphs(folder, rung) for rung in rungs}  # every interface checked before anything runs
     with status("exactness of every graph's weights"):
-        exactness = check_export(prepared, folder, {g: v["files"] for g, v in manifest["graphs"].items()}, rungs)
+        exactness = check_export(expected_weights(prepared), set(prepared.plan.filled), folder,
+                                 {g: v["files"] for g, v in manifest["graphs"].items()}, rungs)
     stages = [verdict_row("onnx.weights (exactness, every rung)", exactness["passed"],
                           f"{exactness['checked']} weights checked, {exactness['mismatched']} differ")]
     vocab = int(prepared.config.text_config.vocab_size)
@@ -258,10 +274,9 @@ def runtime_name() -> str:
 
 def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: int, image: Path | None,
                      prompts: list[str], status=None) -> dict:
-    """`litetext parity FOLDER` on an ONNX folder: the record, kept in the folder, the card refreshed."""
-    from litetext_convert.folder import prompt_set, record_key, verdict, write_parity_record
+    """`litetext parity FOLDER` on an ONNX folder: the finished record (verdict, key); the caller keeps it."""
+    from litetext_convert.folder import prompt_set, record_key, verdict
     from litetext_convert.onnx import missing_runtime
-    from litetext_convert.publish.model_card import write_folder_card
 
     reason = missing_runtime()
     if reason:
@@ -272,6 +287,4 @@ def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: in
     record["prompt_set"] = prompt_set([])
     record.update(verdict(record).to_json())
     record["key"] = record_key(record)
-    write_parity_record(Path(folder), record)
-    write_folder_card(Path(folder))
     return record

@@ -24,6 +24,7 @@ from litetext_convert.folder import (  # noqa: F401 - SOURCE_MEMO, folder_source
     verdict,
     write_parity_record,
 )
+from litetext_convert.onnx import is_onnx_folder
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan import dtypes, validate
@@ -119,13 +120,8 @@ def run_parity(
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target
         )
-    from litetext_convert.onnx import is_onnx_folder  # an ONNX export: its own scope (parity/onnx.py)
-
-    if converted is not None and is_onnx_folder(converted):
-        from litetext_convert.parity.onnx import parity_on_folder
-
-        return parity_on_folder(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image,
-                                prompts=prompts, status=status)
+    if converted is not None and is_onnx_folder(converted):  # an ONNX export: its own scope (parity/onnx.py)
+        return _onnx_scope(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image, prompts=prompts, status=status)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
@@ -159,6 +155,17 @@ def run_parity(
         write_folder_card(Path(converted))
     if keep_outputs and outputs is not None:
         record = {**record, "_detector_outputs": outputs}  # in memory only: tensors for --plot
+    return record
+
+
+def _onnx_scope(prepared, folder: Path, **options) -> dict:
+    """The ONNX folder's record (parity/onnx.py), kept in the folder like every record; the card refreshed."""
+    from litetext_convert.parity.onnx import parity_on_folder
+    from litetext_convert.publish.model_card import write_folder_card
+
+    record = parity_on_folder(prepared, folder, **options)
+    write_parity_record(folder, record)
+    write_folder_card(folder)
     return record
 
 

@@ -205,6 +205,10 @@ def _unverified_banner(problem: str) -> str:
 
 def _overview(records: FolderRecords) -> str:
     lead = f"{records.card_wording['overview']} (MobileCLIP-{records.variant.upper()}, {records.context_length} tokens). "
+    if records.target == "onnx":  # the ONNX target's wording: configs/targets/onnx.toml
+        from litetext_convert.onnx.card import card_overview
+
+        return lead + card_overview(records.context_length)
     if records.target == "video":
         return lead + (
             "This repository holds the whole checkpoint, detector and video tracker, as a Hugging Face Transformers "
@@ -218,6 +222,10 @@ def _overview(records: FolderRecords) -> str:
 
 
 def _usage(repo_id: str, target: str = "image") -> str:
+    if target == "onnx":
+        from litetext_convert.onnx.card import card_usage
+
+        return card_usage(repo_id)
     # The SAM3 image processor imports torchvision; load_image needs Pillow.
     install = 'pip install "transformers>=5.23" torch torchvision pillow'
     snippet = video_usage_snippet(repo_id) if target == "video" else usage_snippet(repo_id)
