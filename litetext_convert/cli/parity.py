@@ -78,11 +78,10 @@ def command(
     folder = one_folder(ctx, folder, converted, required=False)
     # Everything that can be refused without the weights, refused first.
     if scope == "tracker" and folder is not None:
-        from litetext_convert.plan.hf_config import folder_target
+        from litetext_convert.targets import scope_target
 
         check_converted_folder(folder)
-        if folder_target(folder) != "video":
-            raise LitetextError(f"{folder} is an image folder: tracker parity needs a folder converted with --target video")
+        scope_target(scope, folder, "image")  # a folder whose target lacks the scope is refused now
     check_scope_extras(scope)
     boxes = [list(parse_box(b)) for b in box or []]
     if image is not None and not Path(image).is_file():

@@ -24,11 +24,11 @@ from litetext_convert.folder import (  # noqa: F401 - SOURCE_MEMO, folder_source
     verdict,
     write_parity_record,
 )
-from litetext_convert.onnx import is_onnx_folder
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan import dtypes, validate
-from litetext_convert.plan.hf_config import folder_target
+from litetext_convert.plan.hf_config import transformers_class
+from litetext_convert.targets import folder_target, scope_target
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.write.convert import convert
 
@@ -72,9 +72,7 @@ def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
 def check_folder_structure(folder: Path) -> None:
     """A folder whose config cannot run one forward (e.g. heads that do not divide a width, edited
     after conversion) is never verified, even where the scope checked does not use that part."""
-    from transformers import Sam3LiteTextConfig, Sam3VideoConfig
-
-    config_class = Sam3VideoConfig if folder_target(folder) == "video" else Sam3LiteTextConfig
+    config_class = transformers_class(folder_target(folder).config_class)
     try:
         config = config_class.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -113,14 +111,12 @@ def run_parity(
     hf_logging.disable_progress_bar()
     dtype = dtypes.canonical(dtype)
     # The target: the given folder's, else --target (tracker parity needs a video folder).
-    target = folder_target(converted) if converted is not None else ("video" if scope == "tracker" else target)
-    if scope == "tracker" and target != "video":
-        raise LitetextError(f"{converted} is an image folder: tracker parity needs a folder converted with --target video")
+    chosen = scope_target(scope, converted, target)  # refuses a folder whose target lacks the scope
     with status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(
-            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target
+            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=chosen.id
         )
-    if converted is not None and is_onnx_folder(converted):  # an ONNX export: its own scope (parity/onnx.py)
+    if chosen.id == "onnx":  # an ONNX export: its graphs in onnxruntime (parity/onnx.py)
         return _onnx_scope(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image, prompts=prompts, status=status)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
@@ -141,10 +137,10 @@ def run_parity(
         with status(f"exactness of the folder's tensors ({dtype})"):
             checks = precision.precision_checks(prepared, folder, dtype, batch=batch, seed=seed)
         detector, outputs, tracker = None, None, None
-        if scope in ("detector", "all"):
+        if chosen.runs(scope, "detector"):
             with status(f"whole-detector parity, {dtype} (the slow part)"):
                 detector, outputs = _detector_scope(prepared, folder, dtype, seed, image, boxes or [])
-        if scope == "tracker" or (scope == "all" and target == "video"):
+        if chosen.runs(scope, "tracker"):
             with status("tracker parity, float64: Meta's tracker and the converted one on a seeded clip"):
                 tracker = _tracker_scope(prepared, folder, seed)
     record = precision.attach(parity_record(result, detector, scope, notes, prompts, tracker=tracker), checks)
