@@ -7,16 +7,9 @@ in parity/onnx.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 GRAPHS_DIR = "onnx"
 MANIFEST = "onnx/graphs.json"
 EXTRA_HINT = 'pip install -e ".[onnx]" (onnx, onnxscript, onnxruntime)'
-
-
-def is_onnx_folder(folder: Path | str) -> bool:
-    """An ONNX export: litetext's graphs.json in onnx/."""
-    return (Path(folder) / MANIFEST).is_file()
 
 
 def missing_runtime() -> str | None:
