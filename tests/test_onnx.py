@@ -31,6 +31,7 @@ def onnx_exports(workdir, tokenizer_dir) -> dict[str, tuple[Path, Path]]:
     """family -> (checkpoint, ONNX folder), exported through the CLI's own function."""
     from litetext_convert.onnx.export import export_folder
     from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
     from litetext_convert.synthetic import builder as synthetic
 
     exports = {}
@@ -39,6 +40,7 @@ def onnx_exports(workdir, tokenizer_dir) -> dict[str, tuple[Path, Path]]:
                                                pos_rows=77, family=family)
         folder = workdir / "onnx" / f"export_{family}"
         export_folder(prepare(str(checkpoint), num_heads=_heads()), folder, tokenizer=str(tokenizer_dir), rungs=RUNGS[family])
+        write_folder_card(folder)  # as `convert` does after the export
         exports[family] = (checkpoint, folder)
     return exports
 
