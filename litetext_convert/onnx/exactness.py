@@ -37,21 +37,24 @@ class GraphExactness:
                 "mismatched": len(self.mismatches), "mismatches": self.mismatches[:MISMATCHES_KEPT]}
 
 
-def parameter_name(initializer: str) -> tuple[str, list[int] | None, str]:
-    """`model.x.weight::T10::fp16` -> ("x.weight", [1, 0], "::fp16")."""
-    name, rung_part = initializer, ""
-    for suffix in (FP16_STORED, *QUANT_SUFFIXES):
-        if name.endswith(suffix):
-            name, rung_part = name[: -len(suffix)], suffix
-            break
-    perm = None
-    if TRANSPOSED in name:
-        name, digits = name.split(TRANSPOSED, 1)
-        perm = [int(d) for d in digits]
-    for prefix in GRAPH_PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name, perm, rung_part
+def parameter_name(initializer: str, expected: dict) -> tuple[str, list[int] | None, str]:
+    """`model.x.weight::T10::fp16` -> ("x.weight", [1, 0], "::fp16"). A rung's suffix is taken off only
+    when the name without it is a weight: `layer_scale` is a parameter, not the scale of `layer`."""
+    for suffix in ("", FP16_STORED, *QUANT_SUFFIXES):
+        if suffix and not initializer.endswith(suffix):
+            continue
+        name = initializer[: len(initializer) - len(suffix)]
+        perm = None
+        if TRANSPOSED in name:
+            name, digits = name.split(TRANSPOSED, 1)
+            if not digits.isdigit():
+                continue  # a rung's suffix still on: the next try takes it off
+            perm = [int(d) for d in digits]
+        for prefix in GRAPH_PREFIXES:
+            name = name.removeprefix(prefix)
+        if name in expected:
+            return name, perm, suffix
+    return initializer, None, ""
 
 
 def check_graph(path: Path, expected: dict[str, np.ndarray], filled: set[str]) -> GraphExactness:
@@ -62,7 +65,7 @@ def check_graph(path: Path, expected: dict[str, np.ndarray], filled: set[str]) -
     result = GraphExactness(path.name)
     stored = {init.name: init for init in model.graph.initializer}
     for init in model.graph.initializer:
-        name, perm, part = parameter_name(init.name)
+        name, perm, part = parameter_name(init.name, expected)
         if name not in expected:
             result.constants += 1 if name not in filled else 0
             continue

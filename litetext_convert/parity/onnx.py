@@ -213,7 +213,7 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
     return {
         "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs, "atol": tolerance[0], "rtol": tolerance[1],
         "original": original_info, "runtime": runtime_name(),
-        "inputs": {"kind": "zero-padded seeded ids and one full row", "rows": int(ids.shape[0]), "seed": seed,
+        "inputs": {"kind": "zero-padded seeded ids and one full row", "batch": int(ids.shape[0]), "seed": seed,
                    "context_length": prepared.arch.context_length, "input_ids": ids.tolist()},
         "stages": [s.to_json() for s in stages], "tokenizer": None, "padded_prompts": None, "detector": detector,
         "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE},
