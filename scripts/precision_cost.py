@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
 from litetext_convert.parity.run import run_parity  # noqa: E402
-from litetext_convert.plan import dtypes  # noqa: E402
+from litetext_convert import dtypes  # noqa: E402
 from litetext_convert.plan.prepare import prepare  # noqa: E402
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer  # noqa: E402
 from litetext_convert.synthetic import builder as synthetic  # noqa: E402

@@ -26,7 +26,8 @@ from litetext_convert.folder import (  # noqa: F401 - SOURCE_MEMO, folder_source
 )
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
-from litetext_convert.plan import dtypes, validate
+from litetext_convert import dtypes
+from litetext_convert.plan import validate
 from litetext_convert.plan.hf_config import transformers_class
 from litetext_convert.targets import folder_target, scope_target
 from litetext_convert.plan.prepare import Prepared, prepare
