@@ -23,8 +23,8 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
-DUMMY_BOX = (0.5, 0.5, 1.0, 1.0)  # the masked box of the text-only recipe (parity/detector.py)
-MASKED_BOX_LABEL = -10  # transformers' "padding box" label
+from litetext_convert.parity.recipes import masked_dummy_box
+
 VISION_LEVELS = 3  # the model uses the first three FPN levels (it drops the last)
 
 
@@ -68,10 +68,8 @@ class DecoderGraph(nn.Module):
                 box_labels: Tensor | None = None) -> tuple[Tensor, ...]:
         from transformers.models.sam3_lite_text.modeling_sam3_lite_text import Sam3LiteTextVisionEncoderOutput
 
-        batch = fpn_0.shape[0]
-        if not self.with_boxes:
-            boxes = torch.tensor(DUMMY_BOX, dtype=fpn_0.dtype).view(1, 1, 4).expand(batch, 1, 4)
-            box_labels = torch.full((batch, 1), MASKED_BOX_LABEL, dtype=torch.long)
+        if not self.with_boxes:  # the text-only recipe that gives Meta's geometry CLS token (parity/recipes.py)
+            boxes, box_labels = masked_dummy_box(fpn_0.shape[0], fpn_0.dtype)
         # The model drops the last FPN level; a placeholder keeps its indexing unchanged.
         vision = Sam3LiteTextVisionEncoderOutput(
             fpn_hidden_states=(fpn_0, fpn_1, fpn_2, fpn_2), fpn_position_encoding=(position_encoding,) * 4)

@@ -26,7 +26,7 @@ import torch
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 
 TOP_K = 10
 DETECTOR_STAGES = ("vision.fpn.0", "vision.fpn.1", "vision.fpn.2", "text.features", "detr.encoder",
