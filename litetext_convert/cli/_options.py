@@ -81,6 +81,9 @@ ConvertDtypeOpt = Annotated[
 MaxShardOpt = Annotated[str, typer.Option("--max-shard-size", metavar="SIZE", help="Largest safetensors shard, e.g. 5GB, 500MB.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder (only once the new one is complete).")]
 VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload the folder with Sam3LiteTextModel.from_pretrained.")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", metavar="RUNGS", help="--target onnx: the rungs to write, fp32,fp16,int8 (comma-separated; default fp32).")
+]
 
 # ---------------------------------------------------------------- parity
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from litetext_convert.cli import _output
@@ -18,6 +16,7 @@ from litetext_convert.cli._options import (
     JsonOpt,
     LegacyOutputOpt,
     MaxShardOpt,
+    PrecisionOpt,
     RepoIdOpt,
     RevisionOpt,
     TargetOpt,
@@ -41,7 +40,7 @@ def command(
     force: ForceOpt = False,
     verify_load: VerifyLoadOpt = False,
     target: TargetOpt = "image",
-    precision: Annotated[str, typer.Option("--precision", metavar="RUNGS", help="--target onnx: fp32,fp16,int8 (comma-separated; default fp32).")] = "fp32",
+    precision: PrecisionOpt = "fp32",
     as_json: JsonOpt = False,
     output_dir: LegacyOutputOpt = None,
 ) -> None:
@@ -55,11 +54,9 @@ def command(
     check_output_folder(folder, force=force)
     if target == "onnx" or precision != "fp32":  # the image detector as ONNX graphs (litetext_convert/onnx)
         return _onnx(out, checkpoint, folder, target, precision, tokenizer, force, repo_id, revision, context_length, num_heads)
-    # The record's sha256 of the source, started before torch is imported (nothing above imports
-    # it): ~1.3 s of hashing on the second core while this one imports torch and transformers.
+    # The record's sha256, hashed on the second core while this one imports torch (~1.3 s overlapped).
     here = already_here(checkpoint, repo_id=repo_id, revision=revision)
     early_hash = SourceHash(here) if here is not None else True
-
     from litetext_convert.folder import remember_source
     from litetext_convert.plan.prepare import prepare
     from litetext_convert.publish.model_card import write_folder_card
@@ -74,8 +71,7 @@ def command(
     with out.status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=early_hash,
-            target=target,
-            defer_model_check=True,  # the meta model is built while the shards are written; checked before publishing
+            target=target, defer_model_check=True,  # the meta model is built while the shards are written; checked before publishing
             preload=TOKENIZER_CLASSES,  # imported beside the model, not after the writing
         )
     if prepared.resolved.notice:  # e.g. an alias' file found under a new name
