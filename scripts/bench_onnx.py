@@ -3,6 +3,7 @@ transformers model in eager float32 on the same inputs and threads (issue 24, "P
 
     python scripts/bench_onnx.py --workdir /tmp/bench-onnx --size tiny           # a smoke run
     python scripts/bench_onnx.py --workdir /tmp/bench-onnx --size full --threads 2   # full-size S0
+    python scripts/bench_onnx.py --workdir W --size tiny --export FOLDER  # speed rows of an existing export
 
 Rows: `export fp32` (the image conversion and the three graphs), `export fp32+fp16+int8`, each a
 child process (wall from spawn to exit, peak RSS from os.wait4); then, in this process, with the
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--export", type=Path, help="an existing fp32 export of the same checkpoint: speed rows only")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
@@ -140,12 +142,12 @@ def main() -> None:
     ckpt = checkpoint(args.workdir, args.size)
     tokenizer = write_hf_clip_tokenizer(args.workdir / "tokenizer", 16)
     heads = synthetic.TINY_TEXT_PRESETS["s0"].heads if args.size == "tiny" else 8
-    rows = export_rows(ckpt, args.workdir, tokenizer, heads)
+    rows = [] if args.export else export_rows(ckpt, args.workdir, tokenizer, heads)
     image_folder = args.workdir / "image"
     if not image_folder.exists():
         subprocess.run([sys.executable, "-m", "litetext_convert.cli", "convert", "-c", str(ckpt), str(image_folder),
                         "--tokenizer", str(tokenizer), "--num-heads", str(heads), "--dtype", "float32"], check=True)
-    rows += speed_rows(args.workdir / "export-fp32", image_folder, args.threads, args.repeat)
+    rows += speed_rows(args.export or args.workdir / "export-fp32", image_folder, args.threads, args.repeat)
     print(json.dumps({"size": args.size, "threads": args.threads, "rows": rows}, indent=2))
 
 
