@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ContextManager
 
-from litetext_convert.errors import LitetextError
+from litetext_convert.errors import LitetextError, ParityFailure
 from litetext_convert.families import family_by_id, load_families
-from litetext_convert.folder import remember_source, write_parity_record
+from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.text import ParityOptions
-from litetext_convert.plan.prepare import prepare
+from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.source.resolve import list_family_folder
-from litetext_convert.write.convert import convert
+from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 
 
 def list_checkpoints(
@@ -62,60 +62,90 @@ def convert_all(
     target: str = "image",
 ) -> list[dict]:
     status = status or (lambda message: contextlib.nullcontext())
+    options = ConvertOptions(
+        revision=revision, num_heads=num_heads, target=target, dtype=dtype, max_shard_size=max_shard_size,
+        tokenizer=tokenizer, force=force, verify_load=verify_load,
+    )
     rows = []
     for index, (name, checkpoint) in enumerate(checkpoints, 1):
         with status(f"[{index}/{len(checkpoints)}] {name}: converting" + (" and verifying" if verify else "")):
-            rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision,
-                                     max_shard_size, verify_load, target))
+            rows.append(_convert_one(name, checkpoint, Path(output_dir), options, verify))
     if push:
         for row in rows:
             row["push"] = _push_one(row, namespace, private, token, dry_run) if row["status"] == "ok" else "skipped"
     return rows
 
 
-def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision, max_shard_size, verify_load,
-                 target="image") -> dict:
-    from litetext_convert.publish.model_card import write_folder_card
+def _convert_one(name: str, checkpoint: str, output_dir: Path, options: ConvertOptions, verify: bool) -> dict:
     started = time.perf_counter()
-    row: dict = {"checkpoint": name, "status": "ok", "target": target}
+    row: dict = {"checkpoint": name, "status": "ok", "target": options.target}
     try:
-        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads, target="image" if target == "onnx" else target)
+        # Read and checked here, not inside convert_folder: the text parity below compares the same reading.
+        prepared = prepare(checkpoint, revision=options.revision, num_heads=options.num_heads, target=options.target)
         folder = output_dir / Path(name).stem
-        if target == "onnx":  # the image detector as ONNX graphs (litetext_convert/onnx), fp32
-            from litetext_convert.onnx.export import export_folder
-
-            result = export_folder(prepared, folder, tokenizer=tokenizer, force=force)
+        if options.target == "onnx":  # the image detector as ONNX graphs, fp32 (litetext_convert/onnx)
+            record = _export_onnx(checkpoint, folder, options, prepared)
         else:
-            result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force,
-                             max_shard_size=max_shard_size, verify_load=verify_load)
-        remember_source(folder, checkpoint, prepared, num_heads=num_heads, context_length=None)
+            record = convert_folder(checkpoint, folder, options, prepared=prepared).record
         row.update(
             folder=str(folder),
-            family=result.record["family"]["name"],
-            variant=result.record["variant"],
-            context=result.record["context_length"],
-            parameters=result.record["parameters"],
-            mapped=result.record["keys"]["mapped"],
-            dropped=sum(result.record["keys"]["dropped"].values()),
-            dtype=result.record["dtype"],
+            family=record["family"]["name"],
+            variant=record["variant"],
+            context=record["context_length"],
+            parameters=record["parameters"],
+            mapped=record["keys"]["mapped"],
+            dropped=sum(record["keys"]["dropped"].values()),
+            dtype=record["dtype"],
         )
         if verify:
-            if target == "onnx":  # the ONNX scope keeps its own record (parity/onnx.py)
-                from litetext_convert.parity.onnx import parity_on_folder
-
-                parity = parity_on_folder(prepared, folder, scope="text", seed=0, batch=2, image=None, prompts=[])
-            else:
-                parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced
-            write_parity_record(folder, parity)
-            if not parity["passed"]:
-                row.update(status="parity failed", error=parity["first_failure"])
-        write_folder_card(folder)
+            _verify(row, prepared, folder)
     except LitetextError as exc:
         row.update(status="failed", error=exc.one_line())
     except Exception as exc:  # one broken file must not stop the others; the row says what happened
         row.update(status="failed", error=f"internal error: {type(exc).__name__}: {exc}"[:200])
     row["seconds"] = time.perf_counter() - started
     return row
+
+
+def _export_onnx(checkpoint: str, folder: Path, options: ConvertOptions, prepared: Prepared) -> dict:
+    """`--target onnx`: the export (litetext_convert/onnx), its source memo and card, as convert_folder does."""
+    from litetext_convert.folder import remember_source
+    from litetext_convert.onnx.export import export_folder
+    from litetext_convert.publish.model_card import write_folder_card
+
+    result = export_folder(prepared, folder, tokenizer=options.tokenizer, force=options.force)
+    remember_source(folder, checkpoint, prepared, num_heads=options.num_heads, context_length=None)
+    write_folder_card(folder)
+    return result.record
+
+
+def _verify(row: dict, prepared: Prepared, folder: Path) -> None:
+    """Text parity on the converted folder (in its dtype when reduced), kept in the folder, its card refreshed."""
+    from litetext_convert.publish.model_card import write_folder_card
+
+    if prepared.target == "onnx":  # the ONNX folder's own scope (parity/onnx.py)
+        from litetext_convert.parity.onnx import parity_on_folder
+
+        parity = parity_on_folder(prepared, folder, scope="text", seed=0, batch=2, image=None, prompts=[])
+    else:
+        parity = text_parity_record(prepared, folder, ParityOptions())
+    write_parity_record(folder, parity)
+    write_folder_card(folder)
+    if not parity["passed"]:
+        row.update(status="parity failed", error=parity["first_failure"])
+
+
+def failure_of(rows: list[dict]) -> LitetextError | None:
+    """The run's one error, naming every checkpoint that did not convert, verify or push: a parity
+    failure (exit 1) when every failure is one, else a bad input (exit 2); None when all went well."""
+    failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]
+    if not failed:
+        return None
+    names = ", ".join(f"{row['checkpoint']} ({row['status'] if row['status'] != 'ok' else row['push']})" for row in failed)
+    message = f"{len(failed)} of {len(rows)} checkpoints did not convert, verify or push: {names}"
+    if all(row["status"] == "parity failed" for row in failed):
+        return ParityFailure(message)
+    return LitetextError(message)
 
 
 def _push_one(row: dict, namespace: str | None, private: bool, token: str | None, dry_run: bool) -> str:

@@ -4,13 +4,14 @@ in the exact upstream layout, and a synthetic CLIP vocabulary)."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import OutputError, printable
-from litetext_convert.folder import remember_source, write_parity_record
+from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.run import parity_record
 from litetext_convert.parity.text import ParityOptions, run_text_parity
@@ -20,7 +21,7 @@ from litetext_convert.publish.model_card import write_folder_card
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 from litetext_convert.report import render_convert, render_inspect, render_parity
 from litetext_convert.synthetic.builder import TINY_TEXT_PRESETS, tiny_checkpoint
-from litetext_convert.write.convert import convert
+from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 
 DEMO_VARIANT = "s0"
 DEMO_CONTEXT = 16
@@ -64,8 +65,8 @@ def _run(console: Console, root: Path) -> dict:
 
     console.print(Rule("3. convert"))
     folder = root / "converted"
-    result = convert(prepared, folder, tokenizer=str(tokenizer), force=True, verify_load=True)
-    remember_source(folder, str(checkpoint), prepared, num_heads=heads, context_length=None)
+    options = ConvertOptions(num_heads=heads, tokenizer=str(tokenizer), force=True)
+    result = convert_folder(str(checkpoint), folder, replace(options, verify_load=True), prepared=prepared)
     render_convert(console, result.record, str(folder), result.seconds, result.shards)
 
     passed = True
@@ -80,12 +81,11 @@ def _run(console: Console, root: Path) -> dict:
         passed = passed and record["passed"]
         records[dtype] = record
     console.print(Rule("5. bfloat16: convert, prove the conversion exact, measure what the precision costs"))
-    reduced = convert(prepared, root / "converted-bfloat16", dtype="bfloat16", tokenizer=str(tokenizer), force=True)
+    reduced = convert_folder(str(checkpoint), root / "converted-bfloat16", replace(options, dtype="bfloat16"), prepared=prepared)
     record = text_parity_record(prepared, reduced.folder, ParityOptions(dtype="bfloat16"))
     render_parity(console, record, debug=False)
     passed = passed and record["passed"]
     records["bfloat16"] = record
-    remember_source(reduced.folder, str(checkpoint), prepared, num_heads=heads, context_length=None)
     write_parity_record(reduced.folder, record)
     write_folder_card(reduced.folder)
     write_folder_card(folder)

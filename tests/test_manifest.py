@@ -154,7 +154,7 @@ def test_the_record_says_how_the_manifest_was_obtained(cache, cli, tiny_checkpoi
     records = []
     for name in ("first", "second"):
         code, _, err = cli("convert", "-c", tiny_checkpoints["s0"], "--num-heads", heads("s0"), "--tokenizer",
-                           tokenizer_dir, "-o", tmp_path / name)
+                           tokenizer_dir, tmp_path / name)
         assert code == 0, err
         records.append(json.loads((tmp_path / name / "conversion_record.json").read_text()))
     assert [r["target"]["manifest"] for r in records] == [BUILT, CACHED]

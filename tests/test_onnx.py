@@ -59,9 +59,9 @@ def _copy(onnx_exports, tmp_path, family="sam3_litetext") -> tuple[Path, Path]:
 
 
 def _parity(checkpoint: Path, folder: Path, scope: str = "text") -> dict:
-    from litetext_convert.parity.run import run_parity
+    from litetext_convert.parity.onnx import prove_onnx_folder
 
-    return run_parity(str(checkpoint), converted=folder, num_heads=_heads(), scope=scope)
+    return prove_onnx_folder(str(checkpoint), converted=folder, num_heads=_heads(), scope=scope)
 
 
 def _stage(record: dict, prefix: str) -> dict:

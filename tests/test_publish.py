@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeHub, http_error  # the suite's one fake Hub
+from conftest import FakeHub, NoNetwork, http_error  # the suite's one fake Hub and one NoNetwork
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import (
     OfflineModeIsEnabled,
@@ -125,13 +125,6 @@ def make_folder(root: Path, *, parity: dict | None | str = "default") -> Path:
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return make_folder(tmp_path)
-
-
-class NoNetwork:
-    """Any use of this api fails the test: a dry run must not touch it."""
-
-    def __getattr__(self, name):
-        raise AssertionError(f"dry run called HfApi.{name}")
 
 
 def options(**overrides: Any) -> PushOptions:

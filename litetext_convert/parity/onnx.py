@@ -288,3 +288,31 @@ def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: in
     record.update(verdict(record).to_json())
     record["key"] = record_key(record)
     return record
+
+
+def prove_onnx_folder(checkpoint: str, *, converted: Path, repo_id=None, revision=None, context_length=None, num_heads=None,
+                      scope: str = "text", dtype: str = "float32", batch: int = 2, seed: int = 0, prompts=None, image=None,
+                      boxes=None, atol=None, rtol=None, status=None, keep_outputs: bool = False, **_unused) -> dict:
+    """`litetext parity FOLDER` when FOLDER is an ONNX export (cli/parity.py sends it here, with run_parity's
+    arguments): the record, kept in the folder like every record, and the card refreshed. What this scope
+    cannot do yet is refused in one line, never ignored."""
+    import contextlib
+
+    from litetext_convert.folder import write_parity_record
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+
+    refused = {"--dtype other than float32 (onnxruntime proves float32)": dtypes.canonical(dtype) != "float32",
+               "--box (the exported decoder is the text-only one)": bool(boxes), "--atol/--rtol": atol is not None or rtol is not None,
+               "--plot": keep_outputs}
+    for option, asked in refused.items():
+        if asked:
+            raise LitetextError(f"{option} is not supported on an ONNX folder")
+    status = status or (lambda message: contextlib.nullcontext())
+    with status(f"reading {checkpoint}: architecture and mapping"):
+        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    record = parity_on_folder(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image,
+                              prompts=prompts or [], status=status)
+    write_parity_record(Path(converted), record)
+    write_folder_card(Path(converted))
+    return record

@@ -117,8 +117,6 @@ def run_parity(
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=chosen.id
         )
-    if chosen.id == "onnx":  # an ONNX export: its graphs in onnxruntime (parity/onnx.py)
-        return _onnx_scope(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image, prompts=prompts, status=status)
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         if converted is None:
             folder = Path(scratch) / "converted"
@@ -152,17 +150,6 @@ def run_parity(
         write_folder_card(Path(converted))
     if keep_outputs and outputs is not None:
         record = {**record, "_detector_outputs": outputs}  # in memory only: tensors for --plot
-    return record
-
-
-def _onnx_scope(prepared, folder: Path, **options) -> dict:
-    """The ONNX folder's record (parity/onnx.py), kept in the folder like every record; the card refreshed."""
-    from litetext_convert.parity.onnx import parity_on_folder
-    from litetext_convert.publish.model_card import write_folder_card
-
-    record = parity_on_folder(prepared, folder, **options)
-    write_parity_record(folder, record)
-    write_folder_card(folder)
     return record
 
 
