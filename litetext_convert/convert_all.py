@@ -4,12 +4,13 @@ local folder, each in its own subfolder, one failure never stopping the others."
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ContextManager
 
-from litetext_convert.errors import LitetextError, ParityFailure
+from litetext_convert.errors import LitetextError, OutputError, ParityFailure, printable
 from litetext_convert.families import family_by_id, load_families
 from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.precision import text_parity_record
@@ -39,6 +40,26 @@ def list_checkpoints(
             repo, revision or each.revision, each, hint="go online, or pass --source with a local folder"
         )]
     return sorted(names, key=lambda pair: pair[1])
+
+
+# An output folder's name: what a Hub repo name allows, starting with a letter or digit (so never
+# ".", "..", a hidden name or an absolute path), without separators, controls or look-alike slashes.
+SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def output_folder(output_dir: Path, name: str) -> Path:
+    """FOLDER/<stem of name>, refused in one line unless the stem is a plain name and the path,
+    resolved (a link at that name followed), lies directly inside FOLDER."""
+    stem = name.removesuffix(".pt") if name.endswith(".pt") else Path(name).stem
+    if not SAFE_STEM.fullmatch(stem):
+        raise OutputError(
+            f"cannot name an output folder after '{printable(name)}': a name needs letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit", hint="rename the file",
+        )
+    folder = output_dir / stem
+    if folder.resolve().parent != output_dir.resolve():
+        raise OutputError(f"{printable(folder)} leads outside {printable(output_dir)}; nothing written there")
+    return folder
 
 
 def convert_all(
@@ -80,9 +101,9 @@ def _convert_one(name: str, checkpoint: str, output_dir: Path, options: ConvertO
     started = time.perf_counter()
     row: dict = {"checkpoint": name, "status": "ok", "target": options.target}
     try:
+        folder = output_folder(output_dir, name)  # before anything is read or written
         # Read and checked here, not inside convert_folder: the text parity below compares the same reading.
         prepared = prepare(checkpoint, revision=options.revision, num_heads=options.num_heads, target=options.target)
-        folder = output_dir / Path(name).stem
         if options.target == "onnx":  # the image detector as ONNX graphs, fp32 (litetext_convert/onnx)
             record = _export_onnx(checkpoint, folder, options, prepared)
         else:

@@ -388,7 +388,7 @@ def test_backoff_is_capped():
         (lambda: http_error(401), LOGIN_HINT),
         (lambda: http_error(403, server_message="You don't have the rights to create a model here"), ACCESS_HINT),
         (lambda: http_error(404, RepositoryNotFoundError), ACCESS_HINT),
-        (lambda: http_error(429), "could not be reached after 4 attempts (HTTP 429)"),
+        (lambda: http_error(429), "rate-limiting these requests (HTTP 429, 4 attempts)"),
         (lambda: _http.ConnectError("[Errno 101] Network is unreachable"), "could not be reached"),
         (lambda: _http.ReadTimeout("timed out"), "could not be reached"),
         (lambda: OfflineModeIsEnabled("offline"), "HF_HUB_OFFLINE"),

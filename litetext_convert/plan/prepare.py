@@ -16,7 +16,7 @@ import torch
 from litetext_convert.plan import ops, validate
 from litetext_convert.plan.hf_config import meta_model_tensors, transformers_class
 from litetext_convert.plan.infer import Architecture, infer_architecture
-from litetext_convert.plan.manifest import target_manifest
+from litetext_convert.plan.manifest import BUILT, checked_against_model, target_manifest
 from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
@@ -63,6 +63,13 @@ class TargetModel:
                 transformers_class(name)
         except BaseException as exc:  # handed to whoever asks for the result, in their thread
             self._error = exc
+
+    def rebuilt(self) -> dict[str, torch.Tensor]:
+        """The manifest built now (never the cache), replacing the cached one; in this thread."""
+        config = self.result()[0]
+        tensors = target_manifest(config, lambda built: meta_model_tensors(built), use_cache=False).tensors
+        self._result, self.manifest_origin = (config, tensors), BUILT
+        return tensors
 
     def result(self) -> tuple[object, dict[str, torch.Tensor]]:
         if not self._started:
@@ -121,10 +128,15 @@ class Prepared:
         """Every target is a parameter or buffer of the real (meta) model with its shape and every
         one is produced; raises `MappingError` with all problems otherwise. Waits for the model."""
         if self._checked is None:
-            checked = check_plan(self.draft, self.expected, self.table)
-            validate.check_dtypes(checked, self.expected)
-            self._checked = checked
+            # A cached manifest that the plan fails against is rebuilt and checked again (plan.manifest).
+            expected = self.expected  # waits for the model: its origin is known after
+            self._checked = checked_against_model(self.target_model.manifest_origin, expected, self._check, self.target_model.rebuilt)
         return self._checked
+
+    def _check(self, expected: dict[str, torch.Tensor]) -> Plan:
+        checked = check_plan(self.draft, expected, self.table)
+        validate.check_dtypes(checked, expected)
+        return checked
 
 
 def read_checkpoint(
