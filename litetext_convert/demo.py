@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from litetext_convert.errors import OutputError, printable
+from litetext_convert.errors import Interrupted, OutputError, printable
 from litetext_convert.folder import write_parity_record
 from litetext_convert.parity.precision import text_parity_record
 from litetext_convert.parity.run import parity_record
@@ -21,6 +21,7 @@ from litetext_convert.publish.model_card import write_folder_card
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 from litetext_convert.report import render_convert, render_inspect, render_parity
 from litetext_convert.synthetic.builder import TINY_TEXT_PRESETS, tiny_checkpoint
+from litetext_convert.terminal import markup_safe, shown
 from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 
 DEMO_VARIANT = "s0"
@@ -32,7 +33,12 @@ def run_demo(console: Console, workdir: Path | None = None) -> dict:
     (float32, float64, and bfloat16 with its exactness verdict and precision cost)."""
     with tempfile.TemporaryDirectory(prefix="litetext-demo-") as scratch:
         root = _fresh_workdir(console, Path(workdir)) if workdir else Path(scratch)
-        return _run(console, root)
+        try:
+            return _run(console, root)
+        except KeyboardInterrupt:
+            if workdir is None or not any(root.iterdir()):
+                raise  # the temporary folder goes with the with-block: nothing is left
+            raise Interrupted(f"the demo's files so far were left in {root}") from None
 
 
 def _fresh_workdir(console: Console, workdir: Path) -> Path:
@@ -45,7 +51,7 @@ def _fresh_workdir(console: Console, workdir: Path) -> Path:
         root = Path(tempfile.mkdtemp(prefix="demo-", dir=workdir))
     except OSError as exc:
         raise OutputError(f"cannot use {printable(workdir)} as the demo folder: {exc.strerror or exc}") from None
-    console.print(f"{workdir} is not empty: this demo writes into the new folder {root}", markup=False)
+    console.print(shown(f"{workdir} is not empty: this demo writes into the new folder {root}"), markup=False)
     return root
 
 
@@ -55,7 +61,7 @@ def _run(console: Console, root: Path) -> dict:
     console.print(Rule("1. build: a small S0 checkpoint in the exact upstream layout (seeded, every tensor non-trivial)"))
     tiny_checkpoint(checkpoint, DEMO_VARIANT, DEMO_CONTEXT, pos_rows=77)
     tokenizer = write_hf_clip_tokenizer(root / "tokenizer", DEMO_CONTEXT)
-    console.print(f"{checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), synthetic CLIP vocabulary in {tokenizer}")
+    console.print(f"{markup_safe(checkpoint)} ({checkpoint.stat().st_size / 1e6:.1f} MB), synthetic CLIP vocabulary in {markup_safe(tokenizer)}")
     console.print(f"text heads: {heads} (not observable in the weights; the builder says so, as --num-heads would)")
 
     console.print(Rule("2. inspect"))

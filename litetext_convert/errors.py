@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from litetext_convert.terminal import shown
+
 EXIT_OK = 0
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -29,21 +31,9 @@ class LitetextError(Exception):
         return " ".join(printable(text).split())
 
 
-def printable(text: object) -> str:
-    """Text that came from a file (a key, a name) made safe for a terminal line.
-
-    Control characters (ANSI escapes, newlines, carriage returns, NUL ...) and bytes that are not
-    UTF-8 (surrogate escapes in file names) are shown as Python escapes, so a crafted key can
-    neither colour the terminal nor forge a second `error:` line. Ordinary Unicode stays readable.
-    """
-    out = []
-    for char in str(text):
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000 or code in (0x2028, 0x2029):
-            out.append(" " if char in " \t" else ascii(char)[1:-1])
-        else:
-            out.append(char)
-    return "".join(out)
+# Text that came from a file (a key, a name) made safe for a terminal line: terminal.shown is the
+# one renderer; this name stays for the modules that import it from here.
+printable = shown
 
 
 def note(message: str) -> None:
@@ -75,3 +65,14 @@ class ParityFailure(LitetextError):
     """The converted model does not compute what the original computes (exit 1)."""
 
     exit_code = EXIT_PARITY_FAILED
+
+
+class Interrupted(LitetextError):
+    """Ctrl-C or SIGTERM after a command had already written something it keeps (e.g. `demo
+    --workdir`): the line says what, instead of the usual "nothing was left behind". Not a
+    KeyboardInterrupt, which click would turn into a bare Abort and lose the message."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, left: str):
+        super().__init__(f"interrupted; {left}")

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from litetext_convert.folder import dtype_label
 from litetext_convert.parity.precision import summary_lines as precision_lines
+from litetext_convert.terminal import literal, markup_safe
 
 
 def _count(n: int) -> str:
@@ -23,7 +24,7 @@ def _bytes(n: int) -> str:
 
 
 def render_inspect(console: Console, summary: dict) -> None:
-    console.print(f"[bold]{summary['file']}[/bold]")
+    console.print(f"[bold]{markup_safe(summary['file'])}[/bold]")
     console.print(
         f"format: {summary['format']}  wrapper: {summary['wrapper'] or 'none'}  size: {_bytes(summary['bytes'])}  "
         f"keys: {_count(summary['keys'])}  parameters: {_count(summary['parameters'])}  "
@@ -32,13 +33,13 @@ def render_inspect(console: Console, summary: dict) -> None:
     if summary.get("family"):
         console.print(f"family: {summary['family']['name']} (converts to transformers {summary['family']['hf_model_class']})")
     if summary["stripped_prefix"]:
-        console.print(f"stripped prefix: {summary['stripped_prefix']!r} (multi-GPU training)")
+        console.print(f"stripped prefix: {markup_safe(repr(summary['stripped_prefix']))} (multi-GPU training)")
 
     components = Table(title="Components", title_justify="left")
     for column in ("component", "keys", "parameters", "used by Sam3LiteTextModel"):
         components.add_column(column, justify="right" if column in ("keys", "parameters") else "left")
     for name, info in summary["components"].items():
-        components.add_row(name, _count(info["keys"]), _count(info["parameters"]), "no (dropped)" if info["extra"] else "yes")
+        components.add_row(literal(name), _count(info["keys"]), _count(info["parameters"]), "no (dropped)" if info["extra"] else "yes")
     console.print(components)
 
     arch = summary["architecture"]
@@ -48,10 +49,10 @@ def render_inspect(console: Console, summary: dict) -> None:
         table.add_column("value", justify="right")
         table.add_column("source")
         for field, fact in arch[section].items():
-            table.add_row(field, str(fact["value"]), fact["source"])
+            table.add_row(field, literal(fact["value"]), literal(fact["source"]))
         console.print(table)
     for note in arch["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {markup_safe(note)}")
 
     mapping = summary["mapping"]
     console.print(
@@ -59,9 +60,9 @@ def render_inspect(console: Console, summary: dict) -> None:
         f"{sum(mapping['dropped'].values())} dropped; Missing: {mapping['missing']}, Unexpected: {mapping['unexpected']}"
     )
     for reason, count in mapping["dropped"].items():
-        console.print(f"  dropped {count:>4}: {reason}")
+        console.print(f"  dropped {count:>4}: {markup_safe(reason)}")
     for reason, count in mapping.get("filled", {}).items():
-        console.print(f"  filled  {count:>4}: {reason}")
+        console.print(f"  filled  {count:>4}: {markup_safe(reason)}")
     non_finite = summary["non_finite"]
     if non_finite is None:
         console.print("NaN/Inf scan: skipped")
@@ -70,12 +71,12 @@ def render_inspect(console: Console, summary: dict) -> None:
     else:
         console.print(f"[red]NaN/Inf scan: {len(non_finite)} tensors hold non-finite values[/red]")
         for key, count in list(non_finite.items())[:10]:
-            console.print(f"  {key}: {count}")
+            console.print(f"  {markup_safe(key)}: {count}")
 
 
 def render_convert(console: Console, record: dict, folder: str, seconds: float, shards: list[str]) -> None:
     keys = record["keys"]
-    console.print(f"[green]converted[/green] {record['source']['filename']} -> {folder} in {seconds:.1f} s")
+    console.print(f"[green]converted[/green] {markup_safe(record['source']['filename'])} -> {markup_safe(folder)} in {seconds:.1f} s")
     console.print(
         f"family {record.get('family', {}).get('name', 'SAM3-LiteText')}, "
         f"target {record.get('target', {}).get('model_class', 'Sam3LiteTextModel')}, "
@@ -91,11 +92,11 @@ def render_convert(console: Console, record: dict, folder: str, seconds: float, 
         how = "built now" if manifest == "built" else "cached manifest (same transformers files, torch, config)"
         console.print(f"checked against the meta-device {record['target']['model_class']}: {how}")
     for reason, count in keys["dropped"].items():
-        console.print(f"  dropped {count:>4}: {reason}")
+        console.print(f"  dropped {count:>4}: {markup_safe(reason)}")
     for reason, count in keys.get("filled", {}).items():
-        console.print(f"  filled  {count:>4}: {reason}")
+        console.print(f"  filled  {count:>4}: {markup_safe(reason)}")
     for note in record["architecture"]["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {markup_safe(note)}")
 
 
 def render_convert_all(console: Console, rows: list[dict]) -> None:
@@ -115,9 +116,9 @@ def render_convert_all(console: Console, rows: list[dict]) -> None:
         table.add_column("push", min_width=6)
     for row in rows:
         ok = row["status"] == "ok"
-        status = Text(row["status"] if ok or not wide else f"{row['status']}: {row.get('error', '')}", style="green" if ok else "red")
+        status = literal(row["status"] if ok or not wide else f"{row['status']}: {row.get('error', '')}", style="green" if ok else "red")
         model = f"{row['variant']} ctx{row['context']}" if row.get("variant") else "-"
-        cells = [row["checkpoint"], model]
+        cells = [literal(row["checkpoint"]), model]
         if wide:
             cells += [
                 _count(row["parameters"]) if row.get("parameters") else "-",
@@ -126,15 +127,15 @@ def render_convert_all(console: Console, rows: list[dict]) -> None:
             ]
         cells += [f"{row['seconds']:.1f}", status]
         if pushed:
-            cells.append((row.get("push") or "-") if wide else (row.get("push") or "-").split(":")[0])
+            cells.append(literal((row.get("push") or "-") if wide else (row.get("push") or "-").split(":")[0]))
         table.add_row(*cells)
     console.print(table)
     if not wide:
         for row in rows:
             if row["status"] != "ok":
-                console.print(f"{row['checkpoint']}: {row['status']}: {row.get('error', '')}", style="red", markup=False)
+                console.print(literal(f"{row['checkpoint']}: {row['status']}: {row.get('error', '')}", style="red"))
             if pushed and row.get("push") and row["push"] != "skipped":
-                console.print(f"{row['checkpoint']}: push {row['push']}", markup=False)
+                console.print(literal(f"{row['checkpoint']}: push {row['push']}"))
 
 
 # What a stage whose values are not features compares (its cosine would read like a failure).
@@ -173,7 +174,7 @@ def _stage_table(title: str, stages: list[dict], first_failure: str | None, widt
     table.add_column("result", justify="right", no_wrap=True)
     for stage in stages:
         highlight = "bold red" if stage["name"] == first_failure else ""
-        label = Text(stage["name"], style=highlight)
+        label = literal(stage["name"], style=highlight)
         if notes[stage["name"]]:
             label.append(f"\n  {notes[stage['name']]}" if width < 120 else f"  [{notes[stage['name']]}]", style="dim")
         result = Text("pass", style="green") if stage["passed"] else Text("FAIL", style="bold red")
@@ -185,7 +186,7 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     verdict = Text("PASS", style="bold green") if record["passed"] else Text("FAIL", style="bold red")
     console.print(Text.assemble("parity: ", verdict, f"  scope {record['scope']}, {dtype_label(record)}, "
                                 f"atol {record['atol']:g}, rtol {record['rtol']:g}, {record['seconds']:.1f} s"))
-    console.print(f"original: {record['original']['name']}")
+    console.print(f"original: {markup_safe(record['original']['name'])}")
     inputs = record["inputs"]
     console.print(f"inputs: {inputs['kind']}, batch {inputs['batch']}, seed {inputs['seed']}, context {inputs['context_length']}")
     stages = record["stages"]
@@ -202,9 +203,9 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     tokenizer = record.get("tokenizer")
     if tokenizer:
         state = "[green]equal[/green]" if tokenizer["equal"] else f"[red]{len(tokenizer['differences'])} prompts differ[/red]"
-        console.print(f"tokenizer ids ({tokenizer['prompts']} prompts): {state}; upstream side: {tokenizer['upstream']}")
+        console.print(f"tokenizer ids ({tokenizer['prompts']} prompts): {state}; upstream side: {markup_safe(tokenizer['upstream'])}")
         for difference in tokenizer["differences"][:10]:
-            console.print(f"  {difference['prompt']!r}: {difference['why']}")
+            console.print(f"  {markup_safe(repr(difference['prompt']))}: {markup_safe(difference['why'])}")
     padded = record.get("padded_prompts")
     if padded:
         console.print(
@@ -226,7 +227,7 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     if record.get("tracker"):
         render_tracker(console, record["tracker"])
     for note in record.get("notes", []):
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {markup_safe(note)}")
 
 
 def render_tracker(console: Console, tracker: dict) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from litetext_convert.audit.config import apply_overrides
 from litetext_convert.audit.findings import Finding
+from litetext_convert.parity import recipes
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert.parity.text import (
     EOT,
@@ -55,8 +56,7 @@ USAGE_FINDINGS = {
         affects="text features of real tokens in padded prompts (upstream attends to padded positions)",
         cause="Sam3LiteTextModel passes attention_mask into its text encoder; upstream's encoder has no padding mask "
         "(every transformers LiteText folder, litetext's included)",
-        fix="usage: text_embeds = model.get_text_features(input_ids=ids).pooler_output (no mask), then "
-        "model(..., text_embeds=text_embeds, attention_mask=(ids != 0))", deviates=False, recipe="no_text_mask",
+        fix=recipes.NO_TEXT_MASK_FIX, deviates=False, recipe="no_text_mask",
     ),
 }
 
@@ -220,7 +220,8 @@ def vision_costs(model, findings: list[Finding], overrides: dict, seed: int = 0)
     from transformers import AutoModel
 
     size = model.config.vision_config.backbone_config.image_size
-    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(model.dtype)
+    dtype = next(model.vision_encoder.parameters()).dtype  # the vision side alone may be widened
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(dtype)
     state = model.vision_encoder.state_dict()
     with torch.no_grad():
         stored = model.vision_encoder(pixels).fpn_hidden_states
@@ -230,7 +231,7 @@ def vision_costs(model, findings: list[Finding], overrides: dict, seed: int = 0)
             if not path.startswith("vision_config.") or path not in overrides:
                 continue
             config = apply_overrides(model.config, {path: overrides[path]})
-            fixed = AutoModel.from_config(config.vision_config).to(model.dtype)
+            fixed = AutoModel.from_config(config.vision_config).to(dtype)
             fixed.load_state_dict(state)
             outputs = fixed.eval()(pixels).fpn_hidden_states
             cost = max(float((a.double() - b.double()).abs().max()) for a, b in zip(stored, outputs))

@@ -39,6 +39,29 @@ KNOWN = {
 }
 
 
+# Fields that size tensors: a folder whose values differ cannot hold the checkpoint's weights at all,
+# so the two do not belong together (a head count or an eps that differ are findings instead).
+STRUCTURAL = ("hidden_size", "num_hidden_layers", "num_layers", "intermediate_size", "vocab_size", "projection_dim")
+
+
+def check_belongs(prepared: Prepared, folder: Path, stored: dict) -> None:
+    """One line when the folder's config (read_config's, already checked) describes another
+    architecture than the checkpoint: every later level would compare unrelated tensors."""
+    original = build_config(prepared.arch).to_dict()
+    differences = [
+        (path, theirs, ours) for path, theirs, ours in _differences(stored, original)
+        if path.rsplit(".", 1)[-1] in STRUCTURAL
+    ]
+    if differences:
+        path, theirs, ours = differences[0]
+        more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        raise LitetextError(
+            f"{folder} and {prepared.resolved.path} do not belong together: {path} is {theirs!r} in the folder "
+            f"but {ours!r} for the checkpoint{more}",
+            hint="audit a folder against the checkpoint it was converted from",
+        )
+
+
 def audit_config(prepared: Prepared, folder: Path) -> tuple[list[Finding], dict]:
     from transformers import Sam3LiteTextConfig
 

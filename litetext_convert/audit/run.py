@@ -12,12 +12,12 @@ from litetext_convert.audit.behaviour import (
     audit_behaviour,
     vision_costs,
 )
-from litetext_convert.audit.config import audit_config
+from litetext_convert.audit.config import audit_config, check_belongs
 from litetext_convert.audit.findings import AuditResult, Finding
 from litetext_convert.audit.target import resolve_target
 from litetext_convert.audit.tensors import FolderTensors, audit_tensors
 from litetext_convert.audit.tokenizer import audit_tokenizer, load_folder_tokenizer
-from litetext_convert.errors import LitetextError
+from litetext_convert.folder_config import check_folder_files, read_config
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.reference import load_original_tokenizer
 
@@ -38,24 +38,20 @@ def audit(
 ) -> AuditResult:
     started = time.perf_counter()
     folder = resolve_target(target)
-    if not (folder / "config.json").is_file():
-        raise LitetextError(f"{folder} is not a transformers folder (no config.json)")
+    # Every file transformers will read is checked first (stat before open, bounded, typed fields).
+    check_folder_files(folder)
+    stored_config = read_config(folder)
     prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    check_belongs(prepared, folder, stored_config)
     prompts = prompts or []
-
-    tensors = audit_tensors(prepared, FolderTensors(folder))
-    config_findings, overrides = audit_config(prepared, folder)
-    tokenizer = load_folder_tokenizer(folder)
-    upstream, _ = load_original_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
-    tokenizer_findings = audit_tokenizer(prepared, folder, tokenizer, upstream, prompts)
-    findings: list[Finding] = tensors.findings + config_findings + tokenizer_findings + list(USAGE_FINDINGS.values())
+    tensors, findings, overrides, tokenizer, upstream = _file_levels(prepared, folder, prompts)
     notes = list(prepared.arch.notes)
     original = _original_info(prepared)
 
     behaviour_result = None
     detector_result = None
     if behaviour:
-        model = _load_model(folder, dtype, notes)
+        model = _load_model(folder, dtype, notes, widen_vision=vision)
         if model is None:
             findings.append(Finding(level="behaviour", kind="cannot load", subjects=[str(folder)],
                                     affects="everything: transformers cannot load the folder", cause=notes[-1],
@@ -86,11 +82,28 @@ def audit(
     )
 
 
-def _load_model(folder: Path, dtype: str, notes: list[str]):
+def _file_levels(prepared, folder: Path, prompts: list[str]):
+    """What the files say before anything runs: tensors, config, tokenizer and processor findings."""
+    tensors = audit_tensors(prepared, FolderTensors(folder))
+    config_findings, overrides = audit_config(prepared, folder)
+    tokenizer = load_folder_tokenizer(folder)
+    upstream, _ = load_original_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
+    tokenizer_findings = audit_tokenizer(prepared, folder, tokenizer, upstream, prompts)
+    findings: list[Finding] = tensors.findings + config_findings + tokenizer_findings + list(USAGE_FINDINGS.values())
+    return tensors, findings, overrides, tokenizer, upstream
+
+
+def _load_model(folder: Path, dtype: str, notes: list[str], widen_vision: bool = False):
     """The folder as users load it; missing tensors are initialised (seeded) so the behaviour of a
-    damaged folder is still measured, and the tensor level names them."""
+    damaged folder is still measured, and the tensor level names them.
+
+    float64 is widened as parity does it: loaded as stored, then only the modules that are run
+    (the text side; the vision side with --vision) widened. Loading the whole model in float64
+    costs 8 bytes for every ViT weight that the text audit never uses (9.7 GB at full size)."""
     from transformers import Sam3LiteTextModel
     from transformers.utils import logging as hf_logging
+
+    from litetext_convert.parity.text import TEXT_MODULES
 
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     verbosity = hf_logging.get_verbosity()
@@ -98,12 +111,15 @@ def _load_model(folder: Path, dtype: str, notes: list[str]):
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     try:
-        return Sam3LiteTextModel.from_pretrained(str(folder), dtype=torch_dtype).eval()
+        model = Sam3LiteTextModel.from_pretrained(str(folder), dtype="auto" if dtype == "float64" else torch_dtype)
     except Exception as exc:  # a damaged folder fails inside transformers in many ways
         notes.append(f"transformers cannot load the folder: {' '.join(str(exc).split())[:200]}")
         return None
     finally:
         hf_logging.set_verbosity(verbosity)
+    for name in (*TEXT_MODULES, *(("vision_encoder",) if widen_vision else ())):
+        getattr(model, name).to(torch_dtype)  # float16/bfloat16/float32 -> float64 is exact
+    return model.eval()
 
 
 def _original_info(prepared) -> dict:

@@ -14,9 +14,13 @@ _PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
 def resolve_target(target: str) -> Path:
     local = Path(target).expanduser()
-    if local.is_dir():
+    try:
+        is_dir, exists = local.is_dir(), local.exists()
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise LitetextError(f"cannot use {target}: {exc.strerror or exc}") from None
+    if is_dir:
         return local
-    if local.exists():
+    if exists:
         raise LitetextError(f"{target} is a file; the audit needs a transformers folder or a Hub repo id")
     match = _REPO_ID.match(target)
     if match is None or target.startswith((".", "/", "~")):

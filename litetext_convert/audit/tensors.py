@@ -119,6 +119,21 @@ def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAu
             if recipe:
                 fixes[recipe].append((target, step.ops[0] if step.ops else ""))
 
+    _missing_and_extra(prepared, folder_tensors, missing_steps, by_shape, groups, counts)
+    findings = [
+        Finding(level="tensor", kind=kind, subjects=targets, affects=affects, cause=cause, fix=fix, deviates=deviates,
+                recipe=recipe, detail="; ".join(details.get((kind, cause, affects, fix, recipe, deviates), [])[:3]))
+        for (kind, cause, affects, fix, recipe, deviates), targets in groups.items()
+    ]
+    dropped = _dropped_parts(prepared)
+    summary = {"expected": len(prepared.expected), "in_folder": len(folder_tensors.keys()), "classes": dict(counts),
+               "dropped_source_parts": dropped}
+    return TensorAudit(findings, summary, dict(fixes))
+
+
+def _missing_and_extra(prepared, folder_tensors, missing_steps, by_shape, groups, counts) -> None:
+    """Targets the folder lacks and tensors it holds beyond the model's, into `groups` and `counts`."""
+    source = prepared.loaded.tensors
     extras = [key for key in folder_tensors.keys() if key not in prepared.expected]
     unsplit = _unsplit_extras(extras, missing_steps, folder_tensors, source)
     for target, step in missing_steps.items():
@@ -141,16 +156,6 @@ def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAu
                "transformers ignores it at load", "nothing (ignored at load)", "none needed (delete it to save space)", None, False)
         groups[key].append(extra)
         counts["extra"] += 1
-
-    findings = [
-        Finding(level="tensor", kind=kind, subjects=targets, affects=affects, cause=cause, fix=fix, deviates=deviates,
-                recipe=recipe, detail="; ".join(details.get((kind, cause, affects, fix, recipe, deviates), [])[:3]))
-        for (kind, cause, affects, fix, recipe, deviates), targets in groups.items()
-    ]
-    dropped = _dropped_parts(prepared)
-    summary = {"expected": len(prepared.expected), "in_folder": len(folder_tensors.keys()), "classes": dict(counts),
-               "dropped_source_parts": dropped}
-    return TensorAudit(findings, summary, dict(fixes))
 
 
 def _classify(target, stored, expected, original, step, source, by_shape, prepared):

@@ -3,11 +3,11 @@ folder, against upstream's (configs/processor.toml, write/processor.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from litetext_convert.audit.findings import Finding
 from litetext_convert.errors import LitetextError
+from litetext_convert.folder_config import read_json_object
 from litetext_convert.parity.text import EOT, PROMPT_CORPUS, vocabulary_problems
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.targets.image import image_processor_fields
@@ -21,7 +21,7 @@ def load_folder_tokenizer(folder: Path):
 
     try:
         return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the Rust tokenizer raises plain Exception on a damaged file
         raise LitetextError(f"{folder} has no usable tokenizer: {' '.join(str(exc).split())[:160]}") from None
 
 
@@ -109,11 +109,11 @@ def _image_processor(prepared: Prepared, folder: Path) -> list[Finding]:
 def _stored_image_processor(folder: Path) -> dict | None:
     processor = folder / "processor_config.json"
     if processor.is_file():
-        data = json.loads(processor.read_text())
+        data = read_json_object(processor)
         if isinstance(data.get("image_processor"), dict):
             return data["image_processor"]
     legacy = folder / "preprocessor_config.json"
-    return json.loads(legacy.read_text()) if legacy.is_file() else None
+    return read_json_object(legacy) if legacy.is_file() else None
 
 
 def _same(a, b) -> bool:

@@ -4,9 +4,11 @@ stage and renders; no conversion logic lives in this package."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -21,6 +23,7 @@ from litetext_convert.errors import (
     MappingError,
     printable,
 )
+from litetext_convert.terminal import shown
 
 EXIT_INTERNAL = 3
 
@@ -147,7 +150,8 @@ def handle(exc: BaseException) -> int:
     out = _output.current()
     if line:
         try:
-            out.stderr.print(line, markup=False, soft_wrap=True)
+            # shown() again: whatever built the line, a name in it can never start a second line.
+            out.stderr.print(shown(line), markup=False, soft_wrap=True)
         except BrokenPipeError:  # pragma: no cover - stderr closed too
             pass
         if out.as_json and not out.emitted and not isinstance(exc, BrokenPipeError):
@@ -164,6 +168,8 @@ def main() -> None:
     _output.reset()
     debug = bool(os.environ.get("LITETEXT_DEBUG"))
     signal.signal(signal.SIGTERM, _interrupt)  # a killed conversion cleans up like Ctrl-C does
+    if getattr(sys.unraisablehook, "func", None) is not _interrupt_lost_in_del:  # once, around the hook there
+        sys.unraisablehook = functools.partial(_interrupt_lost_in_del, sys.unraisablehook)
     try:
         code = app(standalone_mode=False)
         if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C into Exit(130), which standalone_mode=False returns
@@ -181,6 +187,20 @@ def main() -> None:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _interrupt_lost_in_del(previous_hook, unraisable) -> None:
+    """An interrupt that lands while a finaliser runs (`__del__`, e.g. regex's Group while the
+    tokenizer is built) is swallowed by Python, which prints a traceback and carries on: the command
+    would finish and exit 0. Ask again instead: a moment later, from another thread, so that the
+    signal lands once the finaliser has returned (raised here, it would be swallowed again); so
+    Ctrl-C and SIGTERM are honoured to the last step."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and signal.getsignal(signal.SIGTERM) is _interrupt:
+        again = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGTERM))
+        again.daemon = True
+        again.start()
+        return
+    previous_hook(unraisable)
 
 
 def run() -> None:

@@ -60,7 +60,7 @@ TargetOpt = Annotated[
 ]
 TokenizerOpt = Annotated[
     Optional[str],
-    typer.Option("--tokenizer", metavar="DIR|REPO", help="CLIP tokenizer folder or Hub repo (default openai/clip-vit-base-patch32)."),
+    typer.Option("--tokenizer", metavar="DIR|REPO", help="CLIP tokenizer folder or Hub repo; default openai/clip-vit-base-patch32"),
 ]
 
 # ---------------------------------------------------------------- the converted folder
@@ -80,7 +80,7 @@ ConvertDtypeOpt = Annotated[
 ]
 MaxShardOpt = Annotated[str, typer.Option("--max-shard-size", metavar="SIZE", help="Largest safetensors shard, e.g. 5GB, 500MB.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder (only once the new one is complete).")]
-VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload the folder with Sam3LiteTextModel.from_pretrained.")]
+VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload the folder with from_pretrained (Sam3LiteTextModel).")]
 PrecisionOpt = Annotated[
     str, typer.Option("--precision", metavar="RUNGS", help="--target onnx: the rungs to write, fp32,fp16,int8 (comma-separated; default fp32).")
 ]
@@ -101,7 +101,7 @@ TokenOpt = Annotated[
 NamespaceOpt = Annotated[
     Optional[str],
     typer.Option("--namespace", metavar="USER|ORG",
-                 help="Push to NAMESPACE/sam3-litetext-<variant>-ctx<N> (default namespace: your Hub user)."),
+                 help="Push to the repo sam3-litetext-VARIANT-ctxN under NAMESPACE (default: your Hub user)."),
 ]
 
 # ---------------------------------------------------------------- output

@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
+from litetext_convert.terminal import markup_safe, shown
+
 
 class _Console(Console):
     def on_broken_pipe(self) -> None:
@@ -35,11 +37,6 @@ class Output:
         """Status lines and progress bars: a person watching a terminal, not a pipe or a JSON reader."""
         return not self.as_json and self.stderr.is_terminal
 
-    @property
-    def report(self) -> Console:
-        """Where human-readable reports go: stdout, or stderr when stdout carries JSON."""
-        return self.stderr if self.as_json else self.stdout
-
     def result(self, data: Any, render: Callable[[Console], None] | None = None) -> None:
         """The command's result: JSON on stdout under --json, else the rendered report."""
         if self.as_json:
@@ -53,7 +50,8 @@ class Output:
         sys.stdout.flush()
 
     def note(self, message: str) -> None:
-        self.stderr.print(message, markup=False, soft_wrap=True)
+        """One line on stderr; names quoted in it are escaped (a newline in a name stays `\\n`)."""
+        self.stderr.print(shown(message), markup=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def status(self, message: str) -> Iterator[None]:
@@ -61,7 +59,7 @@ class Output:
         if not self.interactive:
             yield
             return
-        with self.stderr.status(message):
+        with self.stderr.status(markup_safe(message)):  # a name like `[/x]` is text, not a Rich tag
             yield
 
     @contextlib.contextmanager

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from litetext_convert.cli import _output
 from litetext_convert.cli._options import JsonOpt
@@ -23,8 +24,8 @@ def command(
     from litetext_convert.demo import run_demo
 
     out = _output.start(as_json)
-    # With --json the human report goes to stderr and stdout carries only the JSON.
-    result = run_demo(out.report, workdir)
+    # With --json, stdout carries only the JSON and the human report goes nowhere, as every command does.
+    result = run_demo(Console(quiet=True) if as_json else out.stdout, workdir)
     out.result(result)
     if not result["passed"]:
         raise ParityFailure("demo parity failed")

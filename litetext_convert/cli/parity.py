@@ -66,6 +66,7 @@ def command(
     converted: LegacyConvertedOpt = None,
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
+    from litetext_convert.folder_config import check_folder_files, read_config
     from litetext_convert.parity.detector import parse_box
     from litetext_convert.parity.run import (
         check_converted_folder,
@@ -77,6 +78,9 @@ def command(
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
+    if folder is not None:  # a folder someone else may have written: its files checked before anything reads them
+        check_folder_files(folder, card=True, role="converted folder")
+        read_config(folder)
     # Everything that can be refused without the weights, refused first.
     if scope == "tracker" and folder is not None:
         from litetext_convert.targets import scope_target

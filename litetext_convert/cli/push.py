@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
+from litetext_convert.terminal import shown
 from litetext_convert.cli._options import (
     FolderArg,
     JsonOpt,
@@ -22,7 +23,7 @@ def command(
     folder: FolderArg = None,
     repo_id: Annotated[
         Optional[str],
-        typer.Option("--repo-id", metavar="ORG/NAME", help="Target repository; default NAMESPACE/sam3-litetext-<variant>-ctx<N>."),
+        typer.Option("--repo-id", metavar="ORG/NAME", help="Target repository; default sam3-litetext-VARIANT-ctxN under --namespace."),
     ] = None,
     namespace: NamespaceOpt = None,
     private: PrivateOpt = False,
@@ -55,7 +56,7 @@ def command(
         if result.plan is not None:
             console.print(render_plan(result.plan, width=console.width), markup=False, highlight=False)
         if result.status not in ("failed", "refused"):
-            console.print(f"{result.status}: {result.message}", markup=False)
+            console.print(shown(f"{result.status}: {result.message}"), markup=False)
 
     out.result(result.to_json(), render)
     if result.error is not None:

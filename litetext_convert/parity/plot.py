@@ -59,15 +59,15 @@ def plot_record(record: dict, path: Path) -> Path:
     return Path(path)
 
 
-def _stage_panel(axes, title: str, stages: list[dict], failure: str | None, record: dict) -> None:
+def _stage_panel(axes, title: str, stages: list[dict], failure: str | None, record: dict):
     names = [s["name"] for s in stages]
     values = [max(float(s["max_abs"]), FLOOR) if math.isfinite(s["max_abs"]) else 1e3 for s in stages]
     allowed = [float(s.get("atol", 0.0)) + float(s.get("rtol", 0.0)) * float(s.get("reference_max", 0.0)) for s in stages]
     colours = ["tab:red" if not s["passed"] else "tab:blue" for s in stages]
     positions = range(len(stages))
-    axes.scatter(positions, values, c=colours, zorder=3, label="max |original - converted| (exact 0 drawn at the bottom)")
+    axes.scatter(positions, values, c=colours, zorder=3, label="max |original - converted|\n(exact 0 drawn at the bottom)")
     axes.plot(positions, [max(a, FLOOR) for a in allowed], color="tab:orange", linestyle="--",
-              label="tolerance (atol + rtol * max |original|)")
+              label="tolerance\n(atol + rtol * max |original|)")
     if failure in names:
         index = names.index(failure)
         axes.axvline(index, color="tab:red", alpha=0.4)
@@ -79,7 +79,8 @@ def _stage_panel(axes, title: str, stages: list[dict], failure: str | None, reco
     axes.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
     axes.set_ylabel("max abs difference (log)")
     axes.grid(True, which="major", axis="y", alpha=0.3)
-    axes.legend(loc="upper left", fontsize=8)
+    # Outside the axes, to their right: inside, wherever it goes, some stage's point can sit under it.
+    return axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
 
 
 def picture_inputs(pixel_values, original: dict, converted: dict, top: int = 3) -> dict:

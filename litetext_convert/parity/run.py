@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import ContextManager
@@ -31,6 +30,7 @@ from litetext_convert.plan import validate
 from litetext_convert.plan.hf_config import transformers_class
 from litetext_convert.targets import folder_target, scope_target
 from litetext_convert.plan.prepare import Prepared, prepare
+from litetext_convert.scratch import scratch_folder
 from litetext_convert.write.convert import convert
 
 
@@ -117,7 +117,7 @@ def run_parity(
         prepared = prepare(
             checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=chosen.id
         )
-    with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
+    with scratch_folder("parity") as scratch:  # named by pid: the next run removes it if this one is killed
         if converted is None:
             folder = Path(scratch) / "converted"
             # A reduced dtype is proven on a folder converted to it; float32/float64 on the source's own.

@@ -15,6 +15,7 @@ import torch
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
+from litetext_convert.parity import recipes
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
 from litetext_convert.parity.runtime import SideRun, release_folder_pages, release_mapped_pages, run_side
 from litetext_convert import dtypes
@@ -306,7 +307,7 @@ def hf_tokenizer(folder: Path, context_length: int):
 
     try:
         return AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the Rust tokenizer raises plain Exception on a damaged file
         raise LitetextError(f"the converted folder {folder} has no usable tokenizer: {' '.join(str(exc).split())[:160]}") from None
 
 
@@ -375,9 +376,7 @@ def padded_prompts_report(original_trace, faithful: dict, masked: dict, hf_mask:
         "unmasked_vs_upstream_real_tokens_max_abs": _masked_max(original_trace.text_features, faithful["text_features"], real),
         # Upstream's mask is ids == 0, and id 0 is "!" in CLIP: a literal "!" counts as padding there.
         "tokenizer_mask_vs_upstream_mask_positions": int((hf_mask.bool() == original_trace.padding_mask).sum()),
-        "recipe": "ids = tokenizer(prompts, padding='max_length', max_length=CONTEXT, truncation=True).input_ids; "
-        "text_embeds = model.get_text_features(input_ids=ids).pooler_output; "
-        "model(pixel_values=..., text_embeds=text_embeds, attention_mask=(ids != 0))",
+        "recipe": recipes.FAITHFUL_TEXT_ONE_LINE,
     }
 
 

@@ -29,6 +29,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from litetext_convert import __version__
 from litetext_convert.errors import EXIT_OK, HubError, LitetextError, printable
+from litetext_convert.terminal import shown
 from litetext_convert.publish import hub
 from litetext_convert.publish.model_card import (
     CARD_FILENAME,
@@ -560,20 +561,20 @@ def render_plan(plan: PushPlan, width: int | None = None) -> str:
     """The plan as plain text, one fact per line, for `--dry-run` without `--json`. Within `width`
     columns a file's sha256 goes on its own line."""
     lines = [
-        f"repo:        {plan.repo_id} ({'private' if plan.private else 'public'}; create: {plan.repo_creation})",
-        f"branch:      {plan.branch}" + (" (pull request)" if plan.create_pr else ""),
-        f"message:     {plan.commit_message}",
-        f"verified:    {'yes' if plan.verified else 'NO: ' + str(plan.unverified_reason)}",
+        f"repo:        {shown(plan.repo_id)} ({'private' if plan.private else 'public'}; create: {plan.repo_creation})",
+        f"branch:      {shown(plan.branch)}" + (" (pull request)" if plan.create_pr else ""),
+        f"message:     {shown(plan.commit_message)}",
+        f"verified:    {'yes' if plan.verified else 'NO: ' + shown(plan.unverified_reason)}",
         "files:",
     ]
-    path_width = max(len(f.path) for f in plan.files)
+    path_width = max(len(shown(f.path)) for f in plan.files)
     for f in plan.files:
-        line = f"  {f.action:9} {f.path:{path_width}} {f.size:>14,} B  sha256 {f.sha256}"
+        line = f"  {f.action:9} {shown(f.path):{path_width}} {f.size:>14,} B  sha256 {f.sha256}"
         if width is not None and len(line) > width:
-            line = f"  {f.action:9} {f.path:{path_width}} {f.size:>14,} B\n    sha256 {f.sha256}"
+            line = f"  {f.action:9} {shown(f.path):{path_width}} {f.size:>14,} B\n    sha256 {f.sha256}"
         lines.append(line)
-    lines += [f"  remote only (left untouched): {p}" for p in plan.remote_only]
-    lines += [f"note: {n}" for n in plan.notes]
+    lines += [f"  remote only (left untouched): {shown(p)}" for p in plan.remote_only]
+    lines += [f"note: {shown(n)}" for n in plan.notes]
     return "\n".join(lines)
 
 

@@ -8,12 +8,12 @@ or reads the mapping table: both take the ORIGINAL checkpoint keys.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import torch
 
 from litetext_convert import __version__
+from litetext_convert.errors import LitetextError, printable
 from litetext_convert.reference.text_encoder import CleanRoomTextEncoder, TextTrace
 from litetext_convert.reference.tokenizer import CleanRoomTokenizer
 
@@ -82,15 +82,20 @@ _FALLBACKS_SAID: set[str] = set()
 
 def merges_from_folder(folder: Path) -> list[tuple[str, str]]:
     """The BPE merges saved with the converted tokenizer (tokenizer.json, else merges.txt)."""
+    from litetext_convert.folder_config import TOKENIZER_LIMIT, read_json_object, read_text
+
     tokenizer_json = folder / "tokenizer.json"
     if tokenizer_json.is_file():
-        merges = json.loads(tokenizer_json.read_text())["model"]["merges"]
+        model = read_json_object(tokenizer_json, TOKENIZER_LIMIT).get("model")
+        merges = model.get("merges") if isinstance(model, dict) else None
+        if not isinstance(merges, list) or not all(isinstance(m, (str, list)) for m in merges):
+            raise LitetextError(f"{printable(tokenizer_json)} holds no list of BPE merges (model.merges)")
         return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
     merges_txt = folder / "merges.txt"
     if merges_txt.is_file():
-        lines = merges_txt.read_text(encoding="utf-8").split("\n")
+        lines = read_text(merges_txt, TOKENIZER_LIMIT).split("\n")
         return [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#version")]
-    raise FileNotFoundError(f"{folder} holds neither tokenizer.json nor merges.txt")
+    raise LitetextError(f"{printable(folder)} holds neither tokenizer.json nor merges.txt")
 
 
 def load_original_tokenizer(folder: Path):

@@ -37,7 +37,8 @@ DETECTOR_PREFIX = "detector."
 TEXT_PREFIX = "backbone.language_backbone."
 ORIGINAL_NAME = "{package} {version} + clean-room student text encoder (litetext CleanRoomTextEncoder)"
 UNAVAILABLE_REASON = (
-    "Meta's sam3 is not installed: pip install -e '.[original]' with torch==2.14.1 torchvision==0.29.1 (see README)"
+    "Meta's sam3 is not installed here: run the same command in the second environment, ./litetext original COMMAND "
+    "(docs/guide/parity.md, whole-detector parity)"
 )
 
 # Keys of an upstream file that the image detector does not own, with the reason.
@@ -178,7 +179,7 @@ def _import_sam3():
         missing = f"module {exc.name!r} is missing" if isinstance(exc, ModuleNotFoundError) and exc.name else printable(exc)[:160]
         raise LitetextError(
             f"Meta's sam3 is installed but cannot be imported ({type(exc).__name__}: {missing})",
-            hint="whole-detector parity needs it; repair the environment (README: the original environment)",
+            hint="whole-detector parity needs it; repair the environment, or recreate it: rm -r .venv-original, then ./litetext original COMMAND",
         ) from None
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -22,14 +22,17 @@ that contains those exact strings gets the special ids, as upstream.
 
 from __future__ import annotations
 
-import gzip
 import html
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import regex
 import torch
+
+from litetext_convert.folder_config import TOKENIZER_LIMIT as BPE_FILE_LIMIT
+from litetext_convert.folder_config import read_bounded, read_text
 
 try:
     import ftfy
@@ -74,6 +77,17 @@ def clean_text(text: str) -> str:
         text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return regex.sub(r"\s+", " ", text).strip().lower()
+
+
+def _gunzip_bounded(raw: bytes) -> bytes:
+    """Decompressed, but never more than BPE_FILE_LIMIT bytes (a small gzip can expand enormously)."""
+    from litetext_convert.errors import LitetextError
+
+    inflater = zlib.decompressobj(wbits=31)
+    data = inflater.decompress(raw, BPE_FILE_LIMIT + 1)
+    if len(data) > BPE_FILE_LIMIT or inflater.unconsumed_tail:
+        raise LitetextError(f"the BPE vocabulary expands past {BPE_FILE_LIMIT >> 20} MB; upstream's is 1.3 MB")
+    return data
 
 
 def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
@@ -121,16 +135,16 @@ class CleanRoomTokenizer:
     @classmethod
     def from_bpe_file(cls, path: str | Path) -> CleanRoomTokenizer:
         """Upstream's ``bpe_simple_vocab_16e6.txt(.gz)``: a header line, then one merge per line."""
-        raw = Path(path).read_bytes()
+        raw = read_bounded(Path(path), BPE_FILE_LIMIT)  # stat first: a FIFO or a huge file is refused unread
         if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix
-            raw = gzip.decompress(raw)
+            raw = _gunzip_bounded(raw)
         lines = raw.decode("utf-8").split("\n")
         return cls(_parse_merge_lines(lines[1:]))
 
     @classmethod
     def from_merges_txt(cls, path: str | Path) -> CleanRoomTokenizer:
         """HF ``merges.txt``: optional ``#version`` header, one merge per line."""
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        lines = read_text(Path(path), BPE_FILE_LIMIT).split("\n")
         return cls(_parse_merge_lines([line for line in lines if not line.startswith("#version")]))
 
     def __call__(self, texts: str | list[str], context_length: int) -> torch.LongTensor:

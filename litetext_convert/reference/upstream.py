@@ -2,7 +2,7 @@
 
 Built the way upstream builds it: `TextStudentEncoder` at the stored table length, the original
 keys loaded strictly, then `set_context_length` (which slices the table). Nothing is vendored: the
-fork must be installed (see README, "Using the upstream code").
+fork must be installed (see docs/guide/parity.md, "Using the upstream code").
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from bad_inputs.common import (
 )
 from litetext_convert.errors import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -54,3 +55,44 @@ def test_demo_never_replaces_what_is_in_its_workdir(ws, cli):
     assert {path: digest for path, digest in after.items() if not path.startswith("demo-")} == before
     runs = [p for p in workdir.iterdir() if p.name.startswith("demo-")]
     assert len(runs) == 1 and (runs[0] / "converted" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupted demo: it says what it left (issue 25, item 10)
+
+
+def _interrupt_at_convert(monkeypatch):
+    from litetext_convert import demo as demo_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_module, "convert_folder", interrupted)
+
+
+def test_interrupted_demo_names_what_it_left_in_its_workdir(ws, cli, monkeypatch):
+    workdir = ws.fresh_parent("demo_interrupted")
+    _interrupt_at_convert(monkeypatch)
+    result = cli("demo", "--workdir", workdir)
+    line = assert_one_line_error(result, EXIT_INTERRUPTED, "interrupted", "the demo's files so far were left in", str(workdir))
+    assert "nothing was left behind" not in line
+    assert any(workdir.iterdir()), "the message names files that are not there"
+
+
+def test_interrupted_demo_in_a_temporary_folder_leaves_nothing(cli, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where TemporaryDirectory makes its folder
+    _interrupt_at_convert(monkeypatch)
+    result = cli("demo")
+    assert_one_line_error(result, EXIT_INTERRUPTED, "interrupted; nothing was left behind")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_json_prints_json_only(ws, cli):
+    import json
+
+    result = cli("demo", "--workdir", ws.fresh_parent("demo_json"), "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["passed"]
+    assert result.stderr_lines == [], "under --json the human report goes nowhere (stdout is the JSON)"
