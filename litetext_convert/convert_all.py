@@ -104,7 +104,10 @@ def _convert_one(name: str, checkpoint: str, output_dir: Path, options: ConvertO
         folder = output_folder(output_dir, name)  # before anything is read or written
         # Read and checked here, not inside convert_folder: the text parity below compares the same reading.
         prepared = prepare(checkpoint, revision=options.revision, num_heads=options.num_heads, target=options.target)
-        record = convert_folder(checkpoint, folder, options, prepared=prepared).record
+        if options.target == "onnx":  # the image detector as ONNX graphs, fp32 (litetext_convert/onnx)
+            record = _export_onnx(checkpoint, folder, options, prepared)
+        else:
+            record = convert_folder(checkpoint, folder, options, prepared=prepared).record
         row.update(
             folder=str(folder),
             family=record["family"]["name"],
@@ -125,11 +128,28 @@ def _convert_one(name: str, checkpoint: str, output_dir: Path, options: ConvertO
     return row
 
 
+def _export_onnx(checkpoint: str, folder: Path, options: ConvertOptions, prepared: Prepared) -> dict:
+    """`--target onnx`: the export (litetext_convert/onnx), its source memo and card, as convert_folder does."""
+    from litetext_convert.folder import remember_source
+    from litetext_convert.onnx.export import export_folder
+    from litetext_convert.publish.model_card import write_folder_card
+
+    result = export_folder(prepared, folder, tokenizer=options.tokenizer, force=options.force)
+    remember_source(folder, checkpoint, prepared, num_heads=options.num_heads, context_length=None)
+    write_folder_card(folder)
+    return result.record
+
+
 def _verify(row: dict, prepared: Prepared, folder: Path) -> None:
     """Text parity on the converted folder (in its dtype when reduced), kept in the folder, its card refreshed."""
     from litetext_convert.publish.model_card import write_folder_card
 
-    parity = text_parity_record(prepared, folder, ParityOptions())
+    if prepared.target == "onnx":  # the ONNX folder's own scope (parity/onnx.py)
+        from litetext_convert.parity.onnx import parity_on_folder
+
+        parity = parity_on_folder(prepared, folder, scope="text", seed=0, batch=2, image=None, prompts=[])
+    else:
+        parity = text_parity_record(prepared, folder, ParityOptions())
     write_parity_record(folder, parity)
     write_folder_card(folder)
     if not parity["passed"]:

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("workflows: the only writers of folders and records", {"workflows"}),
     # A target's code module (targets/<name>.py: its config builder and the processor it saves) is
     # a stage; the registry naming it (targets/__init__, targets/registry: data) is read by plan/.
-    ("stages: measure, write, publish, report, audit", {"parity", "write", "publish", "report", "audit", "targets.*"}),
+    ("stages: measure, write, publish, report, audit", {"parity", "write", "publish", "report", "audit", "targets.*", "onnx"}),
     ("the converted folder and its records", {"folder"}),
     ("what is read and planned", {"plan", "source", "families", "targets", "targets.registry", "reference", "synthetic",
                                   "folder_config"}),

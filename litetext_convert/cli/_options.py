@@ -56,7 +56,7 @@ HeadsOpt = Annotated[Optional[int], typer.Option("--num-heads", min=1, metavar="
 TargetOpt = Annotated[
     str,
     typer.Option("--target", metavar="TARGET", callback=_target,
-                 help="image: the family's image model (Sam3LiteTextModel) | video: Sam3VideoModel (detector + tracker)."),
+                 help="image: the family's image model (Sam3LiteTextModel) | video: Sam3VideoModel (detector + tracker) | onnx: the image detector as ONNX graphs."),
 ]
 TokenizerOpt = Annotated[
     Optional[str],
@@ -81,6 +81,9 @@ ConvertDtypeOpt = Annotated[
 MaxShardOpt = Annotated[str, typer.Option("--max-shard-size", metavar="SIZE", help="Largest safetensors shard, e.g. 5GB, 500MB.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder (only once the new one is complete).")]
 VerifyLoadOpt = Annotated[bool, typer.Option("--verify-load", help="Also reload the folder with from_pretrained (Sam3LiteTextModel).")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", metavar="RUNGS", help="--target onnx: the rungs to write, fp32,fp16,int8 (comma-separated; default fp32).")
+]
 
 # ---------------------------------------------------------------- parity
 

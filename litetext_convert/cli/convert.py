@@ -15,6 +15,7 @@ from litetext_convert.cli._options import (
     JsonOpt,
     LegacyOutputOpt,
     MaxShardOpt,
+    PrecisionOpt,
     RepoIdOpt,
     RevisionOpt,
     TargetOpt,
@@ -38,6 +39,7 @@ def command(
     force: ForceOpt = False,
     verify_load: VerifyLoadOpt = False,
     target: TargetOpt = "image",
+    precision: PrecisionOpt = "fp32",
     as_json: JsonOpt = False,
     output_dir: LegacyOutputOpt = None,
 ) -> None:
@@ -47,6 +49,8 @@ def command(
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, output_dir, required=True)
+    if target == "onnx" or precision != "fp32":  # the image detector as ONNX graphs (litetext_convert/onnx)
+        return _onnx(out, checkpoint, folder, target, precision, tokenizer, force, repo_id, revision, context_length, num_heads)
     options = ConvertOptions(
         repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target, dtype=dtype,
         max_shard_size=max_shard_size, tokenizer=tokenizer, force=force, verify_load=verify_load,
@@ -57,3 +61,33 @@ def command(
 
     data = {"folder": str(result.folder), "seconds": result.seconds, "shards": result.shards, "record": result.record}
     out.result(data, lambda console: render_convert(console, result.record, str(result.folder), result.seconds, result.shards))
+
+
+def _onnx(out, checkpoint, folder, target, precision, tokenizer, force, repo_id, revision, context_length, num_heads) -> None:
+    """`--target onnx` (and --precision, which only that target takes): litetext_convert/onnx."""
+    from litetext_convert.errors import LitetextError
+    from litetext_convert.folder import remember_source
+    from litetext_convert.onnx import missing_runtime
+    from litetext_convert.workflows.convert import check_output_folder
+    from litetext_convert.write.processor import check_tokenizer
+    from litetext_convert.onnx.export import export_folder, parse_precisions
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+
+    if target != "onnx":
+        raise LitetextError("--precision picks the rungs of --target onnx; the other targets take --dtype")
+    check_output_folder(folder, force=force)  # everything refusable without the weights, refused first
+    rungs = parse_precisions(precision)
+    if missing_runtime():
+        raise LitetextError(f"--target onnx needs the ONNX extra: {missing_runtime()}")
+    with out.status("finding the tokenizer"):
+        check_tokenizer(tokenizer, full=False)
+    with out.status(f"reading {checkpoint}: architecture and mapping"):
+        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    result = export_folder(prepared, folder, tokenizer=tokenizer, rungs=rungs, force=force, status=out.status)
+    remember_source(result.folder, checkpoint, prepared, num_heads=num_heads, context_length=context_length)
+    write_folder_card(result.folder)
+    data = {"folder": str(result.folder), "graphs": result.graphs, "rungs": rungs, "seconds": result.seconds, "record": result.record}
+    out.result(data, lambda console: console.print(
+        f"wrote {result.folder}: {len(result.graphs)} ONNX graphs (rungs {', '.join(rungs)}) in {result.seconds['total']:.1f} s; "
+        f"next: litetext parity {result.folder}"))

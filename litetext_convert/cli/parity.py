@@ -74,6 +74,7 @@ def command(
         run_parity,
     )
     from litetext_convert.report import render_parity
+    from litetext_convert.targets import folder_target
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
@@ -110,7 +111,10 @@ def command(
         with out.status("finding the tokenizer"):
             check_tokenizer(tokenizer)
 
-    record = run_parity(
+    prove = run_parity
+    if folder is not None and folder_target(folder).id == "onnx":  # its graphs in onnxruntime (parity/onnx.py)
+        from litetext_convert.parity.onnx import prove_onnx_folder as prove
+    record = prove(
         checkpoint, converted=folder, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
         context_length=context_length, num_heads=num_heads, scope=scope, dtype=dtype, batch=batch, seed=seed,
         prompts=prompt or [], image=image, boxes=boxes, atol=atol, rtol=rtol, status=out.status,

@@ -209,8 +209,8 @@ def _overview(records: FolderRecords) -> str:
 
 
 def _usage(repo_id: str, target: str = "image") -> str:
-    # The SAM3 image processor imports torchvision; load_image needs Pillow.
-    install = 'pip install "transformers>=5.23" torch torchvision pillow'
+    # The SAM3 image processor imports torchvision; load_image needs Pillow (a target may name its own).
+    install = find_target(target).card.get("install", 'pip install "transformers>=5.23" torch torchvision pillow')
     snippet = find_target(target).usage_snippet(repo_id)
     return f"## Usage\n\n```bash\n{install}\n```\n\n```python\n{snippet}```"
 

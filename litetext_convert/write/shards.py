@@ -277,6 +277,7 @@ LATER_FILES = frozenset({"parity_record.json", "README.md"})  # folder.LEGACY_PA
 LATER_FOLDERS = {  # sub-folder -> the names litetext writes in it (folder.PARITY_DIR; folder.SOURCE_MEMO)
     "parity": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
     ".litetext": re.compile(r"[A-Za-z0-9_.+-]+\.json"),
+    "onnx": re.compile(r"[A-Za-z0-9_.+-]+\.(onnx|onnx\.data|json)"),  # an ONNX export (litetext_convert/onnx)
 }
 CARD_MARK = b"Converted by litetext"  # in every card litetext writes (publish/model_card.py, provenance)
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")

@@ -1,0 +1,318 @@
+"""Parity of an ONNX folder: its graphs in onnxruntime (CPU) against the ORIGINAL sides.
+
+- text (core environment): the original text encoder (upstream fork, else the clean-room
+  reference) on zero-padded ids at the model's context, against text_encoder.onnx: the
+  detector-facing features and the pooled output, float32 tolerances of configs/tolerances.toml;
+- detector (original environment): Meta's sam3 detector built from the checkpoint exactly as
+  parity/detector.py builds it, against the three graphs on the same image and ids: every FPN
+  level, the text features, the DETR encoder output, boxes, logits, presence, masks, semantic seg,
+  at the float32 detector tolerances;
+- every rung: exactness of every weight (onnx/exactness.py, a verdict) and, for fp16/int8, what
+  the rung costs against the original in float32, judged against the rung's budget
+  ([onnx.<rung>] in configs/tolerances.toml).
+
+What is proven at what precision: float32 only. onnxruntime's CPU kernels have no float64 for
+every operator the graphs use, so the float64 meaning check of the transformers folder has no ONNX
+counterpart; float32 parity bounds rounding of two implementations, as for the transformers folder.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from litetext_convert.errors import LitetextError
+from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert import dtypes
+
+TOP_K = 10
+DETECTOR_STAGES = ("vision.fpn.0", "vision.fpn.1", "vision.fpn.2", "text.features", "detr.encoder",
+                   "pred_boxes", "pred_logits", "presence_logits", "pred_masks", "semantic_seg")
+RUNG_DTYPE = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
+
+
+def verdict_row(name: str, passed: bool, note: str) -> StageDiff:
+    """A pass/fail row (exactness, a budget) in the shape of a compared stage."""
+    return StageDiff(name, 0.0, 0.0, 0.0, 1.0, 0.0, [], passed, 0.0, 0.0, note)
+
+
+def budgets(rung: str) -> dict:
+    from litetext_convert.paths import read_config
+
+    return dict(read_config("tolerances.toml").get("onnx", {}).get(rung, {}))
+
+
+def expected_weights(prepared) -> dict[str, np.ndarray]:
+    """Target name -> numpy array: the source re-read from its file and passed through the mapping's
+    operations (what the image folder's safetensors would hold, computed again from the checkpoint)."""
+    from litetext_convert.parity.precision import reread_source
+    from litetext_convert.plan import ops
+
+    source = reread_source(prepared)
+    expected = {}
+    for step in prepared.plan.steps:
+        outputs = ops.apply_gathered(list(step.ops), [source[key] for key in step.sources], prepared.ctx)
+        for target, output in zip(step.targets, outputs):
+            expected[target] = output.detach().contiguous().numpy().copy()
+    return expected
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+def text_inputs(context: int, vocab: int, batch: int, seed: int) -> torch.Tensor:
+    """Zero-padded rows of different lengths (padding is where the recipes matter) and one full row."""
+    from litetext_convert.parity.detector import seeded_input_ids
+    from litetext_convert.parity.text import dummy_ids
+
+    rows = [seeded_input_ids(context, vocab, seed + row, words=1 + 2 * row) for row in range(batch)]
+    return torch.cat([*rows, dummy_ids(1, context, seed)])
+
+
+# ----------------------------------------------------------------------------------------------
+# The ONNX side (numpy; what the torch-free example computes)
+
+
+def onnx_side(graphs, pixel_values: np.ndarray | None, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Stage name -> array, as parity names them: text only when pixel_values is None."""
+    text = graphs.text(input_ids)
+    stages = {"text.features": text["text_features"], "text.pooled": text["pooled_output"]}
+    if pixel_values is None:
+        return stages
+    vision = graphs.vision(pixel_values)
+    detections = graphs.decoder(vision, text["text_features"], input_ids != 0)
+    stages.update({f"vision.fpn.{level}": vision[f"fpn_{level}"] for level in range(3)})
+    stages["detr.encoder"] = detections["detr_encoder_hidden_states"]
+    stages["pred_boxes"] = cxcywh_to_xyxy(detections["pred_boxes"])  # Meta's stage is xyxy
+    stages["pred_boxes_cxcywh"] = detections["pred_boxes"]
+    for name in ("pred_logits", "presence_logits", "pred_masks", "semantic_seg"):
+        stages[name] = detections[name]
+    return stages
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = np.moveaxis(boxes, -1, 0)
+    return np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text
+
+
+def original_text(prepared, ids: torch.Tensor):
+    from litetext_convert.parity.text import original_text_side, text_state_dict
+
+    side = original_text_side(text_state_dict(prepared), prepared.arch, torch.float32, [ids])
+    return side.outputs[0], side.info
+
+
+def text_stages(trace, ours: dict[str, np.ndarray], prefix: str = "onnx") -> list[StageDiff]:
+    atol, rtol = dtypes.tolerances("float32", "text")
+    return [
+        compare(f"{prefix}.text.features (detector-facing)", trace.text_features, torch.from_numpy(ours["text.features"]),
+                atol=atol, rtol=rtol),
+        compare(f"{prefix}.text.pooled (CLIP-style)", trace.pooled, torch.from_numpy(ours["text.pooled"]), atol=atol, rtol=rtol),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Detector
+
+
+def original_detector(prepared, pixel_values: torch.Tensor, ids: torch.Tensor):
+    """Meta's detector exactly as detector parity runs it (parity/detector.py: run_original)."""
+    from litetext_convert.parity.detector import run_original
+
+    return run_original(prepared, torch.float32, pixel_values, ids, None, None)
+
+
+def detector_stages(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray]) -> list[StageDiff]:
+    from litetext_convert.parity.detector import compare_stages
+
+    wanted = {name: reference[name] for name in DETECTOR_STAGES if name in reference}
+    return compare_stages(wanted, {name: torch.from_numpy(np.ascontiguousarray(ours[name])) for name in wanted}, "float32")
+
+
+def rung_cost(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray]) -> dict:
+    """A reduced rung against the original in float32: per stage numbers, and detections when the detector ran."""
+    from litetext_convert.parity.precision import detections_kept, measure
+
+    candidate = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in ours.items()}
+    names = [name for name in (*DETECTOR_STAGES, "text.pooled") if name in reference and name in candidate]
+    cost = {"against": "original, float32", "stages": [measure(name, reference[name], candidate[name]) for name in names]}
+    if "pred_logits" in reference:
+        cost["detections"] = detections_kept(reference, candidate, TOP_K)
+    return cost
+
+
+def budget_rows(cost: dict, rung: str) -> list[StageDiff]:
+    """Each budget of [onnx.<rung>] as a pass/fail row; a rung without a budget fails (never silently free)."""
+    budget = budgets(rung)
+    if not budget:
+        return [verdict_row(f"{rung}.budget", False, f"no [onnx.{rung}] budget in configs/tolerances.toml")]
+    cosines = {row["name"]: row["cosine"] for row in cost["stages"]}
+    rows = []
+    for stage, minimum in budget.get("cosine_min", {}).items():
+        if stage in cosines:
+            value = cosines[stage]
+            rows.append(verdict_row(f"{rung}.budget {stage} cosine", value >= minimum, f"{value:.6f} (budget >= {minimum})"))
+    detections = cost.get("detections")
+    checks = (("kept", "top_k_kept_min", ">="), ("mask_iou_min", "mask_iou_min", ">="),
+              ("box_max_abs", "box_max_abs", "<="), ("score_max_abs", "score_max_abs", "<="))
+    for field, key, sense in checks if detections else ():
+        if key in budget:
+            value, limit = detections[field], budget[key]
+            passed = value >= limit if sense == ">=" else value <= limit
+            rows.append(verdict_row(f"{rung}.budget detections {field}", passed, f"{value:.6g} (budget {sense} {limit})"))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch: int = 2, image: Path | None = None,
+                    status=None) -> dict:
+    """The record of one parity run on an ONNX folder (every rung it holds), in the record shape of
+    the other targets: `stages` (text + exactness + budgets), `detector` (when the scope runs it)."""
+    import contextlib
+
+    from litetext_convert.onnx.exactness import check_export
+    from litetext_convert.onnx.runtime import OnnxGraphs, read_manifest
+
+    status = status or (lambda message: contextlib.nullcontext())
+    started = time.perf_counter()
+    manifest = read_manifest(folder)
+    check_context(manifest, prepared, folder)
+    rungs = list(manifest.get("rungs", ["fp32"]))
+    graphs = {rung: OnnxGraphs(folder, rung) for rung in rungs}  # every interface checked before anything runs
+    with status("exactness of every graph's weights"):
+        exactness = check_export(expected_weights(prepared), set(prepared.plan.filled), folder,
+                                 {g: v["files"] for g, v in manifest["graphs"].items()}, rungs)
+    stages = [verdict_row("onnx.weights (exactness, every rung)", exactness["passed"],
+                          f"{exactness['checked']} weights checked, {exactness['mismatched']} differ")]
+    vocab = int(prepared.config.text_config.vocab_size)
+    ids = text_inputs(prepared.arch.context_length, vocab, batch, seed)
+    with status("text: the original encoder and text_encoder.onnx"):
+        trace, original_info = original_text(prepared, ids)
+        ours = {rung: onnx_side(graphs[rung], None, ids.numpy()) for rung in rungs}
+    stages += text_stages(trace, ours["fp32"])
+    text_reference = {"text.features": trace.text_features, "text.pooled": trace.pooled}
+    costs = {rung: rung_cost(text_reference, ours[rung]) for rung in rungs[1:]}
+    detector = None
+    if scope in ("detector", "all"):
+        with status("whole detector: Meta's sam3 and the three graphs (the slow part)"):
+            detector = detector_part(prepared, manifest, graphs, seed, image, costs)
+    for rung in rungs[1:]:
+        stages += budget_rows(costs[rung], rung)
+    tolerance = dtypes.tolerances("float32", "text")
+    return {
+        "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs, "atol": tolerance[0], "rtol": tolerance[1],
+        "original": original_info, "runtime": runtime_name(),
+        "inputs": {"kind": "zero-padded seeded ids and one full row", "batch": int(ids.shape[0]), "seed": seed,
+                   "context_length": prepared.arch.context_length, "input_ids": ids.tolist()},
+        "stages": [s.to_json() for s in stages], "tokenizer": None, "padded_prompts": None, "detector": detector,
+        "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE},
+        "notes": list(prepared.arch.notes), "seconds": time.perf_counter() - started,
+    }
+
+
+PRECISION_NOTE = ("float32: onnxruntime (CPU) against the original in float32, at the float32 tolerances of the "
+                  "transformers folder; no float64 run (onnxruntime lacks float64 kernels for several operators "
+                  "these graphs use). fp16/int8: exactness of the stored weights (bit for bit) and their cost against "
+                  "the float32 original, within the rung's budget.")
+
+
+def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path | None, costs: dict) -> dict:
+    from litetext_convert.parity.detector import describe_tolerances, load_image, seeded_image, seeded_input_ids
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    reason = original_unavailable_reason()
+    if reason:
+        raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
+    size = int(manifest["image_size"])
+    pixels = load_image(image, size) if image else seeded_image(size, seed)
+    ids = seeded_input_ids(prepared.arch.context_length, int(prepared.config.text_config.vocab_size), seed)
+    original = original_detector(prepared, pixels, ids)
+    reference = original.outputs
+    ours = {rung: onnx_side(session, pixels.numpy(), ids.numpy()) for rung, session in graphs.items()}
+    stages = detector_stages(reference, ours["fp32"])
+    for rung in list(graphs)[1:]:  # the detector's numbers join the text's (text.pooled is the text run's own)
+        detector_cost = rung_cost(reference, ours[rung])
+        text_rows = [row for row in costs[rung]["stages"] if row["name"] == "text.pooled"]
+        costs[rung] = {**detector_cost, "stages": detector_cost["stages"] + text_rows}
+    return {
+        "scope": "detector", "dtype": "float32", "passed": all(s.passed for s in stages),
+        "original": original.info["name"], "candidate": f"onnxruntime {runtime_name()}, {manifest['graphs']['detector_decoder']['files']['fp32']}",
+        "stages": [s.to_json() for s in stages],
+        "naive_text_only": {"meaning": "not applicable: the decoder graph bakes in the masked dummy box", "stages": []},
+        "tolerances": describe_tolerances("float32"), "workarounds": list(original.info["workarounds"]),
+        "seconds": dict(original.seconds),
+        "facts": {"image": str(image) if image else f"seeded random 8-bit image, seed {seed}", "image_size": size,
+                  "input_ids": ids.tolist(), "pred_boxes": "the graph's cxcywh converted to xyxy (numpy) to meet Meta's xyxy"},
+    }
+
+
+def check_context(manifest: dict, prepared, folder: Path) -> None:
+    """The graphs' context is the checkpoint's: a text graph exported for another context is refused."""
+    context = prepared.arch.context_length
+    shape = next(i["shape"] for i in manifest["graphs"]["text_encoder"]["inputs"] if i["name"] == "input_ids")
+    if manifest.get("context_length") != context or shape[-1] != context:
+        raise LitetextError(f"{folder}: the text graph takes {shape[-1]} tokens but the checkpoint's context is {context}",
+                            hint="export again from this checkpoint (convert --target onnx)")
+
+
+def runtime_name() -> str:
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
+
+
+def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: int, image: Path | None,
+                     prompts: list[str], status=None) -> dict:
+    """`litetext parity FOLDER` on an ONNX folder: the finished record (verdict, key); the caller keeps it."""
+    from litetext_convert.folder import prompt_set, record_key, verdict
+    from litetext_convert.onnx import missing_runtime
+
+    reason = missing_runtime()
+    if reason:
+        raise LitetextError(f"parity of an ONNX export needs the ONNX extra: {reason}")
+    if prompts:
+        raise LitetextError("--prompt is not supported on an ONNX folder yet: its parity runs on seeded ids")
+    record = run_onnx_parity(prepared, folder, scope=scope, seed=seed, batch=batch, image=image, status=status)
+    record["prompt_set"] = prompt_set([])
+    record.update(verdict(record).to_json())
+    record["key"] = record_key(record)
+    return record
+
+
+def prove_onnx_folder(checkpoint: str, *, converted: Path, repo_id=None, revision=None, context_length=None, num_heads=None,
+                      scope: str = "text", dtype: str = "float32", batch: int = 2, seed: int = 0, prompts=None, image=None,
+                      boxes=None, atol=None, rtol=None, status=None, keep_outputs: bool = False, **_unused) -> dict:
+    """`litetext parity FOLDER` when FOLDER is an ONNX export (cli/parity.py sends it here, with run_parity's
+    arguments): the record, kept in the folder like every record, and the card refreshed. What this scope
+    cannot do yet is refused in one line, never ignored."""
+    import contextlib
+
+    from litetext_convert.folder import write_parity_record
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+
+    refused = {"--dtype other than float32 (onnxruntime proves float32)": dtypes.canonical(dtype) != "float32",
+               "--box (the exported decoder is the text-only one)": bool(boxes), "--atol/--rtol": atol is not None or rtol is not None,
+               "--plot": keep_outputs}
+    for option, asked in refused.items():
+        if asked:
+            raise LitetextError(f"{option} is not supported on an ONNX folder")
+    status = status or (lambda message: contextlib.nullcontext())
+    with status(f"reading {checkpoint}: architecture and mapping"):
+        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
+    record = parity_on_folder(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image,
+                              prompts=prompts or [], status=status)
+    write_parity_record(Path(converted), record)
+    write_folder_card(Path(converted))
+    return record
