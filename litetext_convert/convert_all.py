@@ -11,9 +11,7 @@ from typing import ContextManager
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.families import family_by_id, load_families
-from litetext_convert.folder import remember_source, write_parity_record
-from litetext_convert.parity.precision import text_parity_record
-from litetext_convert.parity.text import ParityOptions
+from litetext_convert.folder import remember_source
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.source.resolve import list_family_folder
 from litetext_convert.write.convert import convert
@@ -94,12 +92,15 @@ def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, forc
             dropped=sum(result.record["keys"]["dropped"].values()),
             dtype=result.record["dtype"],
         )
-        if verify:
-            parity = text_parity_record(prepared, folder, ParityOptions())  # in the folder's dtype when reduced
-            write_parity_record(folder, parity)
-            if not parity["passed"]:
-                row.update(status="parity failed", error=parity["first_failure"])
         write_folder_card(folder)
+        if verify:
+            from litetext_convert.folder.view import load_records
+            from litetext_convert.workflows.prove import prove_converted
+
+            prove_converted(prepared, folder)  # parity's own checks, in the folder's dtype when reduced; kept and carded
+            found = load_records(folder).verdict  # THE folder verdict, as push will judge the folder
+            if not found.passed:
+                row.update(status="parity failed", error=found.first_failure or found.problem)
     except LitetextError as exc:
         row.update(status="failed", error=exc.one_line())
     except Exception as exc:  # one broken file must not stop the others; the row says what happened
