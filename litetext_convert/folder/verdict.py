@@ -79,7 +79,7 @@ class FolderVerdict:
     passed: bool
     problem: str | None  # one sentence: why the folder does not count as verified
     first_failure: str | None = None  # the failing record's first failure, when a record failed
-    failed_record: str | None = None  # that record's file: a measured failure (exit 1), not a missing proof (exit 2)
+    failed_record: str | None = None  # a record that fails for this folder (exit 1); None: a missing or untrusted proof (exit 2)
 
     def to_json(self) -> dict:
         return {"verified": self.passed, "problem": self.problem, "first_failure": self.first_failure}
@@ -109,7 +109,7 @@ def folder_verdict(folder: Path, conversion: ConversionRecord, records: list[Par
         if record.context_length != conversion.context_length:
             # A record left over from another conversion in the same folder vouches for nothing here.
             return FolderVerdict(False, f"the parity record {record.file} is for context {record.context_length}, "
-                                 f"the folder holds context {conversion.context_length}")
+                                 f"the folder holds context {conversion.context_length}", None, record.file)
         problem = precision_problem(conversion, record)
         if problem:
             return FolderVerdict(False, problem)
