@@ -240,12 +240,24 @@ def _our_record(data: dict) -> bool:
 
 
 def write_parity_record(folder: Path, record: dict) -> Path:
-    """parity/<key>.json: a rerun of the same check replaces its own record only."""
-    name = f"{PARITY_DIR}/{record_key(record)}.json"
-    if not RECORD_NAME.fullmatch(name.split("/")[1]):
-        raise LitetextError(f"internal: record key {record_key(record)!r} is not a file name")
+    """parity/<key>.json: a rerun of the same check replaces its own record only, including the one an
+    older litetext kept under the text dtype's key for the same tracker check."""
+    key = record_key(record)
+    if not RECORD_NAME.fullmatch(f"{key}.json"):
+        raise LitetextError(f"internal: record key {key!r} is not a file name")
     ours = safe_io.is_litetext_json(_our_record)
-    return safe_io.write_inside(folder, name, safe_io.json_bytes(record), ours=ours, what="parity record")
+    path = safe_io.write_inside(folder, f"{PARITY_DIR}/{key}.json", safe_io.json_bytes(record), ours=ours, what="parity record")
+    legacy = f"{_legacy_key(record)}.json"
+    if legacy != path.name:
+        superseded = safe_io.is_litetext_json(lambda old: old.get("key", legacy[:-5]) == legacy[:-5]
+                                              and "tracker_dtype" not in old and record_key(old) == key)
+        safe_io.remove_inside(folder, f"{PARITY_DIR}/{legacy}", ours=superseded)
+    return path
+
+
+def _legacy_key(record: dict) -> str:
+    """The key before records said the tracker's dtype: the text dtype only."""
+    return f"{record.get('scope', 'text')}-{record.get('dtype', 'float32')}-{record.get('prompt_set', DEFAULT_PROMPT_SET)}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -140,6 +140,23 @@ def write_inside(folder: Path, relative: str, data: bytes, *, ours: Callable[[by
     return path
 
 
+def remove_inside(folder: Path, relative: str, *, ours: Callable[[bytes], bool]) -> bool:
+    """Unlink folder/relative when it is a regular file `ours` recognises (never through a link); True when removed."""
+    *parts, name = relative.split("/")
+    try:
+        with _open_dir(Path(folder), tuple(parts), create=False) as dir_fd:
+            if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                return False
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as handle:
+                if not ours(handle.read(MAX_JSON_BYTES + 1)):
+                    return False
+            os.unlink(name, dir_fd=dir_fd)
+            return True
+    except (OSError, OutputError):
+        return False
+
+
 def _check_replaceable(dir_fd: int, name: str, path: Path, ours: Callable[[bytes], bool], what: str) -> None:
     try:
         mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
