@@ -46,7 +46,10 @@ def check_converted_folder(folder: Path) -> int:
     config_path = Path(folder) / CONFIG
     if not config_path.exists() and not config_path.is_symlink():
         raise LitetextError(f"{printable(folder)} is not a converted folder (no config.json)")
-    config = safe_io.read_json_object(config_path)
+    try:
+        config = safe_io.read_json_object(config_path)
+    except safe_io.RecordError as err:
+        raise LitetextError(f"{printable(config_path)} is damaged ({err.message})") from None
     try:
         config = config.get("detector_config", config)  # a video folder: its detector's text encoder
         context = config["text_config"]["max_position_embeddings"]
