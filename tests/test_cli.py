@@ -240,6 +240,9 @@ def test_push_refuses_when_any_record_fails(folder, capsys):
     failing = json.loads((folder / "parity" / "text-float32-default.json").read_text())
     failing["stages"][-1]["passed"] = False
     failing["prompt_set"] = "prompts-deadbeef"
+    from litetext_convert.folder.records import record_digest
+
+    failing["digest"] = record_digest(failing)  # a failing record as litetext writes it
     (folder / "parity" / "text-float32-prompts-deadbeef.json").write_text(json.dumps(failing))
     code, _, err = run_cli(["push", str(folder), "--dry-run", "--repo-id", "alice/s0"], capsys)
     assert code == EXIT_PARITY_FAILED and "prompts-deadbeef" in err

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from litetext_convert.errors import EXIT_PARITY_FAILED, LitetextError
 from litetext_convert.folder import CONVERSION_RECORD, PARITY_DIR
+from litetext_convert.folder.records import record_digest
 from litetext_convert.parity import precision
 from litetext_convert.parity.run import ParityRequest
 from litetext_convert.plan import dtypes
@@ -236,7 +237,7 @@ def test_push_refuses_a_bfloat16_folder_whose_exactness_fails(reduced, workdir, 
     record = record_of(folder)
     record["precision"]["exactness"]["passed"] = False
     record["precision"]["exactness"]["tensors"].update(passed=False, mismatched=1, mismatches=[{"tensor": "x", "why": "y"}])
-    record_path(folder).write_text(json.dumps(record))
+    record_path(folder).write_text(json.dumps({**record, "digest": record_digest(record)}))  # as litetext would write it
     result = push_folder(folder, PushOptions(repo_id=REPO, dry_run=True), api=NoNetwork())
     assert result.status == "refused" and result.exit_code == EXIT_PARITY_FAILED
     assert "check failed at tensors (not the cast source, bit for bit)" in result.message
@@ -248,7 +249,7 @@ def test_push_refuses_a_bfloat16_folder_proven_only_in_float32(reduced, workdir,
     record = record_of(folder)
     record.update(dtype="float32")
     record["precision"].update(dtype="float32", reduced=False)
-    record_path(folder).write_text(json.dumps(record))
+    record_path(folder).write_text(json.dumps({**record, "digest": record_digest(record)}))
     result = push_folder(folder, PushOptions(repo_id=REPO, dry_run=True), api=NoNetwork())
     assert result.status == "refused" and "does not prove bfloat16 exactness" in result.message
 

@@ -134,9 +134,11 @@ def rebind(folder: Path) -> None:
     from litetext_convert.folder.content import binding
     from litetext_convert.folder.records import read_conversion_record
 
+    from litetext_convert.folder.records import record_digest
+
     path = folder / "parity_record.json"
-    record = json.loads(path.read_text())
-    path.write_text(json.dumps({**record, "verified": binding(folder, read_conversion_record(folder))}))
+    record = {**json.loads(path.read_text()), "verified": binding(folder, read_conversion_record(folder))}
+    path.write_text(json.dumps({**record, "digest": record_digest(record)}))
 
 
 @pytest.fixture

@@ -86,7 +86,8 @@ def _check_plain_file(folder: Path, name: str) -> None:
     try:
         info = os.lstat(folder / name)
     except FileNotFoundError:
-        raise LitetextError(f"{printable(folder / name)} is missing") from None
+        raise LitetextError(f"{printable(folder)} cannot be loaded: {printable(name)}, which its conversion wrote, is missing",
+                            hint="convert again") from None
     if not stat.S_ISREG(info.st_mode):
         raise LitetextError(f"{printable(folder / name)} is not a regular file (a link or a special file); "
                             "litetext verifies and publishes only regular files inside the folder")

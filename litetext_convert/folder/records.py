@@ -10,6 +10,7 @@ the binding read are checked here, and `verdict.py` recomputes the verdict from 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,11 +163,20 @@ def _stages(value: Any, where: str) -> None:
             raise RecordError(f"{where}: a stage without a name and a pass/fail")
 
 
+def record_digest(data: dict) -> str:
+    """sha256 of the record's canonical JSON without its own `digest`: an edit after writing shows.
+    (Anyone can recompute it: it catches edits and damage, it does not sign.)"""
+    body = {key: value for key, value in data.items() if key != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
 def check_parity_shape(data: dict, where: str) -> None:
     """The fields the verdict reads, with their types; raises RecordError naming `where`."""
     if (data.get("tool") or {}).get("name") != TOOL_NAME or data.get("schema") != PARITY_SCHEMA:
         raise RecordError(f"{where} is not a parity record of this litetext (schema {PARITY_SCHEMA})",
                           hint="re-run `litetext parity FOLDER`")
+    if data.get("digest") != record_digest(data):
+        raise RecordError(f"{where} was changed after litetext wrote it (its digest does not match its content)")
     _stages(_field(data, "stages", list, where), where)
     if not data["stages"]:
         raise RecordError(f"{where} compares no stage")
@@ -246,6 +256,8 @@ def write_parity_record(folder: Path, record: dict) -> Path:
     if not RECORD_NAME.fullmatch(f"{key}.json"):
         raise LitetextError(f"internal: record key {key!r} is not a file name")
     ours = safe_io.is_litetext_json(_our_record)
+    record = json.loads(json.dumps(record, default=str))  # what the file will hold, so the digest covers exactly that
+    record["digest"] = record_digest(record)
     path = safe_io.write_inside(folder, f"{PARITY_DIR}/{key}.json", safe_io.json_bytes(record), ours=ours, what="parity record")
     legacy = f"{_legacy_key(record)}.json"
     if legacy != path.name:

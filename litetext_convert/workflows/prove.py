@@ -20,8 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ContextManager
 
-from litetext_convert.errors import LitetextError, printable
-from litetext_convert.folder import content
+from litetext_convert.errors import LitetextError, OutputError, printable
+from litetext_convert.folder import content, safe_io
+from litetext_convert.folder.names import CARD, PARITY_DIR
+from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.records import ConversionRecord, read_conversion_record, write_parity_record
 from litetext_convert.parity.run import ParityRequest, check_converted_folder, check_folder_structure, measure
 from litetext_convert.plan import dtypes
@@ -41,7 +43,27 @@ def check_provable(folder: Path) -> ConversionRecord:
         raise LitetextError(
             f"{printable(folder)} is a transformers folder that litetext did not write (no conversion_record.json); "
             "nothing was written", hint=f"check it against its checkpoint with `litetext audit {printable(folder)} CKPT`")
-    return read_conversion_record(folder)
+    conversion = read_conversion_record(folder)
+    check_writable(folder)
+    return conversion
+
+
+def check_writable(folder: Path) -> None:
+    """What this run will write (the record under parity/, the card) can be written without following a
+    link or replacing a file litetext did not write: checked before the run, so a refusal costs nothing."""
+    folder = Path(folder)
+    hint = "move it away and run again"
+    records = folder / PARITY_DIR
+    if os.path.lexists(records) and (records.is_symlink() or not records.is_dir()):
+        raise OutputError(f"{printable(records)} is not a folder litetext made (a link or a file); nothing was written", hint=hint)
+    for path in [*(records.iterdir() if records.is_dir() else []), folder / CARD]:
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_file()):
+            raise OutputError(f"{printable(path)} is a link or not a regular file; litetext never writes through it, "
+                              "nothing was written", hint=hint)
+    card = folder / CARD
+    if card.is_file() and CARD_MARK not in safe_io.read_bounded(card):
+        raise OutputError(f"{printable(card)} was not written by litetext; the card would replace it, nothing was written",
+                          hint=hint)
 
 
 def check_same_source(conversion: ConversionRecord, folder: Path, checkpoint_path: Path, sha256: Callable[[], str]) -> None:
