@@ -46,10 +46,15 @@ def _tampered_files(folder: Path) -> list[str]:
 
 
 def _flip_one_byte(path: Path) -> None:
-    """One byte changed, JSON kept valid where the file is JSON: the first digit becomes another digit."""
+    """One byte changed, JSON kept valid where the file is JSON: a digit (else a letter) becomes another one."""
     data = bytearray(path.read_bytes())
-    at = next(i for i in range(len(data) // 2, len(data)) if chr(data[i]).isdigit()) if path.suffix == ".json" else len(data) // 2
-    data[at] = ord("7") if data[at] != ord("7") else ord("3")
+    if path.suffix == ".json":
+        order = [*range(len(data) // 2, len(data)), *range(len(data) // 2)]
+        at = next((i for i in order if chr(data[i]).isdigit()), None)
+        at = at if at is not None else next(i for i in order if chr(data[i]).isalpha())
+    else:
+        at = len(data) // 2
+    data[at] = data[at] + 1 if chr(data[at]) not in "9zZ" else data[at] - 1
     path.write_bytes(bytes(data))
 
 
