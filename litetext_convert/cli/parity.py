@@ -66,15 +66,29 @@ def command(
     converted: LegacyConvertedOpt = None,
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
-    from litetext_convert.folder.verdict import record_verdict
-    from litetext_convert.parity.detector import parse_box
     from litetext_convert.parity.run import ParityRequest
-    from litetext_convert.report import render_parity
     from litetext_convert.workflows.prove import prove_folder
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
-    # Everything that can be refused without the weights, refused first.
+    boxes = _refuse_early(scope, box, image, plot)  # everything that can be refused without the weights, first
+    if folder is not None:
+        checkpoint, revision, num_heads, context_length = _folder_source(folder, scope, checkpoint, revision, num_heads, context_length)
+    elif checkpoint is None:
+        raise LitetextError("give the converted FOLDER, or -c CKPT to convert into a temporary folder first")
+    else:
+        with out.status("finding the tokenizer"):
+            check_tokenizer(tokenizer)
+    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image,
+                            boxes=boxes, atol=atol, rtol=rtol, keep_outputs=plot is not None)
+    record = prove_folder(checkpoint, folder=folder, request=request, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
+                          context_length=context_length, num_heads=num_heads, target=target, status=out.status)
+    _report(out, record, plot, debug_intermediates)
+
+
+def _refuse_early(scope: str, box: list[str] | None, image: Path | None, plot: Path | None) -> list[list[float]]:
+    from litetext_convert.parity.detector import parse_box
+
     check_scope_extras(scope)
     boxes = [list(parse_box(b)) for b in box or []]
     if image is not None and not Path(image).is_file():
@@ -83,25 +97,20 @@ def command(
         from litetext_convert.parity.plot import check_plot_target
 
         check_plot_target(plot)
-    if folder is not None:
-        checkpoint, revision, num_heads, context_length = _folder_source(folder, scope, checkpoint, revision, num_heads, context_length)
-    elif checkpoint is None:
-        raise LitetextError("give the converted FOLDER, or -c CKPT to convert into a temporary folder first")
-    else:
-        with out.status("finding the tokenizer"):
-            check_tokenizer(tokenizer)
+    return boxes
 
-    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image,
-                            boxes=boxes, atol=atol, rtol=rtol, keep_outputs=plot is not None)
-    record = prove_folder(checkpoint, folder=folder, request=request, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
-                          context_length=context_length, num_heads=num_heads, target=target, status=out.status)
+
+def _report(out, record: dict, plot: Path | None, debug: bool) -> None:
+    from litetext_convert.folder.verdict import record_verdict
+    from litetext_convert.report import render_parity
+
     if plot is not None:
         from litetext_convert.parity.plot import plot_record
 
         plot_record(record, plot)
         record["plot"] = str(plot)
     public = {key: value for key, value in record.items() if not key.startswith("_")}
-    out.result(public, lambda console: render_parity(console, public, debug=debug_intermediates))
+    out.result(public, lambda console: render_parity(console, public, debug=debug))
     found = record_verdict(record)  # THE verdict, as the record, the report and the card show it
     if not found.passed:
         raise ParityFailure(f"parity failed: first diverging stage {found.first_failure}")

@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from litetext_convert.errors import LitetextError, ParityFailure
 from litetext_convert.folder import safe_io
-from litetext_convert.folder.names import CARD, CONFIG, CONVERSION_RECORD, PARITY_DIR
+from litetext_convert.folder.names import CARD, CONVERSION_RECORD, PARITY_DIR
 from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.records import ParityRecord, dtype_label
 from litetext_convert.folder.verdict import record_verdict

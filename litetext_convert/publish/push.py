@@ -32,13 +32,12 @@ from huggingface_hub.utils import validate_repo_id
 from litetext_convert import __version__
 from litetext_convert.errors import EXIT_OK, HubError, LitetextError, printable
 from litetext_convert.folder.content import FileDigest, content_files, digest_bytes, digest_file
-from litetext_convert.folder.names import CONVERSION_RECORD, MEMO_DIR
+from litetext_convert.folder.names import CONFIG, CONVERSION_RECORD, MEMO_DIR
 from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.view import FolderRecords, load_records
 from litetext_convert.publish import hub
 from litetext_convert.publish.model_card import (
     CARD_FILENAME,
-    CONFIG,
     USER_PLACEHOLDER,
     default_repo_id,
     parity_problem,
