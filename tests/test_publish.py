@@ -22,7 +22,8 @@ from huggingface_hub.errors import (
 
 from litetext_convert.errors import EXIT_BAD_INPUT, EXIT_PARITY_FAILED, HubError
 from litetext_convert.publish import push as publish
-from litetext_convert.publish.model_card import render_model_card, usage_snippet
+from litetext_convert.publish.model_card import render_model_card
+from litetext_convert.targets import target
 from litetext_convert.publish.push import (
     ACCESS_HINT,
     LOGIN_HINT,
@@ -234,7 +235,7 @@ def test_card_shows_tokenizer_and_whole_detector_results(tmp_path):
 
 
 def test_usage_snippet_is_valid_python_using_the_model_and_processor(folder):
-    snippet = usage_snippet(REPO)
+    snippet = target("image").usage_snippet(REPO)
     compile(snippet, "usage.py", "exec")
     assert f'Sam3LiteTextModel.from_pretrained("{REPO}")' in snippet
     assert f'AutoProcessor.from_pretrained("{REPO}")' in snippet

@@ -14,7 +14,8 @@ import torch
 from litetext_convert.errors import CheckpointError, MappingError
 from litetext_convert.paths import configs_dir
 from litetext_convert.plan import ops
-from litetext_convert.plan.hf_config import build_video_config, meta_model_tensors
+from litetext_convert.plan.hf_config import meta_model_tensors
+from litetext_convert.targets.video import build_config as build_video_config
 from litetext_convert.plan.infer import infer_architecture
 from litetext_convert.plan.mapping import build_plan, family_table_paths, load_table
 from litetext_convert.synthetic import builder as synthetic
@@ -242,14 +243,12 @@ def test_cli_convert_and_inspect_take_the_target(workdir, video_checkpoint, toke
 
 
 def test_the_card_of_a_video_folder_says_video_and_shows_the_video_flow(video_folder):
-    from litetext_convert.publish.model_card import (
-        render_model_card,
-        video_usage_snippet,
-    )
+    from litetext_convert.publish.model_card import render_model_card
+    from litetext_convert.targets import target
 
     card = render_model_card(video_folder, repo_id="someone/sam3-litetext-s0-video", allow_unverified=True)
     assert "`Sam3VideoModel`" in card and "(target: video)" in card and "propagate_in_video_iterator" in card
-    compile(video_usage_snippet("someone/x"), "<card>", "exec")
+    compile(target("video").usage_snippet("someone/x"), "<card>", "exec")
 
 
 def test_tracker_parity_on_an_image_folder_is_refused_in_one_line(converted, tiny_checkpoints, capsys):

@@ -36,13 +36,15 @@ def check_tokenizer(source: str | None, *, full: bool = True) -> None:
     load_tokenizer(source, 77)
 
 
-def check_scope_extras(scope: str) -> None:
-    """Whole-detector parity needs Meta's sam3 (and torchvision): say so before any work."""
-    if scope not in ("detector", "tracker", "all"):
+def check_scope_extras(scope_name: str) -> None:
+    """A scope that runs Meta's sam3 (and torchvision) says so before any work (configs/scopes.toml)."""
+    from litetext_convert.targets import scope
+
+    needed = scope(scope_name).needs_original
+    if needed is None:
         return
     from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
     reason = original_unavailable_reason()
     if reason:
-        what = "Meta's tracker" if scope == "tracker" else "the original detector"
-        raise LitetextError(f"--scope {scope} needs {what}: {reason}")
+        raise LitetextError(f"--scope {scope_name} needs {needed}: {reason}")

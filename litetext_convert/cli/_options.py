@@ -14,9 +14,8 @@ import typer
 
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan import dtypes
+from litetext_convert.targets import scope, target_names
 
-SCOPES = ("text", "detector", "tracker", "all")
-TARGETS = ("image", "video")  # plan.prepare.TARGETS; which a checkpoint offers is its family's data
 
 
 def _convert_dtype(value: str) -> str:
@@ -28,15 +27,14 @@ def _parity_dtype(value: str) -> str:
 
 
 def _target(value: str) -> str:
-    if value not in TARGETS:
-        raise LitetextError(f"--target {value!r}: choose {' or '.join(TARGETS)}")
+    names = target_names()  # configs/targets/; which a checkpoint offers is its family's data
+    if value not in names:
+        raise LitetextError(f"--target {value!r}: choose {' or '.join(names)}")
     return value
 
 
 def _scope(value: str) -> str:
-    if value not in SCOPES:
-        raise LitetextError(f"--scope {value!r}: choose {', '.join(SCOPES[:-1])} or {SCOPES[-1]}")
-    return value
+    return scope(value).name  # configs/scopes.toml; an unknown name is refused in one line
 
 
 # ---------------------------------------------------------------- the source checkpoint

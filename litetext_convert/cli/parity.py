@@ -71,12 +71,13 @@ def command(
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
-    boxes = _refuse_early(scope, box, image, plot)  # everything that can be refused without the weights, first
+    # Everything that can be refused without the weights, refused first: the folder, then the options.
     if folder is not None:
         checkpoint, revision, num_heads, context_length = _folder_source(folder, scope, checkpoint, revision, num_heads, context_length)
-    elif checkpoint is None:
+    boxes = _refuse_early(scope, box, image, plot)
+    if folder is None and checkpoint is None:
         raise LitetextError("give the converted FOLDER, or -c CKPT to convert into a temporary folder first")
-    else:
+    if folder is None:
         with out.status("finding the tokenizer"):
             check_tokenizer(tokenizer)
     request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image,
@@ -120,12 +121,11 @@ def _folder_source(folder: Path, scope: str, checkpoint, revision, num_heads, co
     """The folder is checked first (a foreign or damaged one is one line, nothing read); the checkpoint
     defaults to the one it was converted from (its memo)."""
     from litetext_convert.folder.records import folder_source
-    from litetext_convert.plan.hf_config import folder_target
+    from litetext_convert.targets import scope_target
     from litetext_convert.workflows.prove import check_provable
 
     check_provable(folder)
-    if scope == "tracker" and folder_target(folder) != "video":
-        raise LitetextError(f"{folder} is an image folder: tracker parity needs a folder converted with --target video")
+    scope_target(scope, folder, "image")  # a folder whose target lacks the scope is refused now
     if checkpoint is not None:
         return checkpoint, revision, num_heads, context_length
     source = folder_source(folder)

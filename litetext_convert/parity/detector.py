@@ -313,11 +313,11 @@ class _HfRun:
 
 
 def load_converted(folder: str | Path, dtype: torch.dtype):
-    from litetext_convert.plan.hf_config import folder_target, model_class_of_folder
+    from litetext_convert.plan.hf_config import model_class_of_folder
+    from litetext_convert.targets import folder_target
 
-    model = model_class_of_folder(folder).from_pretrained(str(folder), dtype=dtype)
-    if folder_target(folder) == "video":  # a video folder's detector is its detector_model
-        model = model.detector_model
+    # A video folder's detector is its detector_model: the target's data says where it sits.
+    model = folder_target(folder).detector_of(model_class_of_folder(folder).from_pretrained(str(folder), dtype=dtype))
     if dtype == torch.float64:  # every weight is a widened copy: the folder's mapped pages are not needed
         release_folder_pages(folder)
     return model.eval().requires_grad_(False)

@@ -21,8 +21,9 @@ from litetext_convert.folder.verdict import record_verdict
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert.plan import dtypes, validate
-from litetext_convert.plan.hf_config import folder_target
+from litetext_convert.plan.hf_config import transformers_class
 from litetext_convert.plan.prepare import Prepared
+from litetext_convert.targets import Target, folder_target
 
 
 @dataclass
@@ -63,9 +64,7 @@ def check_converted_folder(folder: Path) -> int:
 def check_folder_structure(folder: Path) -> None:
     """A folder whose config cannot run one forward (e.g. heads that do not divide a width, edited
     after conversion) is never verified, even where the scope checked does not use that part."""
-    from transformers import Sam3LiteTextConfig, Sam3VideoConfig
-
-    config_class = Sam3VideoConfig if folder_target(folder) == "video" else Sam3LiteTextConfig
+    config_class = transformers_class(folder_target(folder).config_class)
     try:
         config = config_class.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -74,7 +73,7 @@ def check_folder_structure(folder: Path) -> None:
 
 
 def measure(
-    prepared: Prepared, folder: Path, request: ParityRequest, notes: list[str], target: str,
+    prepared: Prepared, folder: Path, request: ParityRequest, notes: list[str], target: Target,
     status: Callable[[str], ContextManager] | None = None,
 ) -> dict:
     """The parity record of `folder` against the original `prepared` (not bound, not written)."""
@@ -88,10 +87,10 @@ def measure(
     with status(f"exactness of the folder's tensors ({dtype})"):
         checks = precision.precision_checks(prepared, folder, dtype, batch=request.batch, seed=request.seed)
     detector, outputs, tracker = None, None, None
-    if request.scope in ("detector", "all"):
+    if target.runs(request.scope, "detector"):
         with status(f"whole-detector parity, {dtype} (the slow part)"):
             detector, outputs = _detector_scope(prepared, folder, dtype, request)
-    if request.scope == "tracker" or (request.scope == "all" and target == "video"):
+    if target.runs(request.scope, "tracker"):
         with status("tracker parity, float64: Meta's tracker and the converted one on a seeded clip"):
             tracker = _tracker_scope(prepared, folder, request.seed)
     record = parity_record(result, detector, request.scope, notes + dtype_notes, request.prompts, tracker=tracker,

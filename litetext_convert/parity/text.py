@@ -132,14 +132,15 @@ def load_converted(folder: Path, dtype: torch.dtype):
     loading in float64: float16/bfloat16/float32 -> float64 is exact."""
     from transformers.utils import logging as hf_logging
 
-    from litetext_convert.plan.hf_config import folder_target, model_class_of_folder
+    from litetext_convert.plan.hf_config import model_class_of_folder
+    from litetext_convert.targets import folder_target
 
     hf_logging.disable_progress_bar()
     if not (folder / "config.json").is_file():
         raise LitetextError(f"{folder} is not a converted folder (no config.json)")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its multi-line load report would bury the one-line answer
-    video = folder_target(folder) == "video"  # a video folder's detector is its detector_model
+    target = folder_target(folder)  # a video folder's detector is its detector_model
     try:
         model_class = model_class_of_folder(folder)  # the family's class, as config.json names it
         load_dtype = "auto" if dtype == torch.float64 else dtype
@@ -153,7 +154,7 @@ def load_converted(folder: Path, dtype: torch.dtype):
     if problems or info.get("error_msgs"):
         summary = "; ".join(f"{name}: {', '.join(map(str, keys))[:120]}" for name, keys in problems.items())
         raise LitetextError(f"the converted folder {folder} is damaged ({summary or info['error_msgs']})")
-    model = model.detector_model if video else model
+    model = target.detector_of(model)
     if dtype == torch.float64:
         for name in TEXT_MODULES:
             getattr(model, name).to(torch.float64)

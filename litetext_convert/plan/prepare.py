@@ -13,21 +13,17 @@ from pathlib import Path
 
 import torch
 
-from litetext_convert.errors import LitetextError
 from litetext_convert.plan import ops, validate
 # dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
 from litetext_convert.plan.dtypes import check_dtype, target_dtype  # noqa: F401
-from litetext_convert.plan.hf_config import build_config, build_video_config, meta_model_tensors, transformers_class
+from litetext_convert.plan.hf_config import meta_model_tensors, transformers_class
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.manifest import target_manifest
 from litetext_convert.plan.mapping import DraftPlan, MappingTable, Plan, check_plan, draft_plan, load_table
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import LoadedCheckpoint, load_checkpoint
 from litetext_convert.source.resolve import ResolvedCheckpoint, resolve
-
-# --target: image = the family's detector alone (its hf_model_class); video = detector + tracker
-# (Sam3VideoModel). Which targets a family offers, and from which tables, is family data.
-TARGETS = ("image", "video")
+from litetext_convert.targets import target as find_target
 
 
 class TargetModel:
@@ -84,7 +80,7 @@ class Prepared:
     table: MappingTable
     source_hash: SourceHash | None = None
     _checked: Plan | None = None
-    target: str = "image"  # "image": the family's detector model; "video": Sam3VideoModel (detector + tracker)
+    target: str = "image"  # a name of configs/targets/ (the image detector alone, the video model, ...)
 
     @property
     def config(self):  # the target's transformers config
@@ -142,8 +138,7 @@ def prepare(
     in the same thread after the model: every transformers import stays in one thread (two threads
     importing from its lazy module at once can see it half-initialised), and off the main one,
     where ~1.3 s of tokenizer imports would otherwise follow the writing."""
-    if target not in TARGETS:
-        raise LitetextError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
+    chosen = find_target(target)  # configs/targets/; an unknown name is refused here, before any loading
     resolved = resolve(checkpoint, repo_id=repo_id, revision=revision)
     if isinstance(hash_source, SourceHash) and os.path.realpath(hash_source.path) == os.path.realpath(resolved.path):
         source_hash = hash_source
@@ -153,11 +148,8 @@ def prepare(
     validate.check_source_structure(loaded.tensors)
     arch = infer_architecture(loaded.tensors, resolved.filename, context_length=context_length, num_heads=num_heads)
     # The family says which targets it has (and why not, e.g. SAM3.1 video) before anything is built.
-    table = load_table(table_path or arch.family.table_paths(target))
-    if target == "video":
-        target_model = TargetModel(lambda: build_video_config(arch, loaded.tensors), background=defer_model_check, preload=preload)
-    else:
-        target_model = TargetModel(lambda: build_config(arch), background=defer_model_check, preload=preload)
+    table = load_table(table_path or chosen.table_paths(arch.family))
+    target_model = TargetModel(lambda: chosen.build_config(arch, loaded.tensors), background=defer_model_check, preload=preload)
     ctx = ops.OpContext(arch.context_length)
     draft = draft_plan(table, loaded.tensors, ctx)
     prepared = Prepared(resolved, loaded, arch, target_model, draft, ctx, table, source_hash, target=target)

@@ -22,6 +22,7 @@ from litetext_convert.folder.records import ParityRecord, dtype_label
 from litetext_convert.folder.verdict import record_verdict
 from litetext_convert.folder.view import FolderRecords, load_records
 from litetext_convert.parity.precision import card_section as precision_card_section
+from litetext_convert.targets import target as find_target
 
 CARD_FILENAME = CARD
 USER_PLACEHOLDER = "<your-hub-user>"
@@ -29,7 +30,6 @@ USER_PLACEHOLDER = "<your-hub-user>"
 # facebook/sam3 and the official SAM3-LiteText repos declare this task on the Hub.
 PIPELINE_TAG = "mask-generation"
 PAPER_URL = "https://arxiv.org/abs/2602.12173"
-EXAMPLE_IMAGE_URL = "http://images.cocodataset.org/val2017/000000077595.jpg"
 
 
 def default_repo_id(user: str, records: FolderRecords) -> str:
@@ -143,66 +143,14 @@ def _unverified_banner(problem: str) -> str:
 
 def _overview(records: FolderRecords) -> str:
     lead = f"{records.card_wording['overview']} (MobileCLIP-{records.variant.upper()}, {records.context_length} tokens). "
-    if records.target == "video":
-        return lead + (
-            "This repository holds the whole checkpoint, detector and video tracker, as a Hugging Face Transformers "
-            "`Sam3VideoModel` with its `Sam3VideoProcessor` (target: video): give it a video and a short text prompt, "
-            "get tracked instance masks."
-        )
-    return lead + (
-        "This repository holds it as a Hugging Face Transformers `Sam3LiteTextModel` "
-        "with its `Sam3Processor`: give it an image and a short text prompt, get instance masks and boxes."
-    )
+    return lead + find_target(records.target).card["overview"]  # the target's wording (configs/targets/)
 
 
 def _usage(repo_id: str, target: str = "image") -> str:
     # The SAM3 image processor imports torchvision; load_image needs Pillow.
     install = 'pip install "transformers>=5.23" torch torchvision pillow'
-    snippet = video_usage_snippet(repo_id) if target == "video" else usage_snippet(repo_id)
+    snippet = find_target(target).usage_snippet(repo_id)
     return f"## Usage\n\n```bash\n{install}\n```\n\n```python\n{snippet}```"
-
-
-def video_usage_snippet(repo_id: str) -> str:
-    """A video folder: text prompt in, tracked masks out (Sam3VideoProcessor's documented flow)."""
-    return f'''import numpy as np
-import torch
-from transformers import Sam3VideoModel, Sam3VideoProcessor
-
-model = Sam3VideoModel.from_pretrained("{repo_id}")
-processor = Sam3VideoProcessor.from_pretrained("{repo_id}")
-
-frames = np.zeros((8, 480, 640, 3), dtype=np.uint8)  # your video: T x H x W x 3
-session = processor.init_video_session(video=frames, inference_device="cpu")
-session = processor.add_text_prompt(session, "cat")
-with torch.no_grad():
-    for output in model.propagate_in_video_iterator(inference_session=session):
-        result = processor.postprocess_outputs(session, output)
-        print(output.frame_idx, result["object_ids"].tolist())
-'''
-
-
-def usage_snippet(repo_id: str) -> str:
-    """Text prompt in, instance masks out; kept as its own function so tests can compile() it."""
-    return f'''import torch
-from transformers import AutoProcessor, Sam3LiteTextModel
-from transformers.image_utils import load_image
-
-model = Sam3LiteTextModel.from_pretrained("{repo_id}")
-processor = AutoProcessor.from_pretrained("{repo_id}")  # a Sam3Processor
-
-image = load_image("{EXAMPLE_IMAGE_URL}")
-inputs = processor(images=image, text="cat", return_tensors="pt")
-with torch.no_grad():
-    outputs = model(**inputs)
-
-results = processor.post_process_instance_segmentation(
-    outputs,
-    threshold=0.5,
-    mask_threshold=0.5,
-    target_sizes=inputs["original_sizes"].tolist(),
-)[0]
-print(f"{{len(results['masks'])}} instances, scores {{results['scores'].tolist()}}")
-'''
 
 
 def _source_section(conversion: dict[str, Any]) -> str:

@@ -27,9 +27,9 @@ from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.records import ConversionRecord, read_conversion_record, write_parity_record
 from litetext_convert.parity.run import ParityRequest, check_converted_folder, check_folder_structure, measure
 from litetext_convert.plan import dtypes
-from litetext_convert.plan.hf_config import folder_target
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.publish.model_card import write_folder_card
+from litetext_convert.targets import Target, scope_target, target as find_target
 from litetext_convert.write.convert import convert
 
 Status = Callable[[str], ContextManager]
@@ -93,18 +93,16 @@ def prove_folder(checkpoint: str, *, folder: Path | None, request: ParityRequest
     hf_logging.disable_progress_bar()
     request.dtype = dtypes.canonical(request.dtype)
     conversion = check_provable(folder) if folder is not None else None
-    target = folder_target(folder) if folder is not None else ("video" if request.scope == "tracker" else target)
-    if request.scope == "tracker" and target != "video":
-        raise LitetextError(f"{printable(folder)} is an image folder: tracker parity needs a folder converted with --target video")
+    chosen = scope_target(request.scope, folder, target)  # refuses a folder whose target lacks the scope
     with status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length,
-                           num_heads=num_heads, target=target, hash_source=folder is not None)
+                           num_heads=num_heads, target=chosen.id, hash_source=folder is not None)
     if folder is None:
-        return _prove_temporary(prepared, request, tokenizer, target, status)
-    return _prove_kept(prepared, Path(folder), conversion, request, target, status)
+        return _prove_temporary(prepared, request, tokenizer, chosen, status)
+    return _prove_kept(prepared, Path(folder), conversion, request, chosen, status)
 
 
-def _prove_temporary(prepared: Prepared, request: ParityRequest, tokenizer: str | None, target: str, status: Status) -> dict:
+def _prove_temporary(prepared: Prepared, request: ParityRequest, tokenizer: str | None, target: Target, status: Status) -> dict:
     with tempfile.TemporaryDirectory(prefix="litetext-parity-") as scratch:
         folder = Path(scratch) / "converted"
         # A reduced dtype is proven on a folder converted to it; float32/float64 on the source's own.
@@ -113,7 +111,7 @@ def _prove_temporary(prepared: Prepared, request: ParityRequest, tokenizer: str 
         return measure(prepared, folder, request, ["converted into a temporary folder for this run"], target, status)
 
 
-def _prove_kept(prepared: Prepared, folder: Path, conversion: ConversionRecord, request: ParityRequest, target: str,
+def _prove_kept(prepared: Prepared, folder: Path, conversion: ConversionRecord, request: ParityRequest, target: Target,
                 status: Status) -> dict:
     check_same_source(conversion, folder, prepared.resolved.path, prepared.source_hash.result)
     if conversion.context_length != prepared.arch.context_length:
@@ -146,6 +144,6 @@ def prove_converted(prepared: Prepared, folder: Path, request: ParityRequest | N
     request = request or ParityRequest()
     conversion = read_conversion_record(folder)
     verified = content.binding(folder, conversion)
-    record = measure(prepared, folder, request, [], prepared.target)
+    record = measure(prepared, folder, request, [], find_target(prepared.target))
     keep(folder, record, verified, conversion)
     return record

@@ -26,12 +26,11 @@ from litetext_convert.plan import ops
 from litetext_convert.plan.prepare import Prepared, check_dtype, target_dtype
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
+from litetext_convert.targets import target as find_target
 from litetext_convert.write.processor import (
     load_tokenizer,
     merges_fingerprint,
     processor_settings,
-    save_processor,
-    save_video_processor,
     vocabulary_name,
 )
 from litetext_convert.write.shards import (
@@ -151,7 +150,7 @@ def convert(
         with write_errors(folder / "config.json"):
             config.save_pretrained(str(folder))
         with write_errors(folder / "processor_config.json"):
-            (save_video_processor if prepared.target == "video" else save_processor)(folder, prepared.arch, tokenizer_object)
+            find_target(prepared.target).save_processor(folder, prepared.arch, tokenizer_object)
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
         record = conversion_record(prepared, entries, dtype, source_hash.result())
