@@ -37,10 +37,9 @@ from litetext_convert.folder.names import (
     MEMO_DIR,
     PARITY_DIR,
     RECORD_NAME,
-    TOOL_NAME,
     is_content_name,
 )
-from litetext_convert.folder.records import read_conversion_record
+from litetext_convert.folder.records import read_conversion_record, written_by_litetext
 from litetext_convert.folder.safe_io import is_litetext_json
 
 CARD_MARK = b"Converted by litetext"  # in every card litetext writes (publish/model_card.py, provenance)
@@ -48,7 +47,7 @@ RECORD_FOLDERS = (PARITY_DIR, MEMO_DIR)  # sub-folders litetext writes JSON reco
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")
 # What a killed run can have written into its `.partial-` folder: weights, index, configs, tokenizer files.
 _WRITTEN_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(safetensors|json|txt|jinja)$")
-_our_json = is_litetext_json(lambda data: (data.get("tool") or {}).get("name") == TOOL_NAME
+_our_json = is_litetext_json(lambda data: written_by_litetext(data)
                              or isinstance(data.get("key"), str) or isinstance(data.get("checkpoint"), str))
 
 

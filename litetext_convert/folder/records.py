@@ -113,9 +113,19 @@ def read_conversion_record(folder: Path) -> ConversionRecord:
     files = _field(data, "files", list, where, required=False) or []
     if not all(isinstance(name, str) for name in files):
         raise RecordError(f"{where}: 'files' holds something that is not a file name")
-    for name in ("family", "target", "architecture", "keys"):
+    for name in ("family", "target", "architecture", "keys", "tokenizer"):
         _field(data, name, dict, where, required=False)
+    _check_tables(data, where)
     return ConversionRecord(data, hashlib.sha256(raw).hexdigest())
+
+
+def _check_tables(data: dict, where: str) -> None:
+    """The nested tables the card renders: architecture parts of {field: {value, source}}, dropped counts."""
+    for part in ("text", "detector"):
+        fields = _field(data.get("architecture") or {}, part, dict, f"{where} (architecture)", required=False) or {}
+        if not all(isinstance(entry, dict) for entry in fields.values()):
+            raise RecordError(f"{where}: architecture.{part} holds an entry that is not a table")
+    _field(data.get("keys") or {}, "dropped", dict, f"{where} (keys)", required=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,9 +182,10 @@ def record_digest(data: dict) -> str:
 
 def check_parity_shape(data: dict, where: str) -> None:
     """The fields the verdict reads, with their types; raises RecordError naming `where`."""
-    if (data.get("tool") or {}).get("name") != TOOL_NAME or data.get("schema") != PARITY_SCHEMA:
-        raise RecordError(f"{where} is not a parity record of this litetext (schema {PARITY_SCHEMA})",
-                          hint="re-run `litetext parity FOLDER`")
+    if not written_by_litetext(data) or data.get("schema") != PARITY_SCHEMA:
+        again = f" --scope {data['scope']} --dtype {data['dtype']}" if isinstance(data.get("scope"), str) and isinstance(data.get("dtype"), str) else ""
+        raise RecordError(f"{where} is not a parity record of this litetext (schema {PARITY_SCHEMA}, bound to the folder's files)",
+                          hint=f"re-run `litetext parity FOLDER{again}` to replace it, or move it away")
     if data.get("digest") != record_digest(data):
         raise RecordError(f"{where} was changed after litetext wrote it (its digest does not match its content)")
     _stages(_field(data, "stages", list, where), where)
@@ -184,6 +195,9 @@ def check_parity_shape(data: dict, where: str) -> None:
         _field(data, name, str, where)
     _field(data, "passed", bool, where)
     _field(data, "first_failure", str, where, required=False)
+    _field(data, "original", dict, where, required=False)
+    if not all(isinstance(note, str) for note in _field(data, "notes", list, where, required=False) or []):
+        raise RecordError(f"{where}: 'notes' holds something that is not text")
     _field(_field(data, "inputs", dict, where), "context_length", int, where)
     tokenizer = _field(data, "tokenizer", dict, where, required=False)
     if tokenizer is not None:
@@ -245,8 +259,14 @@ def read_parity_records(folder: Path) -> tuple[list[ParityRecord], list[InvalidR
     return valid, invalid
 
 
+def written_by_litetext(data: dict) -> bool:
+    """The mark litetext puts in every JSON file it writes: `tool.name`."""
+    tool = data.get("tool")
+    return isinstance(tool, dict) and tool.get("name") == TOOL_NAME
+
+
 def _our_record(data: dict) -> bool:
-    return (data.get("tool") or {}).get("name") == TOOL_NAME or isinstance(data.get("key"), str)
+    return written_by_litetext(data) or isinstance(data.get("key"), str)  # `key`: records before the mark
 
 
 def write_parity_record(folder: Path, record: dict) -> Path:
