@@ -213,3 +213,66 @@ def test_parity_on_a_folder_litetext_did_not_write_points_to_audit(proven, ws, c
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "did not write", "litetext audit")
     assert folder_digest(folder) == before and not (folder / "parity").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile records: every field litetext reads back is checked, one line naming the file
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+HOSTILE_CONVERSION_RECORDS = {
+    "a list": ("[]", "holds a JSON list"),
+    "not JSON": ("{ nope", "is not valid JSON"),
+    "not UTF-8": (b"\xff\xfe{}", "is not UTF-8"),
+    "nested deeply": (_deep(100_000), "nested too deeply"),
+    "context as text": (None, "'context_length' is a str"),
+    "source as a list": (None, "'source' is a list"),
+    "architecture entry a number": (None, "architecture.text holds an entry"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CONVERSION_RECORDS))
+def test_a_hostile_conversion_record_is_one_line(verified, ws, cli, case):
+    folder = _copy(verified, ws, "hostile-record")
+    path = folder / "conversion_record.json"
+    content, fragment = HOSTILE_CONVERSION_RECORDS[case]
+    if content is None:
+        record = json.loads(path.read_text())
+        if case == "context as text":
+            record["context_length"] = "16"
+        elif case == "source as a list":
+            record["source"] = ["x"]
+        else:
+            record["architecture"]["text"]["hidden_size"] = 8
+        content = json.dumps(record)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = folder_digest(folder)
+
+    for command in (["push", folder, "--dry-run", *REPO], ["parity", folder]):
+        assert_one_line_error(cli(*command), EXIT_BAD_INPUT, "conversion_record.json", fragment)
+    assert folder_digest(folder) == before
+
+
+@pytest.mark.parametrize("what", ["conversion_record.json", "parity/text-float32-default.json", ".litetext/source.json"])
+def test_a_fifo_in_place_of_a_record_is_refused_without_reading_it(verified, ws, cli, what):
+    folder = _copy(verified, ws, "fifo-record")
+    (folder / what).unlink()
+    os.mkfifo(folder / what)
+
+    command = ["parity", folder] if what.startswith(".litetext") else ["push", folder, "--dry-run", *REPO]
+    result = cli(*command)  # a read of the FIFO would hang here
+
+    assert_one_line_error(result, EXIT_BAD_INPUT, what, "FIFO")
+
+
+@pytest.mark.parametrize("memo", ['["a list"]', '{"checkpoint": 7}', '{"checkpoint": "x.pt", "num_heads": "2"}'])
+def test_a_damaged_source_memo_is_one_line(verified, ws, cli, memo):
+    folder = _copy(verified, ws, "memo")
+    (folder / ".litetext" / "source.json").write_text(memo)
+    before = folder_digest(folder)
+
+    assert_one_line_error(cli("parity", folder), EXIT_BAD_INPUT, "source.json")
+    assert folder_digest(folder) == before
