@@ -22,7 +22,7 @@ from typing import ContextManager
 
 from litetext_convert.errors import LitetextError, OutputError, printable
 from litetext_convert.folder import content, safe_io
-from litetext_convert.folder.names import CARD, PARITY_DIR
+from litetext_convert.folder.names import CARD, CONVERSION_RECORD, PARITY_DIR
 from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.records import ConversionRecord, read_conversion_record, write_parity_record
 from litetext_convert.parity.run import ParityRequest, check_converted_folder, check_folder_structure, measure
@@ -39,7 +39,7 @@ def check_provable(folder: Path) -> ConversionRecord:
     """The folder's conversion record; one line for a folder litetext cannot prove (nothing written)."""
     folder = Path(folder)
     check_converted_folder(folder)
-    if not os.path.lexists(folder / "conversion_record.json"):
+    if not os.path.lexists(folder / CONVERSION_RECORD):
         raise LitetextError(
             f"{printable(folder)} is a transformers folder that litetext did not write (no conversion_record.json); "
             "nothing was written", hint=f"check it against its checkpoint with `litetext audit {printable(folder)} CKPT`")

@@ -65,6 +65,17 @@ def test_the_matrix_covers_every_kind_of_file(proven):
             "conversion_record.json", "parity/text-float32-default.json"} <= set(names)
 
 
+def test_the_card_says_what_was_verified_by_digest(proven):
+    import hashlib
+
+    card = (proven / "README.md").read_text()
+    section = card.split("## Verified files")[1]
+    for name in ("config.json", "tokenizer.json", "model.safetensors.index.json"):
+        assert f"`{name}`" in section and hashlib.sha256((proven / name).read_bytes()).hexdigest() in section
+    conversion = hashlib.sha256((proven / "conversion_record.json").read_bytes()).hexdigest()
+    assert conversion in section
+
+
 @pytest.mark.parametrize("index", range(11))
 def test_one_changed_byte_in_any_verified_file_refuses_push(proven, ws, cli, index):
     names = _tampered_files(proven)
