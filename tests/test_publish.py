@@ -507,3 +507,26 @@ def test_redact_removes_the_given_token_and_token_shaped_strings():
     assert redact("abc secret-123 def", "secret-123") == "abc *** def"
     assert redact("cached hf_0123456789abcdefghijKLMNOP here", None) == "cached *** here"
     assert redact("see hf_hub_download", None) == "see hf_hub_download"
+
+
+@pytest.mark.parametrize("swap", ["rewritten", "symbolic link"])
+def test_a_file_changed_between_plan_and_send_is_never_sent(folder, tmp_path, swap):
+    """The bytes sent are the bytes verified: the digest of what is read at send time must be the plan's."""
+    secret = tmp_path / "token"
+    secret.write_text("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")
+
+    class SwappingHub(FakeHub):
+        def create_repo(self, repo_id, **kwargs):  # after the plan, before the commit
+            super().create_repo(repo_id, **kwargs)
+            (folder / "tokenizer.json").unlink()
+            if swap == "rewritten":
+                (folder / "tokenizer.json").write_text('{"model": {"swapped": true}}')
+            else:
+                (folder / "tokenizer.json").symlink_to(secret)
+
+    hub = SwappingHub()
+    result = push_folder(folder, options(), api=hub, sleep=no_sleep)
+
+    assert result.status == "refused" and result.exit_code == EXIT_BAD_INPUT
+    assert "tokenizer.json changed after it was verified" in result.message
+    assert "create_commit" not in hub.calls

@@ -8,6 +8,7 @@ message, plan or result.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -467,6 +468,8 @@ def push_folder(
         commit = _send(api, plan, options, sleep)
     except HubError as err:
         return _failed(folder, plan.repo_id, err, options, plan)
+    except LitetextError as err:  # a file changed between planning and sending
+        return PushResult("refused", folder, plan.repo_id, message=_redact_all(err.one_line(), options), plan=plan, error=err)
     _write_card(folder, plan.card)  # only once the Hub has it: a failed push leaves the folder as it was
     return PushResult(
         "pushed",
@@ -493,25 +496,45 @@ def _send(api: HfApi, plan: PushPlan, options: PushOptions, sleep: Callable[[flo
             )
         # Fresh operations per attempt: an add operation carries upload state from the attempt that made it.
         # A retried commit cannot duplicate one that landed: huggingface_hub drops adds the remote already holds.
-        return _with_retries(
-            lambda: api.create_commit(
-                plan.repo_id,
-                [CommitOperationAdd(path_in_repo=p, path_or_fileobj=_content(plan, p)) for p in plan.to_send],
-                commit_message=plan.commit_message,
-                commit_description=_commit_description(plan),
-                revision=options.revision,
-                create_pr=options.create_pr,
-                token=options.token,
-            ),
-            sleep,
-        )
+        return _with_retries(lambda: _commit(api, plan, options), sleep)
     except Exception as err:
         raise _as_hub_error(err, plan.repo_id, options) from None
 
 
-def _content(plan: PushPlan, path: str) -> str | bytes:
-    # The card is sent from memory: the folder's copy is only rewritten after a successful push.
-    return plan.card.encode("utf-8") if path == CARD_FILENAME else str(plan.folder / path)
+def _commit(api: HfApi, plan: PushPlan, options: PushOptions) -> Any:
+    """One commit attempt. Each file goes as a handle opened without following links, and the digest
+    huggingface_hub computes from it must be the planned (verified) one: the bytes sent are the bytes
+    verified, even if a file was swapped for a link or rewritten after planning."""
+    with contextlib.ExitStack() as handles:
+        operations = [_operation(plan, planned, handles) for planned in plan.files if planned.action == "upload"]
+        return api.create_commit(
+            plan.repo_id,
+            operations,
+            commit_message=plan.commit_message,
+            commit_description=_commit_description(plan),
+            revision=options.revision,
+            create_pr=options.create_pr,
+            token=options.token,
+        )
+
+
+def _operation(plan: PushPlan, planned: PlannedFile, handles: contextlib.ExitStack) -> CommitOperationAdd:
+    if planned.path == CARD_FILENAME:  # sent from memory: the folder's copy is rewritten only after a successful push
+        return CommitOperationAdd(path_in_repo=planned.path, path_or_fileobj=plan.card.encode("utf-8"))
+    operation = None
+    try:
+        fd = os.open(plan.folder / planned.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # gone, or a link now (ELOOP)
+        fd = None
+    if fd is not None:
+        handle = handles.enter_context(os.fdopen(fd, "rb"))
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            operation = CommitOperationAdd(path_in_repo=planned.path, path_or_fileobj=handle)
+    if operation is None or (operation.upload_info.size, operation.upload_info.sha256.hex()) != (planned.size, planned.sha256):
+        raise LitetextError(f"refusing to publish {printable(plan.folder)}: {printable(planned.path)} changed after it was "
+                            "verified and planned; nothing was sent", hint="run `litetext parity FOLDER` again")
+    return operation
 
 
 def _commit_description(plan: PushPlan) -> str:
