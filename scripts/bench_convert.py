@@ -291,13 +291,13 @@ def forward_child(folder: Path) -> None:
     from transformers import Sam3LiteTextModel
 
     from litetext_convert.parity import detector as parity
+    from litetext_convert.parity.recipes import masked_dummy_box
 
     model = Sam3LiteTextModel.from_pretrained(str(folder)).eval()
     config = model.config
     pixels = parity.seeded_image(config.vision_config.backbone_config.image_size, 0)
     ids = parity.seeded_input_ids(config.text_config.max_position_embeddings, config.text_config.vocab_size, 0)
-    boxes = torch.tensor([[parity.DUMMY_BOX]], dtype=pixels.dtype)
-    labels = torch.full((1, 1), parity.MASKED_BOX_LABEL, dtype=torch.long)
+    boxes, labels = masked_dummy_box(1, pixels.dtype)
     with torch.no_grad():
         model(pixel_values=pixels, input_ids=ids, attention_mask=(ids != 0).long(), input_boxes=boxes,
               input_boxes_labels=labels)

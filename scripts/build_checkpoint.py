@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from litetext_convert.plan.dtypes import DTYPES  # noqa: E402
+from litetext_convert.dtypes import DTYPES  # noqa: E402
 from litetext_convert.synthetic.builder import (  # noqa: E402
     FAMILIES,
     FULL_DETECTOR,

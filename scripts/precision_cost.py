@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from litetext_convert.parity.run import ParityRequest  # noqa: E402
 from litetext_convert.workflows.prove import prove_folder  # noqa: E402
-from litetext_convert.plan import dtypes  # noqa: E402
+from litetext_convert import dtypes  # noqa: E402
 from litetext_convert.plan.prepare import prepare  # noqa: E402
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer  # noqa: E402
 from litetext_convert.synthetic import builder as synthetic  # noqa: E402

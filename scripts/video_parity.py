@@ -26,12 +26,12 @@ import sys
 
 def _tokenizer(bpe: str | None):
     from litetext_convert.reference.synthetic_vocab import synthetic_merges
-    from litetext_convert.reference.tokenizer import UpstreamTokenizer
+    from litetext_convert.reference.tokenizer import CleanRoomTokenizer
 
     if bpe is None:
         print("tokenizer: the synthetic vocabulary of litetext's tiny checkpoints (pass --bpe for a real one)")
-        return UpstreamTokenizer(list(synthetic_merges()))
-    return UpstreamTokenizer.from_bpe_file(bpe) if bpe.endswith(".gz") else UpstreamTokenizer.from_merges_txt(bpe)
+        return CleanRoomTokenizer(list(synthetic_merges()))
+    return CleanRoomTokenizer.from_bpe_file(bpe) if bpe.endswith(".gz") else CleanRoomTokenizer.from_merges_txt(bpe)
 
 
 def main() -> int:

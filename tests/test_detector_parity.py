@@ -85,6 +85,27 @@ def test_naive_text_only_call_differs_at_the_prompt_stage(converted):
     assert naive["pred_logits"].max_abs > 100 * naive["pred_logits"].atol
 
 
+def test_the_masked_dummy_box_value_never_reaches_an_output(converted):
+    """parity/recipes.py keeps one dummy box for every path: the box is masked, so any value gives the
+    same transformers outputs bit for bit (here the whole image and the empty box the video path used)."""
+    import torch
+
+    from litetext_convert.parity.detector import load_converted, run_transformers, seeded_image, seeded_input_ids
+    from litetext_convert.parity.recipes import MASKED_BOX_LABEL
+
+    _, folder = converted["default"]
+    model = load_converted(folder, torch.float32)
+    config = model.config
+    pixels = seeded_image(config.vision_config.backbone_config.image_size, 0)
+    ids = seeded_input_ids(CONTEXT, config.text_config.vocab_size, 0)
+    labels = torch.full((1, 1), MASKED_BOX_LABEL, dtype=torch.long)
+    whole = run_transformers(model, pixels, ids, torch.tensor([[(0.5, 0.5, 1.0, 1.0)]]), labels).faithful
+    empty = run_transformers(model, pixels, ids, torch.tensor([[(0.0, 0.0, 0.0, 0.0)]]), labels).faithful
+    moved = run_transformers(model, pixels, ids, torch.tensor([[(0.375, 0.5, 0.25, 0.125)]]), torch.ones(1, 1, dtype=torch.long)).faithful
+    assert whole.keys() == empty.keys() and all(torch.equal(whole[name], empty[name]) for name in whole)
+    assert not torch.equal(whole["pred_logits"], moved["pred_logits"])  # a real (unmasked) box does change them
+
+
 def test_every_original_key_is_loaded_or_ignored_with_a_reason(converted):
     result = _parity(converted, dtype="float32")
     prepared, _ = converted["default"]

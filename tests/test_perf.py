@@ -13,7 +13,7 @@ import torch
 from conftest import heads
 
 from litetext_convert.errors import MappingError
-from litetext_convert.parity.sides import keep_outputs, run_side
+from litetext_convert.parity.runtime import keep_outputs, run_side
 from litetext_convert.parity.text import TEXT_MODULES, load_converted
 from litetext_convert.plan import prepare as prepare_module
 from litetext_convert.plan.prepare import prepare
@@ -158,9 +158,9 @@ def test_banded_float64_convolution_is_the_same_convolution(monkeypatch, kernel,
     shape, same values up to float64 summation order; float32 and small inputs pass through."""
     import torch.nn.functional as F
 
-    from litetext_convert.parity import detector
+    from litetext_convert.parity import runtime
 
-    monkeypatch.setattr(detector, "BAND_SCRATCH_BYTES", 4096)  # band even these small inputs
+    monkeypatch.setattr(runtime, "BAND_SCRATCH_BYTES", 4096)  # band even these small inputs
     generator = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(8, 8, kernel, stride, padding, dilation, groups).double()
     x = torch.randn(2, 8, 21, 13, dtype=torch.float64, generator=generator)
@@ -170,7 +170,7 @@ def test_banded_float64_convolution_is_the_same_convolution(monkeypatch, kernel,
     with torch.no_grad():
         plain = conv(x)
         calls.clear()
-        with detector.banded_float64_convolution():
+        with runtime.banded_float64_convolution():
             banded = conv(x)
             single = conv.float()(x.float())  # float32: passed through, one call
     assert len(calls) > 2  # banded: several calls of the real convolution, then the float32 one

@@ -17,7 +17,7 @@ from litetext_convert.folder import CONVERSION_RECORD, PARITY_DIR
 from litetext_convert.folder.records import record_digest
 from litetext_convert.parity import precision
 from litetext_convert.parity.run import ParityRequest
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.publish.model_card import render_model_card
 from litetext_convert.publish.push import PushOptions, push_folder

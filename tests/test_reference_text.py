@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from litetext_convert.reference.text_encoder import ReferenceTextEncoder, TextTrace
+from litetext_convert.reference.text_encoder import CleanRoomTextEncoder, TextTrace
 from litetext_convert.reference.upstream import KeepFloat64
 
 DIM, HEADS, VOCAB, TABLE_ROWS, CONTEXT, KERNEL = 64, 2, 49408, 77, 16, 11
@@ -115,7 +115,7 @@ def prompt_ids(lengths: list[int], context: int = CONTEXT, seed: int = 1) -> tor
 
 def build(variant: str = "mct", transformer_layers: int = 1, dtype: torch.dtype = torch.float32, **kwargs):
     state_dict = random_original_state_dict(variant, transformer_layers, **kwargs)
-    return ReferenceTextEncoder.from_original_state_dict(
+    return CleanRoomTextEncoder.from_original_state_dict(
         state_dict, variant=variant, num_heads=HEADS, context_length=CONTEXT, dtype=dtype
     )
 
@@ -159,7 +159,7 @@ def test_padded_positions_are_attended_like_upstream():
 
 def test_longer_positional_table_is_sliced_to_context():
     state_dict = random_original_state_dict("mct", 1)
-    model = ReferenceTextEncoder.from_original_state_dict(
+    model = CleanRoomTextEncoder.from_original_state_dict(
         state_dict, variant="mct", num_heads=HEADS, context_length=CONTEXT
     )
     table = model.encoder.positional_embedding["pos_embed"].pos_embed
@@ -173,11 +173,11 @@ def test_longer_positional_table_is_sliced_to_context():
 def test_shorter_positional_table_is_an_error():
     state_dict = random_original_state_dict("mct", 1, rows=CONTEXT)
     with pytest.raises(ValueError, match=r"16 rows but context_length is 32"):
-        ReferenceTextEncoder.from_original_state_dict(state_dict, variant="mct", num_heads=HEADS, context_length=32)
+        CleanRoomTextEncoder.from_original_state_dict(state_dict, variant="mct", num_heads=HEADS, context_length=32)
 
 
 def _load(state_dict, variant="mct"):
-    return ReferenceTextEncoder.from_original_state_dict(
+    return CleanRoomTextEncoder.from_original_state_dict(
         state_dict, variant=variant, num_heads=HEADS, context_length=CONTEXT
     )
 
@@ -213,7 +213,7 @@ def test_wrong_variant_is_an_error():
 
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="does not divide"):
-        ReferenceTextEncoder.from_original_state_dict(
+        CleanRoomTextEncoder.from_original_state_dict(
             random_original_state_dict("base", 2), variant="base", num_heads=5, context_length=CONTEXT
         )
 
@@ -322,7 +322,7 @@ def test_matches_real_upstream(tmp_path, variant: str, transformer_layers: int, 
     bpe_path = write_upstream_bpe_file(tmp_path / "bpe.txt.gz")
     state_dict = random_original_state_dict(variant, transformer_layers, seed=7)
     upstream = _upstream_encoder(student, state_dict, variant, transformer_layers, bpe_path).to(dtype)
-    ours = ReferenceTextEncoder.from_original_state_dict(
+    ours = CleanRoomTextEncoder.from_original_state_dict(
         state_dict, variant=variant, num_heads=HEADS, context_length=CONTEXT, dtype=dtype
     )
     ids = prompt_ids([3, 14, 0, 6])
@@ -338,17 +338,17 @@ def test_matches_real_upstream_from_prompt_text(tmp_path):
     """End to end from strings: upstream's tokenizer + encoder against ours, same synthetic BPE file."""
     _, student = _upstream_modules()
     from litetext_convert.reference.synthetic_vocab import write_upstream_bpe_file
-    from litetext_convert.reference.tokenizer import UpstreamTokenizer
+    from litetext_convert.reference.tokenizer import CleanRoomTokenizer
 
     bpe_path = write_upstream_bpe_file(tmp_path / "bpe.txt.gz")
     state_dict = random_original_state_dict("mct", 1, seed=3)
     upstream = _upstream_encoder(student, state_dict, "mct", 1, bpe_path)
-    ours = ReferenceTextEncoder.from_original_state_dict(
+    ours = CleanRoomTextEncoder.from_original_state_dict(
         state_dict, variant="mct", num_heads=HEADS, context_length=CONTEXT
     )
     prompts = ["a red car", "", "The QUICK brown fox, jumping over 3 lazy dogs again and again and again!"]
     with torch.no_grad():
         mask, memory, _ = upstream(prompts)
-    trace = ours(UpstreamTokenizer.from_bpe_file(bpe_path)(prompts, CONTEXT))
+    trace = ours(CleanRoomTokenizer.from_bpe_file(bpe_path)(prompts, CONTEXT))
     assert torch.equal(mask, trace.padding_mask)
     torch.testing.assert_close(memory.transpose(0, 1), trace.text_features, rtol=0, atol=1e-5)

@@ -15,7 +15,7 @@ from litetext_convert.reference.synthetic_vocab import (
     write_hf_clip_tokenizer,
     write_upstream_bpe_file,
 )
-from litetext_convert.reference.tokenizer import MAX_MERGES, UpstreamTokenizer, bytes_to_unicode
+from litetext_convert.reference.tokenizer import MAX_MERGES, CleanRoomTokenizer, bytes_to_unicode
 
 START, END, CONTEXT = 49406, 49407, 16
 CORPUS = [
@@ -40,8 +40,8 @@ def _random_prompts(count: int, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> UpstreamTokenizer:
-    return UpstreamTokenizer(list(synthetic_merges()))
+def tokenizer() -> CleanRoomTokenizer:
+    return CleanRoomTokenizer(list(synthetic_merges()))
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +110,9 @@ def test_a_single_string_is_a_batch_of_one(tokenizer):
 
 
 def test_file_formats_load_the_same_merges(tmp_path, tokenizer):
-    from_gzip = UpstreamTokenizer.from_bpe_file(write_upstream_bpe_file(tmp_path / "bpe.txt.gz"))
+    from_gzip = CleanRoomTokenizer.from_bpe_file(write_upstream_bpe_file(tmp_path / "bpe.txt.gz"))
     write_hf_clip_tokenizer(tmp_path / "hf", CONTEXT)
-    from_merges = UpstreamTokenizer.from_merges_txt(tmp_path / "hf" / "merges.txt")
+    from_merges = CleanRoomTokenizer.from_merges_txt(tmp_path / "hf" / "merges.txt")
     for loaded in (from_gzip, from_merges):
         assert loaded.ranks == tokenizer.ranks and loaded.encoder == tokenizer.encoder
 
@@ -161,7 +161,7 @@ def test_matches_upstream_simple_tokenizer_on_synthetic_vocabulary(tmp_path):
     module = _upstream_tokenizer_module()
     bpe_path = write_upstream_bpe_file(tmp_path / "bpe.txt.gz")
     upstream = module.SimpleTokenizer(bpe_path=str(bpe_path))
-    _assert_same_ids(upstream, UpstreamTokenizer.from_bpe_file(bpe_path), CORPUS + _random_prompts(200, seed=1))
+    _assert_same_ids(upstream, CleanRoomTokenizer.from_bpe_file(bpe_path), CORPUS + _random_prompts(200, seed=1))
 
 
 def test_matches_upstream_simple_tokenizer_on_real_clip_vocabulary():
@@ -170,4 +170,4 @@ def test_matches_upstream_simple_tokenizer_on_real_clip_vocabulary():
     if bpe_path is None:
         pytest.skip("upstream's bundled bpe_simple_vocab_16e6.txt.gz not found")
     upstream = module.SimpleTokenizer(bpe_path=str(bpe_path))
-    _assert_same_ids(upstream, UpstreamTokenizer.from_bpe_file(bpe_path), CORPUS + _random_prompts(200, seed=2))
+    _assert_same_ids(upstream, CleanRoomTokenizer.from_bpe_file(bpe_path), CORPUS + _random_prompts(200, seed=2))

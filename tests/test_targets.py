@@ -107,3 +107,14 @@ def test_a_new_target_is_a_file_of_data(tmp_path, monkeypatch):
         monkeypatch.delenv("LITETEXT_CONFIGS")
         for cached in (paths.read_config, registry._targets, registry._scopes):
             cached.cache_clear()
+
+
+def test_the_registry_is_data_only_it_imports_neither_torch_nor_transformers():
+    """Every layer may ask which target or scope it holds: the registry costs no heavy import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from litetext_convert.targets import folder_target, scope, target; target('video'); scope('all'); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -71,13 +71,13 @@ def pipeline_result(tmp_path_factory, tokenizer_dir):
 
     from litetext_convert.parity.video import run_video_parity, seeded_frames
     from litetext_convert.reference.synthetic_vocab import synthetic_merges
-    from litetext_convert.reference.tokenizer import UpstreamTokenizer
+    from litetext_convert.reference.tokenizer import CleanRoomTokenizer
 
     prepared, folder = _tiny_video_folder(tmp_path_factory.mktemp("video_pipeline"), tokenizer_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only contend on a shared machine
     try:
-        result = run_video_parity(prepared, folder, UpstreamTokenizer(list(synthetic_merges())),
+        result = run_video_parity(prepared, folder, CleanRoomTokenizer(list(synthetic_merges())),
                                   frames=seeded_frames(3, 24, 32, 0), text="a bird", settings=PIPELINE_SETTINGS)
     finally:
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ from litetext_convert.parity.text import (
     layer_kinds,
     text_state_dict,
 )
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.reference import (
     load_original_text_encoder,

@@ -19,7 +19,7 @@ from litetext_convert.audit.tensors import FolderTensors, audit_tensors
 from litetext_convert.audit.tokenizer import audit_tokenizer, load_folder_tokenizer
 from litetext_convert.errors import LitetextError
 from litetext_convert.plan.prepare import prepare
-from litetext_convert.reference import load_upstream_tokenizer
+from litetext_convert.reference import load_original_tokenizer
 
 
 def audit(
@@ -46,7 +46,7 @@ def audit(
     tensors = audit_tensors(prepared, FolderTensors(folder))
     config_findings, overrides = audit_config(prepared, folder)
     tokenizer = load_folder_tokenizer(folder)
-    upstream, _ = load_upstream_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
+    upstream, _ = load_original_tokenizer(folder)  # upstream's algorithm on the folder's vocabulary
     tokenizer_findings = audit_tokenizer(prepared, folder, tokenizer, upstream, prompts)
     findings: list[Finding] = tensors.findings + config_findings + tokenizer_findings + list(USAGE_FINDINGS.values())
     notes = list(prepared.arch.notes)

@@ -10,7 +10,7 @@ from litetext_convert.audit.findings import Finding
 from litetext_convert.errors import LitetextError
 from litetext_convert.parity.text import EOT, PROMPT_CORPUS, vocabulary_problems
 from litetext_convert.plan.prepare import Prepared
-from litetext_convert.write.processor import image_processor_fields
+from litetext_convert.targets.image import image_processor_fields
 
 UPSTREAM_PAD_ID = 0
 RECONVERT = "re-convert with `litetext convert` (it saves the tokenizer upstream's way)"

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 from litetext_convert.targets import scope, target_names
 
 

@@ -9,7 +9,7 @@ import typer
 from litetext_convert.cli import _output
 from litetext_convert.cli._options import CheckpointOpt, ContextOpt, HeadsOpt, JsonOpt, RepoIdOpt, RevisionOpt
 from litetext_convert.errors import LitetextError, ParityFailure
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 
 
 def command(

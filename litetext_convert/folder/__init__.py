@@ -3,7 +3,7 @@ one reader and one writer each (records), what a parity record binds by digest (
 verdict (verdict), the folder as its readers see it (view), the one atomic writer and bounded reads
 (safe_io), and what litetext owns when it replaces a folder (ownership).
 
-Dependencies point down only: this package reads plan/ (dtypes) and errors, never parity/ or publish/.
+Dependencies point down only: this package reads dtypes and errors (and families, lazily), never parity/ or publish/.
 """
 
 from litetext_convert.folder.names import (

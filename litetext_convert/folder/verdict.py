@@ -22,7 +22,7 @@ from pathlib import Path
 from litetext_convert.folder.content import binding_problem
 from litetext_convert.folder.names import DEFAULT_PROMPT_SET, PARITY_DIR
 from litetext_convert.folder.records import ConversionRecord, InvalidRecord, ParityRecord
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 
 TENSORS_FAILURE = "tensors (not the cast source, bit for bit)"
 

@@ -31,9 +31,15 @@ import torch
 from torch import Tensor
 
 from litetext_convert.errors import LitetextError
+from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.parity.sides import (
+from litetext_convert.parity.recipes import describe_dummy_box, masked_dummy_box
+from litetext_convert.parity.runtime import (
+    FLOAT64_BANDED_CONVOLUTION,
+    TRANSFORMERS_FLOAT64_WORKAROUNDS,
     SideRun,
+    float64_convolutions,
+    float64_rope,
     keep_outputs,
     release_folder_pages,
     release_mapped_pages,
@@ -42,23 +48,8 @@ from litetext_convert.parity.sides import (
 )
 from litetext_convert.reference.sam3_detector import ForwardCapture
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 START_ID, END_ID = 49406, 49407
-DUMMY_BOX = (0.5, 0.5, 1.0, 1.0)  # masked out, so its value never reaches a valid token
-MASKED_BOX_LABEL = -10  # transformers' "padding box" label
 IMAGE_MEAN = IMAGE_STD = 0.5  # Sam3ImageProcessor normalisation
-
-# Tolerances: "rel" = max|ref - cand| <= value * max|ref| (the stage's magnitude); "abs" = max abs.
-# float32 values from measurement (tiny + full-size S0, synthetic weights at both scales, 2 CPU
-# cores); see scripts/detector_parity_fullsize.py. First matching pattern wins.
-FP32_TOLERANCES: tuple[tuple[str, str, float], ...] = (
-    (r"^pred_boxes$", "abs", 1e-4),
-    (r"^pred_logits$", "abs", 1e-4),
-    (r"^presence_logits$", "abs", 1e-4),
-    (r"^(pred_masks|semantic_seg)$", "rel", 1e-4),
-    (r".*", "rel", 1e-4),
-)
-FP64_TOLERANCES: tuple[tuple[str, str, float], ...] = ((r".*", "rel", 1e-9),)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,132 +170,6 @@ def _hf_stages(outputs, seen: dict, text_features: Tensor, vision_output) -> dic
 
 SHARED_INPUT_STAGES = ("vision.", "text.")  # computed once, before both calls of run_transformers
 
-TRANSFORMERS_FLOAT64_WORKAROUNDS = (
-    "transformers side, float64 only: ViT RoPE in float64: each layer's position_ids and "
-    "Sam3ViTRotaryEmbedding's inv_freq recomputed by the same formulas in float64, and "
-    "apply_rotary_pos_emb_2d without its float32 cast of q/k",
-)
-
-
-@contextlib.contextmanager
-def float64_rope(model) -> Iterator[None]:
-    """transformers' Sam3 ViT computes RoPE angles and rotations in float32 whatever the model dtype;
-    float64 parity needs them in float64 (the original side does the same, see sam3_detector)."""
-    from transformers.models.sam3 import modeling_sam3
-
-    def rotary_forward(self, x, position_ids):
-        freqs = position_ids[..., None].to(torch.float64) * self.inv_freq.to(torch.float64)
-        return self.recomposition_frequencies(freqs.cos()), self.recomposition_frequencies(freqs.sin())
-
-    def apply_rotary(q, k, cos, sin):
-        rotate = modeling_sam3.rotate_pairwise
-        return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
-
-    saved = [(modeling_sam3.Sam3ViTRotaryEmbedding, "forward"), (modeling_sam3, "apply_rotary_pos_emb_2d")]
-    originals = [getattr(owner, name) for owner, name in saved]
-    buffers = _float64_rope_buffers(model)
-    modeling_sam3.Sam3ViTRotaryEmbedding.forward = rotary_forward
-    modeling_sam3.apply_rotary_pos_emb_2d = apply_rotary
-    try:
-        yield
-    finally:
-        for (owner, name), original in zip(saved, originals):
-            setattr(owner, name, original)
-        for module, name, value in buffers:
-            setattr(module, name, value)
-
-
-def _float64_rope_buffers(model) -> list[tuple[torch.nn.Module, str, Tensor]]:
-    """Swap in float64 inv_freq / position_ids; returns what to put back."""
-    from transformers.models.sam3 import modeling_sam3
-
-    saved = []
-    for module in model.modules():
-        if isinstance(module, modeling_sam3.Sam3ViTRotaryEmbedding):
-            config = module.config
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            spatial = head_dim // 2
-            theta = config.rope_parameters["rope_theta"]
-            saved.append((module, "inv_freq", module.inv_freq))
-            module.inv_freq = 1.0 / (theta ** (torch.arange(0, spatial, 2, dtype=torch.float64) / spatial))
-        elif isinstance(getattr(module, "position_ids", None), Tensor) and hasattr(module, "precompute_positions"):
-            side = math.isqrt(module.position_ids.shape[0])
-            scale = module.config.window_size / side  # precompute_positions' factor
-            saved.append((module, "position_ids", module.position_ids))
-            module.position_ids = torch.round(module.position_ids.to(torch.float64) / scale) * scale
-    return saved
-
-
-# ----------------------------------------------------------------------------------------------
-# float64 convolutions in bands of output rows
-
-# torch's float64 convolution on the CPU (no oneDNN kernel for double) unfolds the whole input
-# before one matrix product: a 3x3, 256-channel convolution at 288 x 288 (the pixel decoder) takes
-# 1.6 GB of scratch, against 0.2 GB in float32. The same convolution in bands of output rows, over
-# the zero-padded input, forms each output from the same products with a band-sized
-# scratch; the matrix product may add them in another order (float64 rounding, ~1e-15 relative on
-# random inputs, 0 on the pixel decoder's layer), and both sides run under it alike.
-BAND_SCRATCH_BYTES = 64 << 20
-
-FLOAT64_BANDED_CONVOLUTION = (
-    "both sides, float64 only: 2-D convolutions whose unfolded input exceeds "
-    f"{BAND_SCRATCH_BYTES >> 20} MB run in bands of output rows over the zero-padded input (torch's "
-    "float64 CPU convolution unfolds the whole input at once: 1.6 GB for one pixel-decoder layer)"
-)
-
-
-def float64_convolutions(dtype: torch.dtype):
-    """Banded convolutions for a float64 run (both sides alike); nothing otherwise."""
-    return banded_float64_convolution() if dtype == torch.float64 else contextlib.nullcontext()
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-@contextlib.contextmanager
-def banded_float64_convolution() -> Iterator[None]:
-    """While active, torch.nn.functional.conv2d (what nn.Conv2d calls) runs large float64
-    convolutions band by band; every other call is passed through unchanged."""
-    import torch.nn.functional as F
-
-    original = F.conv2d
-
-    def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        if input.dtype != torch.float64 or input.dim() != 4 or isinstance(padding, str):
-            return original(input, weight, bias, stride, padding, dilation, groups)
-        (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w) = _pair(stride), _pair(padding), _pair(dilation)
-        kernel_h, kernel_w = weight.shape[-2:]
-        batch, channels, height, width = input.shape
-        out_h = (height + 2 * pad_h - dil_h * (kernel_h - 1) - 1) // stride_h + 1
-        out_w = (width + 2 * pad_w - dil_w * (kernel_w - 1) - 1) // stride_w + 1
-        row_bytes = channels * kernel_h * kernel_w * out_w * input.element_size() * batch
-        if row_bytes * out_h <= BAND_SCRATCH_BYTES or out_h < 2:
-            return original(input, weight, bias, stride, padding, dilation, groups)
-        rows = max(1, BAND_SCRATCH_BYTES // row_bytes)
-        output = None
-        for first in range(0, out_h, rows):
-            last = min(out_h, first + rows)
-            # Input rows of this band in padded coordinates; only the band is zero-padded (top and
-            # bottom rows outside the input), the width keeps the convolution's own padding.
-            start, end = first * stride_h, (last - 1) * stride_h + dil_h * (kernel_h - 1) + 1
-            rows_in = input[:, :, max(0, start - pad_h) : min(height, end - pad_h)]
-            above, below = max(0, pad_h - start), max(0, end - pad_h - height)
-            if above or below:
-                rows_in = F.pad(rows_in, (0, 0, above, below))
-            band = original(rows_in, weight, bias, stride, (0, pad_w), dilation, groups)
-            if output is None:
-                output = band.new_empty((batch, band.shape[1], out_h, out_w))
-            output[:, :, first:last] = band
-        return output
-
-    F.conv2d = conv2d
-    try:
-        yield
-    finally:
-        F.conv2d = original
-
-
 @dataclass
 class _HfRun:
     faithful: dict[str, Tensor]
@@ -336,8 +201,7 @@ def run_transformers(model, pixel_values: Tensor, input_ids: Tensor, boxes: Tens
     vision = model.get_vision_features(pixel_values=pixel_values)
     if boxes is None:
         batch = pixel_values.shape[0]
-        boxes = torch.tensor([[DUMMY_BOX]], dtype=pixel_values.dtype).expand(batch, 1, 4)
-        box_labels = torch.full((batch, 1), MASKED_BOX_LABEL, dtype=torch.long)
+        boxes, box_labels = masked_dummy_box(batch, pixel_values.dtype)  # the geometry CLS token, as Meta
         with ForwardCapture(hooks) as seen:
             outputs = model(vision_embeds=vision, text_embeds=text, attention_mask=detector_mask,
                             input_boxes=boxes, input_boxes_labels=box_labels)
@@ -399,8 +263,10 @@ def run_original(prepared, dtype: torch.dtype, pixel_values: Tensor, input_ids: 
 # Comparison
 
 
+# Tolerances (configs/tolerances.toml [detector.<dtype>]): "rel" = max|ref - cand| <= value * max|ref|
+# (the stage's magnitude); "abs" = max abs. First matching pattern wins.
 def tolerance_for(stage: str, dtype: str) -> tuple[str, float]:
-    table = FP64_TOLERANCES if dtype == "float64" else FP32_TOLERANCES
+    table = dtypes.stage_tolerances(dtype, "detector")
     for pattern, kind, value in table:
         if re.match(pattern, stage):
             return kind, value
@@ -408,7 +274,7 @@ def tolerance_for(stage: str, dtype: str) -> tuple[str, float]:
 
 
 def describe_tolerances(dtype: str) -> dict[str, str]:
-    table = FP64_TOLERANCES if dtype == "float64" else FP32_TOLERANCES
+    table = dtypes.stage_tolerances(dtype, "detector")
     words = {"abs": "max |ref - cand| <=", "rel": "max |ref - cand| / max |ref| <="}
     return {pattern: f"{words[kind]} {value:g}" for pattern, kind, value in table}
 
@@ -445,6 +311,41 @@ def _prompt_facts(reference: dict[str, Tensor], faithful: dict[str, Tensor], nai
 # Entry point
 
 
+@dataclass
+class _Inputs:
+    """What both sides are given: the image, token ids and boxes, in the run's dtype."""
+    size: int
+    pixel_values: Tensor
+    input_ids: Tensor
+    boxes: Tensor | None
+    box_labels: Tensor | None
+
+
+def _inputs(prepared, converted_folder, torch_dtype, *, seed, image, boxes, box_labels, input_ids) -> _Inputs:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(converted_folder))
+    config = getattr(config, "detector_config", None) or config  # a video folder's detector
+    size = config.vision_config.backbone_config.image_size
+    pixel_values = (load_image(image, size) if image else seeded_image(size, seed)).to(torch_dtype)
+    if input_ids is None:
+        input_ids = seeded_input_ids(prepared.arch.context_length, config.text_config.vocab_size, seed)
+    box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
+    label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
+    return _Inputs(size, pixel_values, input_ids, box_tensor, label_tensor)
+
+
+def _run_converted_side(converted_folder, dtype: str, inputs: _Inputs) -> SideRun:
+    torch_dtype = dtypes.torch_dtype(dtype)
+
+    def forward(model) -> _HfRun:
+        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext(), float64_convolutions(torch_dtype):
+            return run_transformers(model, inputs.pixel_values, inputs.input_ids, inputs.boxes, inputs.box_labels)
+
+    return run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward,
+                    release=lambda: release_folder_pages(converted_folder))
+
+
 def run_detector_parity(
     checkpoint,
     converted_folder: str | Path,
@@ -462,61 +363,46 @@ def run_detector_parity(
 
     Sides run one after the other and each is freed before the next, so peak memory is one model.
     """
-    from transformers import AutoConfig
-
     from litetext_convert.plan.prepare import Prepared, prepare
 
-    if dtype not in DTYPES:
-        raise ValueError(f"detector parity runs in {', '.join(DTYPES)}, not {dtype!r}")
-    torch_dtype = DTYPES[dtype]
+    if dtype not in dtypes.COMPUTE:
+        raise ValueError(f"detector parity runs in {', '.join(dtypes.COMPUTE)}, not {dtype!r}")
+    torch_dtype = dtypes.torch_dtype(dtype)
     started = time.perf_counter()
     prepared = checkpoint if isinstance(checkpoint, Prepared) else prepare(
         str(checkpoint), num_heads=num_heads, context_length=context_length)
-    config = AutoConfig.from_pretrained(str(converted_folder))
-    config = getattr(config, "detector_config", None) or config  # a video folder's detector
-    size = config.vision_config.backbone_config.image_size
-    pixel_values = (load_image(image, size) if image else seeded_image(size, seed)).to(torch_dtype)
-    if input_ids is None:
-        input_ids = seeded_input_ids(prepared.arch.context_length, config.text_config.vocab_size, seed)
-    box_tensor = torch.tensor([boxes], dtype=torch_dtype) if boxes else None
-    label_tensor = torch.tensor([box_labels], dtype=torch.long) if boxes and box_labels else None
+    inputs = _inputs(prepared, converted_folder, torch_dtype, seed=seed, image=image, boxes=boxes,
+                     box_labels=box_labels, input_ids=input_ids)
 
-    # One side at a time (parity/sides.py): peak memory is one model and one forward.
-    original = run_original(prepared, torch_dtype, pixel_values, input_ids, box_tensor, label_tensor)
+    # One side at a time (parity/runtime.py): peak memory is one model and one forward.
+    original = run_original(prepared, torch_dtype, inputs.pixel_values, inputs.input_ids, inputs.boxes, inputs.box_labels)
     reference = original.outputs
     seconds = dict(original.seconds)
-    facts = {"original_keys": original.info["keys"]}
-    workarounds, original_name = original.info["workarounds"], original.info["name"]
-
-    def forward(model) -> _HfRun:
-        with float64_rope(model) if dtype == "float64" else contextlib.nullcontext(), float64_convolutions(torch_dtype):
-            return run_transformers(model, pixel_values, input_ids, box_tensor, label_tensor)
-
-    converted = run_side("transformers", build=lambda: load_converted(converted_folder, torch_dtype), forward=forward,
-                         release=lambda: release_folder_pages(converted_folder))
+    workarounds = list(original.info["workarounds"])
+    converted = _run_converted_side(converted_folder, dtype, inputs)
     hf = converted.outputs
     seconds["transformers_load"] = converted.seconds["transformers_build"]
     if dtype == "float64":
-        workarounds = [*workarounds, *TRANSFORMERS_FLOAT64_WORKAROUNDS, FLOAT64_BANDED_CONVOLUTION]
+        workarounds += [*TRANSFORMERS_FLOAT64_WORKAROUNDS, FLOAT64_BANDED_CONVOLUTION]
     seconds.update(hf.seconds)
 
     stages = compare_stages(reference, hf.faithful, dtype)
     naive_notes = {"geometry.prompt": "transformers skipped the geometry encoder (no boxes given)"}
     naive = compare_stages(reference, hf.naive, dtype, naive_notes) if hf.naive else []
     seconds["total"] = time.perf_counter() - started
-    facts.update(_prompt_facts(reference, hf.faithful, hf.naive))
+    facts = {"original_keys": original.info["keys"], **_prompt_facts(reference, hf.faithful, hf.naive)}
     facts.update({
         "image": str(image) if image else f"seeded random 8-bit image, seed {seed}",
-        "image_size": size,
-        "input_ids": input_ids.tolist(),
+        "image_size": inputs.size,
+        "input_ids": inputs.input_ids.tolist(),
         "boxes": boxes or [],
-        "transformers_prompt": "user boxes" if boxes else f"one masked dummy box {DUMMY_BOX}, label {MASKED_BOX_LABEL}",
+        "transformers_prompt": "user boxes" if boxes else describe_dummy_box(),
         "text_feeding": "get_text_features(input_ids) without a mask; detector attention_mask = ids != 0",
         "threads": torch.get_num_threads(),
     })
-    result = DetectorParityResult(dtype, stages, naive, list(workarounds), original_name,
+    result = DetectorParityResult(dtype, stages, naive, workarounds, original.info["name"],
                                   describe_tolerances(dtype), seconds, facts)
     from litetext_convert.parity.plot import picture_inputs  # parity --plot; a few small arrays
 
-    result.outputs = picture_inputs(pixel_values, reference, hf.faithful)
+    result.outputs = picture_inputs(inputs.pixel_values, reference, hf.faithful)
     return result

@@ -30,7 +30,8 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder.names import CONFIG, CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare
-from litetext_convert.plan import dtypes, ops
+from litetext_convert import dtypes
+from litetext_convert.plan import ops
 from litetext_convert.source.load import SAFETENSORS, TORCH_ZIP
 
 if TYPE_CHECKING:
@@ -118,10 +119,6 @@ def _bits(tensor: torch.Tensor) -> torch.Tensor:
         return raw
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}
 
 
 class _ShardReader:
@@ -147,7 +144,7 @@ class _ShardReader:
         with self.path.open("rb") as handle:
             handle.seek(self.data_start + start)
             raw = bytearray(handle.read(end - start))
-        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        dtype = dtypes.from_safetensors_code(entry["dtype"])
         if dtype is None or len(raw) != end - start:
             raise LitetextError(f"{self.path.name}: {name} cannot be read back ({entry['dtype']}, {len(raw)} bytes)")
         return torch.frombuffer(raw, dtype=torch.uint8).view(dtype).reshape(entry["shape"]) if raw else torch.empty(entry["shape"], dtype=dtype)

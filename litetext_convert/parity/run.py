@@ -20,7 +20,8 @@ from litetext_convert.folder.records import PARITY_SCHEMA, prompt_set, record_ke
 from litetext_convert.folder.verdict import record_verdict
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
-from litetext_convert.plan import dtypes, validate
+from litetext_convert import dtypes
+from litetext_convert.plan import validate
 from litetext_convert.plan.hf_config import transformers_class
 from litetext_convert.plan.prepare import Prepared
 from litetext_convert.targets import Target, folder_target

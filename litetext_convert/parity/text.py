@@ -16,11 +16,11 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare, first_failure
-from litetext_convert.parity.sides import SideRun, release_folder_pages, release_mapped_pages, run_side
-from litetext_convert.plan import dtypes
+from litetext_convert.parity.runtime import SideRun, release_folder_pages, release_mapped_pages, run_side
+from litetext_convert import dtypes
 from litetext_convert.plan.infer import TEXT
 from litetext_convert.plan.prepare import Prepared
-from litetext_convert.reference import load_original_text_encoder, load_upstream_tokenizer, merges_from_folder
+from litetext_convert.reference import load_original_text_encoder, load_original_tokenizer, merges_from_folder
 from litetext_convert.write.processor import merges_fingerprint, vocabulary_name
 
 SOT, EOT = 49406, 49407
@@ -202,9 +202,9 @@ def compare_text(
     atol_of_max: float = 0.0,
 ) -> list[StageDiff]:
     diffs = [compare(f"{prefix}.embeddings", original_trace.embeddings, hf["embeddings"], atol=atol, rtol=rtol, atol_of_max=atol_of_max)]
-    for index, (ours, theirs) in enumerate(zip(original_trace.layers, hf["layers"])):
+    for index, (original, converted) in enumerate(zip(original_trace.layers, hf["layers"])):
         kind = layer_kinds[index]
-        diffs.append(compare(f"{prefix}.layer.{index} ({kind})", ours, theirs, atol=atol, rtol=rtol, atol_of_max=atol_of_max))
+        diffs.append(compare(f"{prefix}.layer.{index} ({kind})", original, converted, atol=atol, rtol=rtol, atol_of_max=atol_of_max))
     if len(original_trace.layers) != len(hf["layers"]):
         diffs.append(
             StageDiff(f"{prefix}.layer count", float("inf"), float("inf"), float("inf"), 0.0, 0.0, [], False, atol, rtol,
@@ -248,7 +248,7 @@ def converted_text_side(folder: Path, dtype: torch.dtype, calls: list[tuple[torc
 
 
 def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) -> ParityResult:
-    """One side at a time (parity/sides.py): every input the comparison needs is made first (ids,
+    """One side at a time (parity/runtime.py): every input the comparison needs is made first (ids,
     both tokenizers' prompts), the original runs on all of them and is freed, then the converted
     model does the same. In float64 the peak then holds one widened text encoder, not two."""
     started = time.perf_counter()
@@ -261,9 +261,9 @@ def run_text_parity(prepared: Prepared, folder: Path, options: ParityOptions) ->
     original_inputs, converted_calls = [ids], [(ids, None)]
     if options.prompts:
         tokenizer_report = tokenizer_equivalence(folder, context, options.prompts)
-        upstream, _ = load_upstream_tokenizer(folder)
+        original_tokenizer, _ = load_original_tokenizer(folder)
         hf_ids, hf_mask = tokenize_hf(hf_tokenizer(folder, context), options.prompts, context)
-        original_inputs.append(upstream(options.prompts, context))
+        original_inputs.append(original_tokenizer(options.prompts, context))
         # Faithful recipe first (no attention mask: upstream attends to padding), then what
         # Sam3LiteTextModel.forward does by default (the tokenizer's mask into the encoder).
         converted_calls += [(hf_ids, None), (hf_ids, hf_mask)]
@@ -332,18 +332,20 @@ def vocabulary_problems(folder: Path) -> tuple[str | None, list[dict]]:
 
 
 def tokenizer_equivalence(folder: Path, context_length: int, prompts: list[str]) -> dict:
-    """Ids of the upstream tokenizer vs the tokenizer saved in the folder, prompt by prompt."""
+    """Ids of the original tokenizer (upstream's algorithm) vs the tokenizer saved in the folder, prompt by prompt.
+    The record keeps its key "upstream" for the original side (read by the report and older records)."""
     vocabulary, differences = vocabulary_problems(folder)
-    upstream, upstream_name = load_upstream_tokenizer(folder)
+    original_tokenizer, original_name = load_original_tokenizer(folder)
     hf = hf_tokenizer(folder, context_length)
-    up_ids = upstream(prompts, context_length)
+    original_ids = original_tokenizer(prompts, context_length)
     hf_ids, _ = tokenize_hf(hf, prompts, context_length)
-    for prompt, ours, theirs in zip(prompts, up_ids.tolist(), hf_ids.tolist()):
-        if ours != theirs:
-            differences.append({"prompt": prompt, "upstream": ours, "converted": theirs, "why": _why_different(ours, theirs)})
+    for prompt, original, converted in zip(prompts, original_ids.tolist(), hf_ids.tolist()):
+        if original != converted:
+            differences.append({"prompt": prompt, "upstream": original, "converted": converted,
+                                "why": _why_different(original, converted)})
     return {
         "equal": not differences,
-        "upstream": upstream_name,
+        "upstream": original_name,
         "converted": f"{type(hf).__name__} from {folder.name}",
         "vocabulary": vocabulary,
         "prompts": len(prompts),

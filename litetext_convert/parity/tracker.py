@@ -23,7 +23,10 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
+from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.parity.recipes import known_differences, tracker_recipes
+from litetext_convert.parity.runtime import float64_memory_rope
 from litetext_convert.reference.sam3_tracker import (
     WORKAROUNDS,
     Prompt,
@@ -31,45 +34,10 @@ from litetext_convert.reference.sam3_tracker import (
     run_original_tracker,
 )
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-TOLERANCES = {"float32": (1e-4, 1e-4), "float64": (1e-9, 1e-9)}
-# The stored memory is bfloat16 on both sides (Meta's predictor and transformers both cast it):
-# one bfloat16 step (at most 2^-7 of the value) is the honest resolution of that stage.
-BF16_STEP = 2.0**-7
 
-KNOWN = {
-    "memory_mask_order": (
-        "memory encoding: Meta binarizes (prompted frame) or applies the sigmoid to (tracked frames) the high-res mask "
-        "logits at image_size, then its mask downsampler resizes the result to 16 x grid (1152); transformers resizes "
-        "the logits to 16 x grid first and binarizes / applies the sigmoid after (Sam3TrackerVideoModel._encode_new_memory), "
-        "so mask edges enter the memory differently. Recipe: keep the mask at image_size through the binarize / sigmoid "
-        "and resize it inside the mask downsampler, as Meta does."
-    ),
-    "mask_size": (
-        "transformers resizes a mask prompt to image_size (Sam3TrackerVideoModel._use_mask_as_output) before "
-        "turning it into high-res logits; Meta uses the mask as given (its video pipeline gives 4 x 4 x grid = 1152 "
-        "for the full model). Recipe: tracker_model.image_size = 16 x grid for the mask-prompted frame."
-    ),
-    "mask_consolidation": (
-        "mask prompt, prompted frame: Meta turns the mask into low-res logits at mask_side // patch * 4 (328 for a "
-        "1152 mask), brings them to the 288 low-res size in the predictor's consolidation, and encodes the frame's "
-        "memory from those low-res logits upsampled to image_size; transformers resizes the mask straight to 288 "
-        "(antialiased) and encodes memory from the high-res mask itself. Recipe: the same two resizes and the memory "
-        "from the upsampled low-res logits."
-    ),
-    "pointer_token": (
-        "for a mask prompt Meta builds the object pointer from the single-mask token (token 0: _forward_sam_heads "
-        "without multimask_output); transformers' _use_mask_as_output calls _single_frame_forward with its default "
-        "multimask_output=True, i.e. the best of the three multimask tokens. Recipe: multimask_output=False there."
-    ),
-}
-
-
-# The recipes that make transformers compute what Meta computes, per prompt kind (names: KNOWN).
-RECIPES = {
-    "points": ("memory_mask_order",),
-    "mask": ("memory_mask_order", "mask_size", "pointer_token", "mask_consolidation"),
-}
+# transformers' known behaviours and the recipes per prompt kind: configs/known_differences.toml.
+KNOWN = known_differences("tracker")
+RECIPES = tracker_recipes()
 
 
 @dataclass
@@ -146,48 +114,15 @@ def seeded_prompt(kind: str, image_size: int, grid: int, seed: int) -> Prompt:
 
 def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prompt, dtype: torch.dtype,
                           recipe: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    from transformers import Sam3VideoModel
-    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
-        Sam3TrackerVideoInferenceSession,
-    )
-
-    model = Sam3VideoModel.from_pretrained(str(folder)).eval()
-    model.detector_model = None  # the tracker side needs only tracker_neck + tracker_model: free the detector
-    gc.collect()
-    model = model.to(dtype)
+    """The converted tracker on the seeded clip: its stages per frame, with `recipe` (names of KNOWN) applied."""
+    model = _load_tracker_side(folder, dtype)
     tracker = model.tracker_model
-    if dtype == torch.float64:
-        _float64_rope(tracker.memory_attention.rotary_emb)
-    frames, channels, grid, _ = vit_features.shape
+    frames, _, grid, _ = vit_features.shape
     size = tracker.image_size
-    session = Sam3TrackerVideoInferenceSession(
-        video=torch.zeros(frames, 3, size, size), video_height=size, video_width=size, dtype=dtype,
-        max_vision_features_cache_size=frames,
-    )
     stages: dict[str, Tensor] = {}
     with torch.no_grad():
-        for frame in range(frames):
-            hidden = vit_features[frame : frame + 1].to(dtype).permute(0, 2, 3, 1).reshape(1, grid * grid, channels)
-            feats, pos = model.get_vision_features_for_tracker(SimpleNamespace(last_hidden_state=hidden))
-            session.cache.cache_vision_features(frame, {"vision_feats": feats, "vision_pos_embeds": pos})
-            if frame == 0:
-                for level, x in enumerate(feats):
-                    stages[f"neck.level{level}"] = x
-        obj_idx = session.obj_id_to_idx(1)
-        if prompt.points is not None:
-            session.add_point_inputs(obj_idx, 0, {"point_coords": prompt.points[None, None].to(dtype),
-                                                  "point_labels": prompt.labels[None, None].int()})
-        else:
-            session.add_mask_inputs(obj_idx, 0, prompt.mask[None, None])
-        session.obj_with_new_inputs = [1]
-        if "mask_size" in recipe and prompt.mask is not None:
-            tracker.image_size = prompt.mask.shape[-1]
-        if "pointer_token" in recipe:
-            tracker._single_frame_forward = _single_mask_pointer(tracker._single_frame_forward)
-        if "memory_mask_order" in recipe:
-            _resize_after_binarize(tracker, 16 * grid)
-        if "mask_consolidation" in recipe:
-            _consolidate_like_meta(tracker)
+        session, obj_idx = _prompted_session(model, vit_features, prompt, dtype, stages)
+        _apply_recipes(tracker, recipe, prompt, grid)
         hooks = {"prompt_encoder": tracker.prompt_encoder, "memory_attention": tracker.memory_attention,
                  "memory_encoder": tracker.memory_encoder}
         seen: dict[str, list] = {}
@@ -217,25 +152,58 @@ def run_converted_tracker(folder: str | Path, vit_features: Tensor, prompt: Prom
     return stages
 
 
-def _float64_rope(rotary) -> None:
-    """float64 runs only: transformers computes the memory attention's RoPE angles in float32 whatever
-    the model dtype (`.float()` in the rotary forward); Meta's tables follow the run's dtype here. The
-    same formula in float64 (inverse frequencies recomputed, not upcast)."""
+def _load_tracker_side(folder: str | Path, dtype: torch.dtype):
+    from transformers import Sam3VideoModel
+
+    model = Sam3VideoModel.from_pretrained(str(folder)).eval()
+    model.detector_model = None  # the tracker side needs only tracker_neck + tracker_model: free the detector
+    gc.collect()
+    model = model.to(dtype)
+    if dtype == torch.float64:
+        float64_memory_rope(model.tracker_model.memory_attention.rotary_emb)
+    return model
+
+
+def _prompted_session(model, vit_features: Tensor, prompt: Prompt, dtype: torch.dtype, stages: dict):
+    """An inference session with every frame's ViT features through the tracker neck (the neck
+    levels of frame 0 go to `stages`) and the prompt on frame 0."""
     from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
-        Sam3TrackerVideoVisionRotaryEmbedding,
+        Sam3TrackerVideoInferenceSession,
     )
 
-    inv_freq, _ = Sam3TrackerVideoVisionRotaryEmbedding.compute_axial_rope_parameters(rotary.config)
-    spatial_dim = 2 * inv_freq.numel()
-    base = rotary.config.rope_parameters["rope_theta"]
-    inv_freq64 = 1.0 / (base ** (torch.arange(0, spatial_dim, 2, dtype=torch.float64) / spatial_dim))
+    frames, channels, grid, _ = vit_features.shape
+    size = model.tracker_model.image_size
+    session = Sam3TrackerVideoInferenceSession(
+        video=torch.zeros(frames, 3, size, size), video_height=size, video_width=size, dtype=dtype,
+        max_vision_features_cache_size=frames,
+    )
+    for frame in range(frames):
+        hidden = vit_features[frame : frame + 1].to(dtype).permute(0, 2, 3, 1).reshape(1, grid * grid, channels)
+        feats, pos = model.get_vision_features_for_tracker(SimpleNamespace(last_hidden_state=hidden))
+        session.cache.cache_vision_features(frame, {"vision_feats": feats, "vision_pos_embeds": pos})
+        if frame == 0:
+            for level, x in enumerate(feats):
+                stages[f"neck.level{level}"] = x
+    obj_idx = session.obj_id_to_idx(1)
+    if prompt.points is not None:
+        session.add_point_inputs(obj_idx, 0, {"point_coords": prompt.points[None, None].to(dtype),
+                                              "point_labels": prompt.labels[None, None].int()})
+    else:
+        session.add_mask_inputs(obj_idx, 0, prompt.mask[None, None])
+    session.obj_with_new_inputs = [1]
+    return session, obj_idx
 
-    def forward(x, position_ids):
-        freqs = position_ids[..., None].to(torch.float64) * inv_freq64.to(x.device)
-        cos, sin = freqs.cos() * rotary.attention_scaling, freqs.sin() * rotary.attention_scaling
-        return rotary.recomposition_frequencies(cos), rotary.recomposition_frequencies(sin)
 
-    rotary.forward = forward
+def _apply_recipes(tracker, recipe: tuple[str, ...], prompt: Prompt, grid: int) -> None:
+    """The recipes (configs/known_differences.toml [tracker]) that make transformers compute what Meta computes."""
+    if "mask_size" in recipe and prompt.mask is not None:
+        tracker.image_size = prompt.mask.shape[-1]
+    if "pointer_token" in recipe:
+        tracker._single_frame_forward = _single_mask_pointer(tracker._single_frame_forward)
+    if "memory_mask_order" in recipe:
+        _resize_after_binarize(tracker, 16 * grid)
+    if "mask_consolidation" in recipe:
+        _consolidate_like_meta(tracker)
 
 
 def _resize_after_binarize(tracker, mask_memory_size: int) -> None:
@@ -317,7 +285,7 @@ def run_tracker_parity(prepared, folder: str | Path, *, prompts: tuple[str, ...]
                        dtype: str = "float64", seed: int = 0, frames: int = 3) -> TrackerParityResult:
     """Per prompt: Meta's side first, then transformers' twice (as it is, then with the recipes); only
     the compared tensors are kept between the sides."""
-    torch_dtype = DTYPES[dtype]
+    torch_dtype = dtypes.torch_dtype(dtype)
     det = prepared.arch.detector
     grid = det.image_size.value // det.patch_size.value
     clip = seeded_clip(frames, det.vit_width.value, grid, seed)
@@ -344,12 +312,14 @@ def run_tracker_parity(prepared, folder: str | Path, *, prompts: tuple[str, ...]
 
 
 def _compare_stages(reference: dict, candidate: dict, dtype: str) -> list[StageDiff]:
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = dtypes.tolerances(dtype, "tracker")  # configs/tolerances.toml
+    # The stored memory is bfloat16 on both sides: one bfloat16 step is that stage's resolution.
+    memory_rtol = dtypes.tolerance_value("tracker", "memory", "rtol")
     diffs = []
     for name in _stage_order(reference, candidate):
         ref, cand = _align(name, reference[name], candidate[name])
         if name.endswith(".memory"):
-            diffs.append(compare(name, ref, cand, atol=atol, rtol=BF16_STEP,
+            diffs.append(compare(name, ref, cand, atol=atol, rtol=memory_rtol,
                                  note="stored in bfloat16 on both sides: compared to one bfloat16 step"))
         else:
             diffs.append(compare(name, ref, cand, atol=atol, rtol=rtol))

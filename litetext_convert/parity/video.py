@@ -3,7 +3,7 @@ Meta's video pipeline (reference/sam3_video.py) against transformers' documented
 (Sam3VideoProcessor.init_video_session -> add_text_prompt -> Sam3VideoModel.propagate_in_video_iterator
 -> postprocess_outputs) on a `--target video` folder, the same seeded frames fed to both.
 
-Each side runs once, alone (parity/sides.run_side); hooks on each side's own methods record, per
+Each side runs once, alone (parity/runtime.run_side); hooks on each side's own methods record, per
 frame, what that side actually computed:
 
   settings    the heuristics' thresholds (Meta's video builder vs the folder's config)
@@ -40,36 +40,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from litetext_convert import dtypes
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.parity.recipes import known_differences, masked_dummy_box, video_precision_note
 from litetext_convert.reference.sam3_video import WORKAROUNDS
 
-TOLERANCES = {"float32": (1e-4, 1e-4), "float64": (1e-9, 1e-9)}  # (atol, rtol), as the tracker parity's
 STAGES = ("pixels", "detector", "detections", "tracker", "decisions", "output")
-# A masked dummy box: Meta's geometry encoder always contributes its CLS token; transformers' only with a box.
-DUMMY_BOX, MASKED_BOX_LABEL = (0.0, 0.0, 0.0, 0.0), -10
-
-KNOWN = {
-    "tokens": "Sam3VideoProcessor.add_text_prompt pads the ids to max_length=32 whatever the model's context (with "
-    "an attention mask); upstream's student encoder reads `context` ids padded with 0. "
-    "Recipe: the upstream ids at the context, text features without a mask (as upstream).",
-    "geometry_cls": "Sam3VideoModel.run_detection calls the detector with no geometry prompt, so its prompt has no "
-    "geometry-encoder CLS token; Meta's detector always encodes its (empty) geometric prompt and appends the CLS "
-    "token. Recipe: one masked dummy box, which gives the CLS token and nothing else.",
-    "pixels": "each side's own frame preprocessing: Meta's loader resizes with PIL (bicubic) and stores the normalized "
-    "frame in float16; transformers' video processor resizes its own way and keeps float32. Recipe: transformers is "
-    "handed frames preprocessed as Meta does (PIL bicubic resize, /255, float16, (x - 0.5) / 0.5).",
-    "cv_utils": "transformers' NMS and hole filling / sprinkle removal need the `kernels` package's cv-utils kernel; "
-    "without it (CPU here) transformers keeps every detection above the threshold (no NMS) and fills no hole. Meta "
-    "runs NMS on the CPU. Recipe: a stand-in for the kernel (greedy NMS on the IoU matrix, 8-connected components).",
-    "memory_selection": "Meta's video builder turns on the tracker's memory selection (frames whose memory enters the "
-    "attention are filtered by their predicted IoU); transformers' tracker has no memory selection. No transformers "
-    "recipe: the comparison with recipes switches Meta's own flag off (build_tracker(apply_temporal_disambiguation=False)).",
-}
-# The tracker's own known behaviours (parity/tracker.py KNOWN) meet the pipeline too: new detections enter
-# the tracker as mask prompts.
-# The tracker parity's "mask_consolidation" models Meta's tracker predictor on its own; inside the video
-# pipeline Meta adds a detection through add_new_mask, whose output is the input mask itself ("input_mask_as_output").
+# transformers' known behaviours (configs/known_differences.toml); the tracker's own meet the pipeline
+# too (new detections enter the tracker as mask prompts). The tracker parity's "mask_consolidation"
+# models Meta's tracker predictor on its own; inside the video pipeline Meta adds a detection through
+# add_new_mask, whose output is the input mask itself ("input_mask_as_output").
 TRACKER_RECIPES = ("memory_mask_order", "mask_size", "pointer_token")
+KNOWN = {**known_differences("video"),
+         **{name: "tracker: see parity/tracker.py KNOWN[" + repr(name) + "]" for name in TRACKER_RECIPES}}
+PRECISION = video_precision_note()
+RECIPES = ("memory_mask_order", "mask_size", "pointer_token")
 KNOWN.update({
     "prompted_frame_first": "flow: Meta's add_prompt runs the prompted frame at once (objects start there) and "
     "propagate_in_video then runs that frame again, where the objects now exist and are tracked and matched; "
@@ -171,7 +156,7 @@ def seeded_frames(count: int, height: int, width: int, seed: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def meta_preprocessing(frames: np.ndarray, size: int) -> Tensor:
+def original_preprocessing(frames: np.ndarray, size: int) -> Tensor:
     """What Meta's frame loader feeds its model (sam3.model.io_utils, frames given as PIL images): PIL's
     default (bicubic) resize to size x size, / 255, float16, then (x - 0.5) / 0.5 in float16."""
     from PIL import Image
@@ -219,7 +204,7 @@ class CvUtilsStandIn:
 # Meta's side
 
 
-def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: dict | None = None,
+def run_original(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: dict | None = None,
              memory_selection: bool | None = None, dtype: torch.dtype = torch.float32) -> PipelineRecord:
     """Meta's video pipeline as its demo runs it: init_state, add_prompt(frame 0, text), propagate_in_video."""
     from PIL import Image
@@ -234,7 +219,7 @@ def run_meta(prepared, frames: np.ndarray, text: str, tokenizer, *, settings: di
     video = build_original_video(prepared.loaded.tensors, prepared.arch, tokenizer, settings=settings,
                                  memory_selection=selection, dtype=dtype)
     model = video.model
-    record = PipelineRecord("meta", settings=dict(video.settings))
+    record = PipelineRecord("original", settings=dict(video.settings))
     record.notes = [f"tracker memory selection {'on' if selection else 'off'}", *video.workarounds]
     side = model.image_size
 
@@ -289,24 +274,54 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
                      dtype: torch.dtype = torch.float32) -> PipelineRecord:
     """transformers' documented text-prompt flow on `folder`; `recipes` (names of KNOWN) make it compute what
     Meta computes, `settings` override the heuristics' thresholds; float64 as the original side (float64_run)."""
-    from transformers import Sam3VideoModel, Sam3VideoProcessor
+    from transformers import Sam3VideoProcessor
     from transformers.models.sam3_video import modeling_sam3_video
 
-    from litetext_convert.parity.detector import float64_rope
-    from litetext_convert.parity.tracker import _float64_rope
-    from litetext_convert.reference.sam3_video import float64_run
+    model = _load_video_side(folder, dtype, settings)
+    processor = Sam3VideoProcessor.from_pretrained(str(folder))
+    record = PipelineRecord("transformers", settings={k: getattr(model, k) for k in _SETTING_NAMES if hasattr(model, k)})
+    side = model.tracker_model.image_size  # before any recipe touches the tracker
+    session, prompt_id = _prompted_session(model, processor, frames, text, recipes, tokenizer, context, dtype)
+    saved_kernel = modeling_sam3_video.cv_utils_kernel
+    if "cv_utils" in recipes:
+        modeling_sam3_video.cv_utils_kernel = CvUtilsStandIn()
+    _tracker_recipes(model, [r for r in recipes if r in TRACKER_RECIPES + ("new_object_mask", "input_mask_as_output")],
+                     (session.video_height, session.video_width))
+    handle = _record_each_step(model, session, record, side)
+    try:
+        _propagate(model, processor, session, record, dtype, prompted_frame_first="prompted_frame_first" in recipes)
+    finally:
+        handle.remove()
+        modeling_sam3_video.cv_utils_kernel = saved_kernel
+    record.ids = session.prompt_input_ids[prompt_id].clone()
+    record.pixels = [session.processed_frames[i].clone() for i in range(len(frames))]
+    record.notes = [f"recipes: {', '.join(recipes) or 'none'}"]
+    del model
+    gc.collect()
+    return record
+
+
+def _load_video_side(folder: str | Path, dtype: torch.dtype, settings: dict | None):
+    from transformers import Sam3VideoModel
+
+    from litetext_convert.parity.runtime import float64_memory_rope
 
     model = Sam3VideoModel.from_pretrained(str(folder)).eval().to(dtype)
     if dtype == torch.float64:
-        _float64_rope(model.tracker_model.memory_attention.rotary_emb)
+        float64_memory_rope(model.tracker_model.memory_attention.rotary_emb)
     for name, value in (settings or {}).items():
         setattr(model, name, value)
-    processor = Sam3VideoProcessor.from_pretrained(str(folder))
-    record = PipelineRecord("transformers", settings={k: getattr(model, k) for k in _SETTING_NAMES if hasattr(model, k)})
-    side = model.tracker_model.image_size
+    return model
+
+
+def _prompted_session(model, processor, frames: np.ndarray, text: str, recipes: tuple[str, ...], tokenizer,
+                      context: int, dtype: torch.dtype):
+    """The video session with the text prompt; the input recipes (pixels, tokens, geometry_cls) applied."""
+    from litetext_convert.reference.sam3_video import float64_run
+
     session = processor.init_video_session(video=frames, inference_device="cpu", dtype=dtype)
     if "pixels" in recipes:
-        for index, image in enumerate(meta_preprocessing(frames, side)):
+        for index, image in enumerate(original_preprocessing(frames, model.tracker_model.image_size)):
             session.processed_frames[index] = image.to(dtype)
     session = processor.add_text_prompt(session, text)
     prompt_id = next(iter(session.prompts))
@@ -318,11 +333,12 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
             session.prompt_embeddings[prompt_id] = model.detector_model.get_text_features(input_ids=ids, return_dict=True)
     if "geometry_cls" in recipes:
         _with_dummy_box(model.detector_model)
-    saved_kernel = modeling_sam3_video.cv_utils_kernel
-    if "cv_utils" in recipes:
-        modeling_sam3_video.cv_utils_kernel = CvUtilsStandIn()
-    _tracker_recipes(model, [r for r in recipes if r in TRACKER_RECIPES + ("new_object_mask", "input_mask_as_output")],
-                     (session.video_height, session.video_width))
+    return session, prompt_id
+
+
+def _record_each_step(model, session, record: PipelineRecord, side: int):
+    """Wrap the model's pipeline steps so that each frame's detector output, detections, tracked
+    masks and decisions land in `record`; returns the detector hook's handle (removed by the caller)."""
     current = {"frame": 0}
     track = model._det_track_one_frame
 
@@ -365,28 +381,25 @@ def run_transformers(folder: str | Path, frames: np.ndarray, text: str, *, recip
 
     _wrap(model, "run_detection", detections)
     _wrap(model, "run_tracker_update_planning_phase", planned)
-    handle = model.detector_model.register_forward_hook(raw, with_kwargs=True)
-    try:
-        with torch.no_grad(), float64_run(dtype), (float64_rope(model.detector_model) if dtype == torch.float64 else contextlib.nullcontext()):
-            if "prompted_frame_first" in recipes:
-                model(inference_session=session, frame_idx=0)
-            for output in model.propagate_in_video_iterator(inference_session=session):
-                post = processor.postprocess_outputs(session, output)
-                height, width = session.video_height, session.video_width
-                scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-                record.frame(output.frame_idx).output = {
-                    "ids": [int(i) for i in post["object_ids"]], "scores": post["scores"].double(),
-                    "boxes": post["boxes"].double().reshape(-1, 4) / scale, "masks": post["masks"].bool(),
-                }
-    finally:
-        handle.remove()
-        modeling_sam3_video.cv_utils_kernel = saved_kernel
-    record.ids = session.prompt_input_ids[prompt_id].clone()
-    record.pixels = [session.processed_frames[i].clone() for i in range(len(frames))]
-    record.notes = [f"recipes: {', '.join(recipes) or 'none'}"]
-    del model
-    gc.collect()
-    return record
+    return model.detector_model.register_forward_hook(raw, with_kwargs=True)
+
+
+def _propagate(model, processor, session, record: PipelineRecord, dtype: torch.dtype, *, prompted_frame_first: bool) -> None:
+    from litetext_convert.parity.runtime import float64_rope
+    from litetext_convert.reference.sam3_video import float64_run
+
+    rope = float64_rope(model.detector_model) if dtype == torch.float64 else contextlib.nullcontext()
+    with torch.no_grad(), float64_run(dtype), rope:
+        if prompted_frame_first:
+            model(inference_session=session, frame_idx=0)
+        for output in model.propagate_in_video_iterator(inference_session=session):
+            post = processor.postprocess_outputs(session, output)
+            height, width = session.video_height, session.video_width
+            scale = torch.tensor([width, height, width, height], dtype=torch.float64)
+            record.frame(output.frame_idx).output = {
+                "ids": [int(i) for i in post["object_ids"]], "scores": post["scores"].double(),
+                "boxes": post["boxes"].double().reshape(-1, 4) / scale, "masks": post["masks"].bool(),
+            }
 
 
 _SETTING_NAMES = ("score_threshold_detection", "assoc_iou_thresh", "det_nms_thresh", "new_det_thresh", "hotstart_delay",
@@ -485,8 +498,7 @@ def _with_dummy_box(detector) -> None:
         if kwargs.get("input_boxes") is None:
             vision = kwargs["vision_embeds"]
             batch = vision.fpn_hidden_states[0].shape[0] if hasattr(vision, "fpn_hidden_states") else 1
-            kwargs["input_boxes"] = torch.tensor([[DUMMY_BOX]], dtype=torch.float32).expand(batch, 1, 4)
-            kwargs["input_boxes_labels"] = torch.full((batch, 1), MASKED_BOX_LABEL, dtype=torch.long)
+            kwargs["input_boxes"], kwargs["input_boxes_labels"] = masked_dummy_box(batch)  # parity/recipes.py
         return forward(*args, **kwargs)
 
     detector.forward = with_box
@@ -514,7 +526,7 @@ class Stage:
 
 
 def _tensors(frame: int, name: str, pairs: list[tuple[str, Tensor, Tensor]], dtype: str) -> Stage:
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = dtypes.tolerances(dtype, "video")  # configs/tolerances.toml
     diffs = [compare(f"frame{frame}.{name}.{part}", a, b, atol=atol, rtol=rtol) for part, a, b in pairs]
     worst = max(diffs, key=lambda d: d.max_abs, default=None)
     detail = f"max abs {worst.max_abs:.2e} ({worst.name.rsplit('.', 1)[-1]})" if worst else "nothing to compare"
@@ -525,28 +537,28 @@ def _masks_differ(a: Tensor, b: Tensor) -> int:
     return int((a != b).sum()) if a.shape == b.shape else -1
 
 
-def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "float32") -> list[Stage]:
+def compare_records(original: PipelineRecord, hf: PipelineRecord, dtype: str = "float32") -> list[Stage]:
     stages = []
     # a setting transformers does not have is off there: the same when Meta's value turns it off too
-    absent = {k for k in meta.settings if k not in hf.settings and meta.settings[k] is False}
-    differing = {k: (meta.settings[k], hf.settings.get(k)) for k in meta.settings
-                 if k not in absent and meta.settings[k] != hf.settings.get(k)}
-    stages.append(Stage(None, "settings", not differing, f"differ (meta, transformers): {differing}" if differing else
-                        f"{len(meta.settings) - len(absent)} heuristics settings equal; off in Meta and absent in "
+    absent = {k for k in original.settings if k not in hf.settings and original.settings[k] is False}
+    differing = {k: (original.settings[k], hf.settings.get(k)) for k in original.settings
+                 if k not in absent and original.settings[k] != hf.settings.get(k)}
+    stages.append(Stage(None, "settings", not differing, f"differ (original, transformers): {differing}" if differing else
+                        f"{len(original.settings) - len(absent)} heuristics settings equal; off in Meta and absent in "
                         f"transformers: {sorted(absent)}"))
-    same_ids = meta.ids is not None and hf.ids is not None and meta.ids.shape == hf.ids.shape and torch.equal(meta.ids, hf.ids)
-    stages.append(Stage(None, "tokens", same_ids, f"meta {list(meta.ids.shape)} {meta.ids.flatten().tolist()}, "
+    same_ids = original.ids is not None and hf.ids is not None and original.ids.shape == hf.ids.shape and torch.equal(original.ids, hf.ids)
+    stages.append(Stage(None, "tokens", same_ids, f"original {list(original.ids.shape)} {original.ids.flatten().tolist()}, "
                         f"transformers {list(hf.ids.shape)} {hf.ids.flatten().tolist()}"))
-    for index in sorted(set(meta.frames) | set(hf.frames)):
-        m, h = meta.frames.get(index, FrameRecord()), hf.frames.get(index, FrameRecord())
-        stages.append(_tensors(index, "pixels", [("image", meta.pixels[index].double(), hf.pixels[index].double())], dtype))
+    for index in sorted(set(original.frames) | set(hf.frames)):
+        m, h = original.frames.get(index, FrameRecord()), hf.frames.get(index, FrameRecord())
+        stages.append(_tensors(index, "pixels", [("image", original.pixels[index].double(), hf.pixels[index].double())], dtype))
         if m.detector and h.detector:
             stages.append(_tensors(index, "detector", [(k, m.detector[k], h.detector[k].reshape(m.detector[k].shape)
                                                         if h.detector[k].numel() == m.detector[k].numel() else h.detector[k])
                                                        for k in ("probs", "boxes", "masks")], dtype))
         count = (len(m.detections.get("scores", [])), len(h.detections.get("scores", [])))
         if count[0] != count[1]:
-            stages.append(Stage(index, "detections", False, f"meta keeps {count[0]} detections, transformers {count[1]}"))
+            stages.append(Stage(index, "detections", False, f"original keeps {count[0]} detections, transformers {count[1]}"))
         else:
             stage = _tensors(index, "detections", [(k, m.detections[k], h.detections[k]) for k in ("scores", "boxes", "masks")],
                              dtype)
@@ -554,7 +566,7 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "floa
             stages.append(stage)
         ids = (sorted(m.tracker), sorted(h.tracker))
         if ids[0] != ids[1]:
-            stages.append(Stage(index, "tracker", False, f"tracked objects: meta {ids[0]}, transformers {ids[1]}"))
+            stages.append(Stage(index, "tracker", False, f"tracked objects: original {ids[0]}, transformers {ids[1]}"))
         else:
             pairs = []
             for obj in ids[0]:
@@ -564,10 +576,10 @@ def compare_records(meta: PipelineRecord, hf: PipelineRecord, dtype: str = "floa
             stage.detail = f"objects {ids[0]}; {stage.detail}"
             stages.append(stage)
         same = m.decisions == h.decisions
-        stages.append(Stage(index, "decisions", same, f"meta {m.decisions}" + ("" if same else f"; transformers {h.decisions}")))
+        stages.append(Stage(index, "decisions", same, f"original {m.decisions}" + ("" if same else f"; transformers {h.decisions}")))
         mo, ho = m.output, h.output
         if mo.get("ids") != ho.get("ids"):
-            stages.append(Stage(index, "output", False, f"object ids: meta {mo.get('ids')}, transformers {ho.get('ids')}"))
+            stages.append(Stage(index, "output", False, f"object ids: original {mo.get('ids')}, transformers {ho.get('ids')}"))
         else:
             stage = _tensors(index, "output", [("scores", mo["scores"], ho["scores"]), ("boxes", mo["boxes"], ho["boxes"])],
                              dtype)
@@ -622,15 +634,15 @@ def run_video_parity(prepared, folder: str | Path, tokenizer, *, frames: np.ndar
     """The comparisons of RUNS, each side run alone: as shipped (Meta's pipeline as its video builder makes
     it, transformers as it ships, float32), and with the recipes in float64 and in float32."""
     context = prepared.arch.context_length
-    runs, meta = {}, None
+    runs = {}
     for name, (recipes, dtype) in RUNS.items():
-        torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-        meta = run_meta(prepared, frames, text, tokenizer, settings=settings, dtype=torch_dtype,
-                        memory_selection=False if recipes else None)
+        torch_dtype = dtypes.torch_dtype(dtype)
+        original = run_original(prepared, frames, text, tokenizer, settings=settings, dtype=torch_dtype,
+                                memory_selection=False if recipes else None)
         hf = run_transformers(folder, frames, text, recipes=RECIPES if recipes else (), tokenizer=tokenizer,
                               context=context, settings=settings, dtype=torch_dtype)
-        runs[name] = compare_records(meta, hf, dtype)
-        del meta, hf
+        runs[name] = compare_records(original, hf, dtype)
+        del original, hf
         gc.collect()
     notes = [*WORKAROUNDS, f"frames {list(frames.shape)}, text {text!r}, settings overridden: {settings or {}}"]
     return VideoParityResult(runs, RECIPES, notes)

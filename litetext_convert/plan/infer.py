@@ -134,8 +134,40 @@ def infer_text(
     notes: list[str],
     variants: dict[str, dict],
 ) -> TextArchitecture:
-    keys = list(tensors)
     vocab, hidden = _shape(tensors, TEXT + "encoder.embedding_layer.weight")
+    family, layers, ffn, kernel = _text_layers(tensors)
+    projection_in, projection_dim = _shape(tensors, TEXT + "encoder.projection_layer")
+    if projection_in != hidden:
+        raise CheckpointError(f"projection_layer is {projection_in}x{projection_dim}, expected {hidden} rows")
+    detector_width = _shape(tensors, TEXT + "projector.weight")[0]
+    pos_shape = _shape(tensors, TEXT + "encoder.positional_embedding.pos_embed.pos_embed")
+    if len(pos_shape) != 4 or pos_shape[3] != hidden:
+        raise CheckpointError(f"text positional table has shape {list(pos_shape)}, expected [1, 1, T, {hidden}]")
+    rows = pos_shape[2]
+
+    variant = _match_variant(variants, family, hidden, len(layers))
+    heads = _heads(variants, variant, hidden, num_heads)
+    context = _context(filename, rows, context_length, notes)
+    return TextArchitecture(
+        variant=variant,
+        family=Fact(family, "weights"),
+        hidden_size=Fact(hidden, "weights"),
+        num_layers=Fact(len(layers), "weights"),
+        num_heads=heads,
+        intermediate_size=Fact(ffn, "weights"),
+        vocab_size=Fact(vocab, "weights"),
+        projection_dim=Fact(projection_dim, "weights"),
+        detector_width=Fact(detector_width, "weights"),
+        repmixer_kernel_size=kernel,
+        positional_rows=Fact(rows, "weights"),
+        context_length=context,
+    )
+
+
+def _text_layers(tensors: dict[str, torch.Tensor]) -> tuple[str, list[int], int, Fact | None]:
+    """The text layers' layout from their keys: family (base, or mct: RepMixer first and last), the
+    layer indices, the feed-forward width and the RepMixer kernel (None without RepMixers)."""
+    keys = list(tensors)
     layers = _layer_indices(keys, TEXT + "encoder.transformer.")
     if not layers or layers != list(range(len(layers))):
         raise CheckpointError(f"text encoder layers are not numbered 0..n-1: {layers[:12]}")
@@ -163,32 +195,7 @@ def infer_text(
                 "transformers uses one intermediate_size for both"
             )
         kernel = Fact(_shape(tensors, f"{TEXT}encoder.transformer.0.token_mixer.mixer.rbr_conv.0.conv.weight")[-1], "weights")
-    projection_in, projection_dim = _shape(tensors, TEXT + "encoder.projection_layer")
-    if projection_in != hidden:
-        raise CheckpointError(f"projection_layer is {projection_in}x{projection_dim}, expected {hidden} rows")
-    detector_width = _shape(tensors, TEXT + "projector.weight")[0]
-    pos_shape = _shape(tensors, TEXT + "encoder.positional_embedding.pos_embed.pos_embed")
-    if len(pos_shape) != 4 or pos_shape[3] != hidden:
-        raise CheckpointError(f"text positional table has shape {list(pos_shape)}, expected [1, 1, T, {hidden}]")
-    rows = pos_shape[2]
-
-    variant = _match_variant(variants, family, hidden, len(layers))
-    heads = _heads(variants, variant, hidden, num_heads)
-    context = _context(filename, rows, context_length, notes)
-    return TextArchitecture(
-        variant=variant,
-        family=Fact(family, "weights"),
-        hidden_size=Fact(hidden, "weights"),
-        num_layers=Fact(len(layers), "weights"),
-        num_heads=heads,
-        intermediate_size=Fact(ffn, "weights"),
-        vocab_size=Fact(vocab, "weights"),
-        projection_dim=Fact(projection_dim, "weights"),
-        detector_width=Fact(detector_width, "weights"),
-        repmixer_kernel_size=kernel,
-        positional_rows=Fact(rows, "weights"),
-        context_length=context,
-    )
+    return family, layers, ffn, kernel
 
 
 def _match_variant(variants: dict[str, dict], family: str, hidden: int, layers: int) -> Fact:
@@ -360,3 +367,40 @@ def to_plain(arch: Architecture) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------------------------
+# The video tracker's sizes (the video target's config and the original tracker are built from them)
+
+TRACKER = "tracker."  # the video tracker's keys in an upstream checkpoint
+
+
+def tracker_sizes(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The tracker's sizes, read from the shapes of its weights (never assumed)."""
+
+    def shape(key: str) -> tuple[int, ...]:
+        if TRACKER + key not in tensors:
+            raise CheckpointError(f"--target video needs the tracker weights, and {TRACKER + key} is missing")
+        return tuple(tensors[TRACKER + key].shape)
+
+    def count(pattern: str) -> int:
+        regex = re.compile(re.escape(TRACKER) + pattern)
+        return len({m.group(1) for key in tensors if (m := regex.fullmatch(key))})
+
+    num_maskmem, _, _, mem_dim = shape("maskmem_tpos_enc")
+    hidden = shape("no_mem_embed")[-1]
+    return {
+        "hidden": hidden,
+        "mem_dim": mem_dim,
+        "num_maskmem": num_maskmem,
+        "memory_attention_layers": count(r"transformer\.encoder\.layers\.(\d+)\.linear1\.weight"),
+        "memory_attention_ffn": shape("transformer.encoder.layers.0.linear1.weight")[0],
+        "decoder_layers": count(r"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.lin1\.weight"),
+        "decoder_mlp": shape("sam_mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        "iou_hidden": shape("sam_mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        "multimask_outputs": shape("sam_mask_decoder.mask_tokens.weight")[0] - 1,
+        "point_embeddings": count(r"sam_prompt_encoder\.point_embeddings\.(\d+)\.weight"),
+        "mask_input_channels": shape("sam_prompt_encoder.mask_downscaling.3.weight")[0],
+        "fuser_layers": count(r"maskmem_backbone\.fuser\.layers\.(\d+)\.gamma"),
+        "fuser_intermediate": shape("maskmem_backbone.fuser.layers.0.pwconv1.weight")[0],
+        "fuser_kernel": shape("maskmem_backbone.fuser.layers.0.dwconv.weight")[-1],
+        "downsampler_stages": count(r"maskmem_backbone\.mask_downsampler\.encoder\.(\d+)\.weight") // 2,
+    }

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from litetext_convert.plan import ops, validate
-# dtype names and the cast rule live in plan/dtypes.py; re-exported here for the writer.
-from litetext_convert.plan.dtypes import check_dtype, target_dtype  # noqa: F401
+# dtype names and the cast rule live in dtypes.py; re-exported here for the writer.
+from litetext_convert.dtypes import check_dtype, target_dtype  # noqa: F401
 from litetext_convert.plan.hf_config import meta_model_tensors, transformers_class
 from litetext_convert.plan.infer import Architecture, infer_architecture
 from litetext_convert.plan.manifest import target_manifest

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from litetext_convert import __version__
-from litetext_convert.reference.text_encoder import ReferenceTextEncoder, TextTrace
-from litetext_convert.reference.tokenizer import UpstreamTokenizer
+from litetext_convert.reference.text_encoder import CleanRoomTextEncoder, TextTrace
+from litetext_convert.reference.tokenizer import CleanRoomTokenizer
 
 CLEAN_ROOM = f"clean-room reference (litetext_convert.reference, litetext {__version__})"
 
@@ -55,7 +55,7 @@ def load_original_text_encoder(state_dict: dict[str, torch.Tensor], arch, dtype:
             return encoder, {**info, "num_heads": heads, "num_heads_source": heads_source}
         except (ImportError, OSError) as exc:
             fallback = fork_fallback(exc)
-    encoder = ReferenceTextEncoder.from_original_state_dict(
+    encoder = CleanRoomTextEncoder.from_original_state_dict(
         state_dict, variant=arch.text.family.value, num_heads=heads, context_length=arch.context_length, dtype=dtype
     )
     info = {"name": CLEAN_ROOM, "kind": "clean-room", "version": __version__}
@@ -93,17 +93,17 @@ def merges_from_folder(folder: Path) -> list[tuple[str, str]]:
     raise FileNotFoundError(f"{folder} holds neither tokenizer.json nor merges.txt")
 
 
-def load_upstream_tokenizer(folder: Path):
+def load_original_tokenizer(folder: Path):
     """(callable (texts, context) -> ids, description). The vocabulary is data shared by both
     sides; the algorithm (cleaning, pre-tokenizing, BPE, padding, truncation) is upstream's."""
     if upstream_fork_available():
         try:
-            from litetext_convert.reference.upstream import load_upstream_tokenizer as load_fork_tokenizer
+            from litetext_convert.reference.upstream import load_fork_tokenizer
 
             return load_fork_tokenizer()
         except (ImportError, OSError) as exc:
             fork_fallback(exc)
-    return UpstreamTokenizer(merges_from_folder(folder)), f"{CLEAN_ROOM}: upstream SimpleTokenizer semantics, vocabulary from {folder.name}"
+    return CleanRoomTokenizer(merges_from_folder(folder)), f"{CLEAN_ROOM}: upstream SimpleTokenizer semantics, vocabulary from {folder.name}"
 
 
-__all__ = ["CLEAN_ROOM", "ReferenceTextEncoder", "TextTrace", "load_original_text_encoder", "load_upstream_tokenizer"]
+__all__ = ["CLEAN_ROOM", "CleanRoomTextEncoder", "TextTrace", "load_original_text_encoder", "load_original_tokenizer"]

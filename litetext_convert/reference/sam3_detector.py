@@ -5,7 +5,7 @@ DETR encoder/decoder, segmentation head and dot-product scoring, built with the 
 `sam3.model_builder` (the `_create_*` functions) except for the sizes, which come from the weights,
 so a reduced ("tiny") checkpoint builds the same modules smaller. The language backbone is the
 LiteText student text encoder: upstream's `TextStudentEncoder` needs the upstream fork, which is not
-on PyPI, so this module uses our clean-room `ReferenceTextEncoder`, which loads the same original
+on PyPI, so this module uses our clean-room `CleanRoomTextEncoder`, which loads the same original
 keys (see reference/text_encoder.py); the result says so in `original_name`.
 
 Key layout decision: the detector is built WITHOUT the interactive-instance predictor and WITHOUT
@@ -31,11 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from litetext_convert.reference import upstream_fork_available
-from litetext_convert.reference.text_encoder import ReferenceTextEncoder
+from litetext_convert.reference.text_encoder import CleanRoomTextEncoder
 
 DETECTOR_PREFIX = "detector."
 TEXT_PREFIX = "backbone.language_backbone."
-ORIGINAL_NAME = "{package} {version} + clean-room student text encoder (litetext ReferenceTextEncoder)"
+ORIGINAL_NAME = "{package} {version} + clean-room student text encoder (litetext CleanRoomTextEncoder)"
 UNAVAILABLE_REASON = (
     "Meta's sam3 is not installed: pip install -e '.[original]' with torch==2.14.1 torchvision==0.29.1 (see README)"
 )
@@ -190,8 +190,9 @@ def _import_sam3():
 
 
 @dataclass(frozen=True)
-class DetectorSizes:
-    """The constructor arguments that differ between a full and a reduced detector."""
+class OriginalDetectorSizes:
+    """The constructor arguments of Meta's detector that differ between a full and a reduced one
+    (not synthetic.builder.DetectorSizes, which shapes the keys a synthetic checkpoint holds)."""
 
     image_size: int
     pretrain_image_size: int
@@ -216,7 +217,7 @@ class DetectorSizes:
     upsampling_stages: int
 
     @classmethod
-    def from_architecture(cls, arch, state_dict: Mapping[str, Tensor]) -> DetectorSizes:
+    def from_architecture(cls, arch, state_dict: Mapping[str, Tensor]) -> OriginalDetectorSizes:
         d = arch.detector
         scoring = state_dict["dot_prod_scoring.prompt_mlp.layers.0.weight"]  # not in Architecture
         return cls(
@@ -249,7 +250,7 @@ class DetectorSizes:
 # (dropout / drop-path / activation-checkpoint arguments are kept as Meta passes them; eval() disables them.)
 
 
-def _position_encoding(sizes: DetectorSizes, precompute: bool):
+def _position_encoding(sizes: OriginalDetectorSizes, precompute: bool):
     from sam3.model.position_encoding import PositionEmbeddingSine
 
     return PositionEmbeddingSine(
@@ -261,7 +262,7 @@ def _position_encoding(sizes: DetectorSizes, precompute: bool):
     )
 
 
-def _vit(sizes: DetectorSizes):
+def _vit(sizes: OriginalDetectorSizes):
     from sam3.model.vitdet import ViT
 
     mlp_ratio = sizes.vit_mlp / sizes.vit_width
@@ -295,7 +296,7 @@ def _vit(sizes: DetectorSizes):
     )
 
 
-def _vision_backbone(sizes: DetectorSizes, sam2_neck: bool = False):
+def _vision_backbone(sizes: OriginalDetectorSizes, sam2_neck: bool = False):
     """`sam2_neck`: also the tracker's SAM2 neck (`sam2_convs`), as Meta's video model builds it."""
     from sam3.model.necks import Sam3DualViTDetNeck
 
@@ -308,13 +309,13 @@ def _vision_backbone(sizes: DetectorSizes, sam2_neck: bool = False):
     )
 
 
-def _mha(sizes: DetectorSizes, dropout: float, **kwargs):
+def _mha(sizes: OriginalDetectorSizes, dropout: float, **kwargs):
     from sam3.model.model_misc import MultiheadAttentionWrapper
 
     return MultiheadAttentionWrapper(num_heads=sizes.heads, dropout=dropout, embed_dim=sizes.d_model, **kwargs)
 
 
-def _fusion_layer(sizes: DetectorSizes, ffn: int, *, batch_first: bool, pos_at_attn: bool, pos_at_keys: bool):
+def _fusion_layer(sizes: OriginalDetectorSizes, ffn: int, *, batch_first: bool, pos_at_attn: bool, pos_at_keys: bool):
     from sam3.model.encoder import TransformerEncoderLayer
 
     return TransformerEncoderLayer(
@@ -331,7 +332,7 @@ def _fusion_layer(sizes: DetectorSizes, ffn: int, *, batch_first: bool, pos_at_a
     )
 
 
-def _transformer(sizes: DetectorSizes):
+def _transformer(sizes: OriginalDetectorSizes):
     from sam3.model.decoder import TransformerDecoder, TransformerDecoderLayer
     from sam3.model.encoder import TransformerEncoderFusion
     from sam3.model.model_misc import TransformerWrapper
@@ -376,7 +377,7 @@ def _transformer(sizes: DetectorSizes):
     return TransformerWrapper(encoder=encoder, decoder=decoder, d_model=sizes.d_model)
 
 
-def _dot_product_scoring(sizes: DetectorSizes):
+def _dot_product_scoring(sizes: OriginalDetectorSizes):
     from sam3.model.model_misc import MLP, DotProductScoring
 
     prompt_mlp = MLP(
@@ -391,7 +392,7 @@ def _dot_product_scoring(sizes: DetectorSizes):
     return DotProductScoring(d_model=sizes.d_model, d_proj=sizes.d_model, prompt_mlp=prompt_mlp)
 
 
-def _segmentation_head(sizes: DetectorSizes):
+def _segmentation_head(sizes: OriginalDetectorSizes):
     from sam3.model.maskformer_segmentation import PixelDecoder, UniversalSegmentationHead
 
     pixel_decoder = PixelDecoder(
@@ -412,7 +413,7 @@ def _segmentation_head(sizes: DetectorSizes):
     )
 
 
-def _geometry_encoder(sizes: DetectorSizes):
+def _geometry_encoder(sizes: OriginalDetectorSizes):
     from sam3.model.geometry_encoders import SequenceGeometryEncoder
 
     return SequenceGeometryEncoder(
@@ -434,7 +435,7 @@ def _geometry_encoder(sizes: DetectorSizes):
     )
 
 
-class TokenIdLanguageBackbone(ReferenceTextEncoder):
+class TokenIdLanguageBackbone(CleanRoomTextEncoder):
     """The student text encoder behind SAM3VLBackbone's language-backbone interface.
 
     Upstream's TextStudentEncoder tokenizes `captions` itself and returns (padding mask where
@@ -442,7 +443,7 @@ class TokenIdLanguageBackbone(ReferenceTextEncoder):
     """
 
     @classmethod
-    def wrapping(cls, student: ReferenceTextEncoder) -> TokenIdLanguageBackbone:
+    def wrapping(cls, student: CleanRoomTextEncoder) -> TokenIdLanguageBackbone:
         return cls(student.encoder, student.projector)  # same modules, so the same original keys
 
     def forward(self, input_ids: Tensor, input_boxes=None, device=None) -> tuple[Tensor, Tensor, Tensor]:
@@ -450,7 +451,7 @@ class TokenIdLanguageBackbone(ReferenceTextEncoder):
         return trace.padding_mask, trace.text_features.transpose(0, 1), trace.embeddings.transpose(0, 1)
 
 
-def _sam3_image(sizes: DetectorSizes, language_backbone: nn.Module):
+def _sam3_image(sizes: OriginalDetectorSizes, language_backbone: nn.Module):
     from sam3.model.sam3_image import Sam3Image
     from sam3.model.vl_combiner import SAM3VLBackbone
 
@@ -653,9 +654,9 @@ def _stages(backbone_out: dict, out: dict, captured: dict) -> dict[str, Tensor]:
     return {name: tensor.detach() for name, tensor in stages.items()}
 
 
-def _student_text_encoder(detector_keys: dict[str, Tensor], arch, dtype: torch.dtype) -> ReferenceTextEncoder:
+def _student_text_encoder(detector_keys: dict[str, Tensor], arch, dtype: torch.dtype) -> CleanRoomTextEncoder:
     text = {k[len(TEXT_PREFIX):]: v for k, v in detector_keys.items() if k.startswith(TEXT_PREFIX)}
-    return ReferenceTextEncoder.from_original_state_dict(
+    return CleanRoomTextEncoder.from_original_state_dict(
         text,
         variant=arch.text.family.value,
         num_heads=arch.text.num_heads.value,
@@ -693,7 +694,7 @@ def build_original_detector(state_dict: Mapping[str, Tensor], arch, *, dtype: to
     sam3, _ = _import_sam3()
     family = getattr(arch, "family", None)
     detector_keys, ignored = _split_keys(state_dict, family.original_ignored if family else None)
-    sizes = DetectorSizes.from_architecture(arch, detector_keys)
+    sizes = OriginalDetectorSizes.from_architecture(arch, detector_keys)
     student = _student_text_encoder(detector_keys, arch, torch.float32)
     with original_runtime():
         model = _sam3_image(sizes, TokenIdLanguageBackbone.wrapping(student))

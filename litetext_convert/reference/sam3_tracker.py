@@ -125,7 +125,7 @@ class TrackerSizes:
 
     @classmethod
     def from_weights(cls, arch, state_dict: Mapping[str, Tensor]) -> TrackerSizes:
-        from litetext_convert.plan.hf_config import tracker_sizes
+        from litetext_convert.plan.infer import tracker_sizes
 
         t = tracker_sizes(state_dict)
         d = arch.detector

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from litetext_convert.reference.sam3_detector import (
     DETECTOR_PREFIX,
     TEXT_PREFIX,
-    DetectorSizes,
+    OriginalDetectorSizes,
     TokenIdLanguageBackbone,
     _cast_real_tensors,
     _dot_product_scoring,
@@ -121,7 +121,7 @@ def connected_components_8(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 class CaptionLanguageBackbone(TokenIdLanguageBackbone):
     """The student text encoder taking Meta's captions (strings), tokenized at the model's context
-    by `tokenizer` (reference/tokenizer.UpstreamTokenizer), as upstream's TextStudentEncoder does.
+    by `tokenizer` (reference/tokenizer.CleanRoomTokenizer), as upstream's TextStudentEncoder does.
     The ids of the last call are kept: they are what this side fed its text encoder."""
 
     tokenizer: Callable | None = None
@@ -144,7 +144,7 @@ class OriginalVideo:
     workarounds: list[str] = field(default_factory=lambda: list(WORKAROUNDS))
 
 
-def _video_detector(sizes: DetectorSizes, language_backbone: nn.Module):
+def _video_detector(sizes: OriginalDetectorSizes, language_backbone: nn.Module):
     """build_sam3_video_model's detector: Sam3ImageOnVideoMultiGPU with the SAM2 neck, joint box scores."""
     from sam3.model.sam3_image import Sam3ImageOnVideoMultiGPU
     from sam3.model.vl_combiner import SAM3VLBackbone
@@ -177,7 +177,7 @@ def build_original_video(state_dict: Mapping[str, Tensor], arch, tokenizer: Call
     chosen = {**META_SETTINGS, **(settings or {})}
     detector_keys, _ = _split_keys(state_dict)  # tracker.* and sam2_convs.* set aside there; taken below
     neck_keys = {k[len(DETECTOR_PREFIX):]: v for k, v in state_dict.items() if k.startswith(DETECTOR_PREFIX + SAM2_NECK)}
-    sizes = DetectorSizes.from_architecture(arch, detector_keys)
+    sizes = OriginalDetectorSizes.from_architecture(arch, detector_keys)
     student = _student_text_encoder(detector_keys, arch, torch.float32)
     language = CaptionLanguageBackbone.wrapping(student)
     language.tokenizer, language.context_length = tokenizer, arch.context_length

@@ -7,7 +7,7 @@ two-letter prefixes with a final letter, then three-letter ones, until the count
 merge joins two symbols that exist by then, and every merge result is a new, distinct entry.
 
 ``write_hf_clip_tokenizer`` writes the same vocabulary for ``transformers.CLIPTokenizer``. Measured
-against ``UpstreamTokenizer`` with ``padding="max_length", truncation=True, max_length=context``
+against ``CleanRoomTokenizer`` with ``padding="max_length", truncation=True, max_length=context``
 (tests/test_reference_tokenizer.py keeps this true), on the synthetic and on the real CLIP merges:
 
 - padding: HF pads with ``<|endoftext|>`` (49407) where upstream pads with 0; every id before the
@@ -17,7 +17,7 @@ against ``UpstreamTokenizer`` with ``padding="max_length", truncation=True, max_
   (twice), and runs ``ftfy.fix_text`` when installed: ``"&amp;"`` is ``&`` upstream but the
   characters ``& a m p ;`` in HF; mojibake, curly quotes, fullwidth letters and ligatures are
   repaired only upstream (and only with ftfy); decomposed accents are composed by HF and by ftfy,
-  so without ftfy ``UpstreamTokenizer`` differs from HF there;
+  so without ftfy ``CleanRoomTokenizer`` differs from HF there;
 - lower-casing: Python's ``str.lower`` turns a word-final ``Σ`` into ``ς``, HF's into ``σ``;
 - special strings: a prompt containing ``<start_of_text>`` / ``<end_of_text>`` gets the special ids
   upstream; HF reserves ``<|startoftext|>`` / ``<|endoftext|>`` instead.

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TextTrace", "ReferenceTextEncoder"]
+__all__ = ["TextTrace", "CleanRoomTextEncoder"]
 
 VARIANTS = ("mct", "base")
 _POSITIONAL_KEY = "encoder.positional_embedding.pos_embed.pos_embed"
@@ -227,7 +227,7 @@ class MobileCLIPText(nn.Module):
         return tokens + self.positional_embedding["pos_embed"](input_ids.shape[1])
 
 
-class ReferenceTextEncoder(nn.Module):
+class CleanRoomTextEncoder(nn.Module):
     """Upstream ``TextStudentEncoder`` (minus its tokenizer), in eval mode, returning every stage."""
 
     def __init__(self, encoder: MobileCLIPText, projector: nn.Linear):
@@ -244,7 +244,7 @@ class ReferenceTextEncoder(nn.Module):
         num_heads: int,
         context_length: int,
         dtype: torch.dtype = torch.float32,
-    ) -> ReferenceTextEncoder:
+    ) -> CleanRoomTextEncoder:
         """Build from keys relative to ``detector.backbone.language_backbone.``, strictly.
 
         A positional table longer than ``context_length`` is sliced to its first rows (upstream's

@@ -37,7 +37,7 @@ except ImportError:  # optional: see the module docstring
     ftfy = None
 
 __all__ = [
-    "UpstreamTokenizer",
+    "CleanRoomTokenizer",
     "bytes_to_unicode",
     "clean_text",
     "MAX_MERGES",
@@ -100,7 +100,7 @@ def _parse_merge_lines(lines: Sequence[str]) -> list[tuple[str, str]]:
     return merges
 
 
-class UpstreamTokenizer:
+class CleanRoomTokenizer:
     """Tokenises like upstream's ``SimpleTokenizer(clean="lower")``."""
 
     def __init__(self, merges: list[tuple[str, str]]):
@@ -119,7 +119,7 @@ class UpstreamTokenizer:
         self._bpe_cache: dict[str, list[str]] = {START_OF_TEXT: [START_OF_TEXT], END_OF_TEXT: [END_OF_TEXT]}
 
     @classmethod
-    def from_bpe_file(cls, path: str | Path) -> UpstreamTokenizer:
+    def from_bpe_file(cls, path: str | Path) -> CleanRoomTokenizer:
         """Upstream's ``bpe_simple_vocab_16e6.txt(.gz)``: a header line, then one merge per line."""
         raw = Path(path).read_bytes()
         if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix
@@ -128,7 +128,7 @@ class UpstreamTokenizer:
         return cls(_parse_merge_lines(lines[1:]))
 
     @classmethod
-    def from_merges_txt(cls, path: str | Path) -> UpstreamTokenizer:
+    def from_merges_txt(cls, path: str | Path) -> CleanRoomTokenizer:
         """HF ``merges.txt``: optional ``#version`` header, one merge per line."""
         lines = Path(path).read_text(encoding="utf-8").split("\n")
         return cls(_parse_merge_lines([line for line in lines if not line.startswith("#version")]))

@@ -121,7 +121,7 @@ def _fork_version() -> str:
         return "unknown"
 
 
-def load_upstream_tokenizer():
+def load_fork_tokenizer():
     from sam3.model.tokenizer_ve import SimpleTokenizer
 
     tokenizer = SimpleTokenizer(bpe_path=str(_bpe_path()))

@@ -3,52 +3,21 @@ tracker (+ its own neck). Its data is configs/targets/video.toml."""
 
 from __future__ import annotations
 
-import re
+import importlib.util
+import json
 from pathlib import Path
 
 import torch
 
 from litetext_convert.errors import CheckpointError
+from litetext_convert.paths import read_config
 from litetext_convert.plan.hf_config import build_config as build_image_config
 from litetext_convert.plan.hf_config import transformers_class
-from litetext_convert.plan.infer import Architecture
+from litetext_convert.plan.infer import Architecture, tracker_sizes
+from litetext_convert.targets.image import image_processor_fields
 
-TRACKER = "tracker."
 # Sam3TrackerVideoMemoryAttentionLayer builds its cross-attention with kv_in_dim=64 whatever the config says.
 TRANSFORMERS_MEMORY_DIM = 64
-
-
-def tracker_sizes(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
-    """The tracker's sizes, read from the shapes of its weights (never assumed)."""
-
-    def shape(key: str) -> tuple[int, ...]:
-        if TRACKER + key not in tensors:
-            raise CheckpointError(f"--target video needs the tracker weights, and {TRACKER + key} is missing")
-        return tuple(tensors[TRACKER + key].shape)
-
-    def count(pattern: str) -> int:
-        regex = re.compile(re.escape(TRACKER) + pattern)
-        return len({m.group(1) for key in tensors if (m := regex.fullmatch(key))})
-
-    num_maskmem, _, _, mem_dim = shape("maskmem_tpos_enc")
-    hidden = shape("no_mem_embed")[-1]
-    return {
-        "hidden": hidden,
-        "mem_dim": mem_dim,
-        "num_maskmem": num_maskmem,
-        "memory_attention_layers": count(r"transformer\.encoder\.layers\.(\d+)\.linear1\.weight"),
-        "memory_attention_ffn": shape("transformer.encoder.layers.0.linear1.weight")[0],
-        "decoder_layers": count(r"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.lin1\.weight"),
-        "decoder_mlp": shape("sam_mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-        "iou_hidden": shape("sam_mask_decoder.iou_prediction_head.layers.0.weight")[0],
-        "multimask_outputs": shape("sam_mask_decoder.mask_tokens.weight")[0] - 1,
-        "point_embeddings": count(r"sam_prompt_encoder\.point_embeddings\.(\d+)\.weight"),
-        "mask_input_channels": shape("sam_prompt_encoder.mask_downscaling.3.weight")[0],
-        "fuser_layers": count(r"maskmem_backbone\.fuser\.layers\.(\d+)\.gamma"),
-        "fuser_intermediate": shape("maskmem_backbone.fuser.layers.0.pwconv1.weight")[0],
-        "fuser_kernel": shape("maskmem_backbone.fuser.layers.0.dwconv.weight")[-1],
-        "downsampler_stages": count(r"maskmem_backbone\.mask_downsampler\.encoder\.(\d+)\.weight") // 2,
-    }
 
 
 def build_config(arch: Architecture, tensors: dict[str, torch.Tensor]):
@@ -107,8 +76,32 @@ def _tracker_config(TrackerConfig, arch: Architecture, detector, t: dict[str, in
     )
 
 
+def video_processor_fields(arch: Architecture) -> dict:
+    fields = dict(read_config("video_processor.toml")["video_processor"])
+    fields["size"] = {"height": arch.detector.image_size.value, "width": arch.detector.image_size.value}
+    return fields
+
+
 def save_processor(folder: Path, arch: Architecture, tokenizer) -> None:
     """Sam3VideoProcessor (image processor + video processor + tokenizer)."""
-    from litetext_convert.write.processor import save_video_processor
+    if importlib.util.find_spec("torchvision") is not None and importlib.util.find_spec("PIL") is not None:
+        from transformers import Sam3ImageProcessor, Sam3VideoProcessor
+        from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
-    save_video_processor(folder, arch, tokenizer)
+        image = image_processor_fields(arch)
+        image.pop("image_processor_type")
+        video = video_processor_fields(arch)
+        video.pop("video_processor_type")
+        processor = Sam3VideoProcessor(
+            image_processor=Sam3ImageProcessor(**image), video_processor=Sam2VideoVideoProcessor(**video), tokenizer=tokenizer
+        )
+        processor.save_pretrained(str(folder))
+        return
+    tokenizer.save_pretrained(str(folder))
+    config = {
+        "image_processor": dict(sorted(image_processor_fields(arch).items())),
+        "processor_class": read_config("video_processor.toml")["processor"]["processor_class"],
+        "target_size": arch.detector.image_size.value,
+        "video_processor": dict(sorted(video_processor_fields(arch).items())),
+    }
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -26,7 +26,7 @@ from litetext_convert.folder.names import CARD, CONVERSION_RECORD, PARITY_DIR
 from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.records import ConversionRecord, read_conversion_record, write_parity_record
 from litetext_convert.parity.run import ParityRequest, check_converted_folder, check_folder_structure, measure
-from litetext_convert.plan import dtypes
+from litetext_convert import dtypes
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.publish.model_card import write_folder_card
 from litetext_convert.targets import Target, scope_target, target as find_target

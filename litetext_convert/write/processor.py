@@ -1,15 +1,13 @@
-"""The processor saved beside the weights: a CLIP tokenizer cut to the context + Sam3's image processor."""
+"""The tokenizer saved beside the weights: a CLIP tokenizer cut to the context, and the vocabulary it is.
+The processor around it is the target's (targets/<id>.py `save_processor`)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import json
 from pathlib import Path
 
 from litetext_convert.errors import LitetextError, printable
 from litetext_convert.paths import read_config
-from litetext_convert.plan.infer import Architecture
 
 
 # The transformers classes `load_tokenizer` uses: `prepare(preload=...)` imports them in its background thread.
@@ -82,43 +80,6 @@ def load_tokenizer(source: str | None, context_length: int):
     return tokenizer
 
 
-def image_processor_fields(arch: Architecture) -> dict:
-    patches = arch.detector.image_size.value // arch.detector.patch_size.value
-    fields = dict(processor_settings()["image_processor"])
-    fields["size"] = {"height": arch.detector.image_size.value, "width": arch.detector.image_size.value}
-    fields["mask_size"] = {"height": patches * 4, "width": patches * 4}
-    return fields
-
-
-def save_processor(folder: Path, arch: Architecture, tokenizer) -> None:
-    if importlib.util.find_spec("torchvision") is not None:
-        _save_with_transformers(folder, arch, tokenizer)
-    else:
-        _save_as_data(folder, arch, tokenizer)
-
-
-def _save_with_transformers(folder: Path, arch: Architecture, tokenizer) -> None:
-    from transformers import Sam3ImageProcessor, Sam3Processor
-
-    fields = image_processor_fields(arch)
-    fields.pop("image_processor_type")
-    processor = Sam3Processor(image_processor=Sam3ImageProcessor(**fields), tokenizer=tokenizer)
-    processor.save_pretrained(str(folder))
-
-
-def _save_as_data(folder: Path, arch: Architecture, tokenizer) -> None:
-    """Without torchvision, Sam3ImageProcessor cannot be instantiated; its saved form is plain data."""
-    tokenizer.save_pretrained(str(folder))
-    settings = processor_settings()["processor"]
-    config = {
-        "image_processor": dict(sorted(image_processor_fields(arch).items())),
-        "point_pad_value": settings["point_pad_value"],
-        "processor_class": settings["processor_class"],
-        "target_size": arch.detector.image_size.value,
-    }
-    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
 def merges_fingerprint(merges: list[tuple[str, str]]) -> str:
     return hashlib.sha256("\n".join(f"{a} {b}" for a, b in merges).encode()).hexdigest()
 
@@ -133,37 +94,3 @@ def vocabulary_name(fingerprint: str) -> str | None:
     if fingerprint == merges_fingerprint(list(synthetic_merges())):
         return "litetext synthetic test vocabulary (offline stand-in for CLIP's)"
     return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Video target: Sam3VideoProcessor (image processor + video processor + tokenizer).
-
-
-def video_processor_fields(arch: Architecture) -> dict:
-    fields = dict(read_config("video_processor.toml")["video_processor"])
-    fields["size"] = {"height": arch.detector.image_size.value, "width": arch.detector.image_size.value}
-    return fields
-
-
-def save_video_processor(folder: Path, arch: Architecture, tokenizer) -> None:
-    if importlib.util.find_spec("torchvision") is not None and importlib.util.find_spec("PIL") is not None:
-        from transformers import Sam3ImageProcessor, Sam3VideoProcessor
-        from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
-
-        image = image_processor_fields(arch)
-        image.pop("image_processor_type")
-        video = video_processor_fields(arch)
-        video.pop("video_processor_type")
-        processor = Sam3VideoProcessor(
-            image_processor=Sam3ImageProcessor(**image), video_processor=Sam2VideoVideoProcessor(**video), tokenizer=tokenizer
-        )
-        processor.save_pretrained(str(folder))
-        return
-    tokenizer.save_pretrained(str(folder))
-    config = {
-        "image_processor": dict(sorted(image_processor_fields(arch).items())),
-        "processor_class": read_config("video_processor.toml")["processor"]["processor_class"],
-        "target_size": arch.detector.image_size.value,
-        "video_processor": dict(sorted(video_processor_fields(arch).items())),
-    }
-    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

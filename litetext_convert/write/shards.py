@@ -26,20 +26,9 @@ from pathlib import Path
 
 import torch
 
+from litetext_convert.dtypes import safetensors_code
 from litetext_convert.errors import OutputError, printable
 
-SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _ALIGN = 8  # tensor data offsets stay 8-byte aligned, as safetensors' own writer keeps them
@@ -99,7 +88,7 @@ def _header(shard: Shard, metadata: dict[str, str]) -> bytes:
     offset = 0
     for entry in shard.entries:
         header[entry.name] = {
-            "dtype": SAFETENSORS_DTYPES[entry.dtype],
+            "dtype": safetensors_code(entry.dtype),
             "shape": list(entry.shape),
             "data_offsets": [offset, offset + entry.nbytes],
         }

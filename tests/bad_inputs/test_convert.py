@@ -567,13 +567,13 @@ def test_corrupt_tokenizer_folder(ws, cli):
 
 def test_disk_full_while_the_tokenizer_library_writes_tokenizer_json(ws, cli, monkeypatch):
     """`tokenizers` writes from Rust: its ENOSPC is a bare Exception('... (os error 28)')."""
-    from litetext_convert.write import processor as processor_module
+    from litetext_convert.targets import image as image_target
 
     def full_disk(folder, *args):
         (folder / "tokenizer.json").write_text("{")
         raise Exception("No space left on device (os error 28)")  # noqa: TRY002 - what tokenizers raises
 
-    monkeypatch.setattr(processor_module, "save_processor", full_disk)  # what the image target calls
+    monkeypatch.setattr(image_target, "save_processor", full_disk)  # the image target's processor saver
     parent = ws.fresh_parent("diskfull_tokenizer")
     result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "no space left on the device")

@@ -1,8 +1,10 @@
-"""Floating dtypes in one place: names, aliases, which are reduced, the cast rule, tolerances.
+"""Every dtype vocabulary in one place (the ground floor: imports neither torch nor transformers
+at import): names, aliases, which are reduced, the cast rule, the safetensors codes, tolerances.
 
 Every part of litetext that takes a dtype by name (convert --dtype, parity --dtype, the records,
 scripts/) goes through here, so "bf16" means the same thing everywhere and the cast rule (only
-floating tensors change dtype; integer and bool tensors are kept) is written once.
+floating tensors change dtype; integer and bool tensors are kept) is written once. The safetensors
+writer and the bit-exact reader share one code table (`safetensors_code`, `from_safetensors_code`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ ALIASES = {
     "fp64": "float64", "double": "float64",
 }
 REDUCED = ("bfloat16", "float16")  # fewer mantissa bits than the float32 originals were trained in
+# The dtypes whole-model parity (detector, tracker, video) computes in; a reduced folder is proven
+# by its text stages and the exactness check, which run in float64 with the rounded weights.
+COMPUTE = ("float32", "float64")
 KEEP = "keep"  # convert only: every tensor keeps the source's dtype
 TOLERANCES_FILE = "tolerances.toml"
 
@@ -83,6 +88,26 @@ def cast(tensor: torch.Tensor, requested: str) -> torch.Tensor:
     return tensor.to(target_dtype(tensor.dtype, requested))
 
 
+# safetensors' dtype codes (its header's "dtype"), by torch dtype name: one table, read both ways.
+SAFETENSORS_CODES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}
+
+
+def safetensors_code(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> 'BF16'; a dtype safetensors cannot hold raises KeyError (the plan refuses it first)."""
+    return SAFETENSORS_CODES[name_of(dtype)]
+
+
+def from_safetensors_code(code: str) -> torch.dtype | None:
+    """'BF16' -> torch.bfloat16; None for a code litetext never writes."""
+    import torch
+
+    name = next((name for name, known in SAFETENSORS_CODES.items() if known == code), None)
+    return getattr(torch, name) if name else None
+
+
 def tolerances(dtype: str, scope: str = "text") -> tuple[float, float]:
     """(atol, rtol) for comparing two implementations both run in `dtype` (configs/tolerances.toml)."""
     name = canonical(dtype)
@@ -91,6 +116,23 @@ def tolerances(dtype: str, scope: str = "text") -> tuple[float, float]:
         raise LitetextError(f"configs/{TOLERANCES_FILE} has no [{scope}.{name}] tolerance")
     entry = table[name]
     return float(entry["atol"]), float(entry["rtol"])
+
+
+def stage_tolerances(dtype: str, scope: str = "detector") -> tuple[tuple[str, str, float], ...]:
+    """(pattern, kind, value) per stage, first match wins: configs/tolerances.toml [scope.dtype] `stages`."""
+    name = canonical(dtype)
+    entry = read_config(TOLERANCES_FILE).get(scope, {}).get(name)
+    if not entry or "stages" not in entry:
+        raise LitetextError(f"configs/{TOLERANCES_FILE} has no [{scope}.{name}] stage tolerances")
+    return tuple((stage["pattern"], stage["kind"], float(stage["value"])) for stage in entry["stages"])
+
+
+def tolerance_value(scope: str, entry: str, key: str) -> float:
+    """One named number of configs/tolerances.toml (e.g. [tracker.memory] rtol)."""
+    try:
+        return float(read_config(TOLERANCES_FILE)[scope][entry][key])
+    except KeyError:
+        raise LitetextError(f"configs/{TOLERANCES_FILE} has no [{scope}.{entry}] {key}") from None
 
 
 def atol_of_max(dtype: str, scope: str = "text") -> float:
