@@ -141,10 +141,6 @@ class ParityRecord:
         return self.data.get(name, default)
 
     @property
-    def key(self) -> str:
-        return record_key(self.data)
-
-    @property
     def prompt_set(self) -> str:
         return self.data.get("prompt_set") or DEFAULT_PROMPT_SET
 

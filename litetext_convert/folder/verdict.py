@@ -81,9 +81,6 @@ class FolderVerdict:
     first_failure: str | None = None  # the failing record's first failure, when a record failed
     failed_record: str | None = None  # a record that fails for this folder (exit 1); None: a missing or untrusted proof (exit 2)
 
-    def to_json(self) -> dict:
-        return {"verified": self.passed, "problem": self.problem, "first_failure": self.first_failure}
-
 
 PASSED = FolderVerdict(True, None)
 
