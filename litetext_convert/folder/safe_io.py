@@ -167,7 +167,7 @@ def _check_replaceable(dir_fd: int, name: str, path: Path, ours: Callable[[bytes
         "it was left as it is", hint="move it away and run again")
     if not stat.S_ISREG(mode):
         raise refusal
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as handle:
         current = handle.read(MAX_JSON_BYTES + 1)
     if len(current) > MAX_JSON_BYTES or not ours(current):
