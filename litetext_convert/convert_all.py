@@ -4,17 +4,17 @@ local folder, each in its own subfolder, one failure never stopping the others."
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ContextManager
 
-from litetext_convert.errors import LitetextError
+from litetext_convert.errors import LitetextError, OutputError, ParityFailure, printable
 from litetext_convert.families import family_by_id, load_families
-from litetext_convert.folder import remember_source
-from litetext_convert.plan.prepare import prepare
+from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.source.resolve import list_family_folder
-from litetext_convert.write.convert import convert
+from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 
 
 def list_checkpoints(
@@ -39,6 +39,26 @@ def list_checkpoints(
     return sorted(names, key=lambda pair: pair[1])
 
 
+# An output folder's name: what a Hub repo name allows, starting with a letter or digit (so never
+# ".", "..", a hidden name or an absolute path), without separators, controls or look-alike slashes.
+SAFE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def output_folder(output_dir: Path, name: str) -> Path:
+    """FOLDER/<stem of name>, refused in one line unless the stem is a plain name and the path,
+    resolved (a link at that name followed), lies directly inside FOLDER."""
+    stem = name.removesuffix(".pt") if name.endswith(".pt") else Path(name).stem
+    if not SAFE_STEM.fullmatch(stem):
+        raise OutputError(
+            f"cannot name an output folder after '{printable(name)}': a name needs letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit", hint="rename the file",
+        )
+    folder = output_dir / stem
+    if folder.resolve().parent != output_dir.resolve():
+        raise OutputError(f"{printable(folder)} leads outside {printable(output_dir)}; nothing written there")
+    return folder
+
+
 def convert_all(
     output_dir: Path,
     *,
@@ -60,53 +80,71 @@ def convert_all(
     target: str = "image",
 ) -> list[dict]:
     status = status or (lambda message: contextlib.nullcontext())
+    options = ConvertOptions(
+        revision=revision, num_heads=num_heads, target=target, dtype=dtype, max_shard_size=max_shard_size,
+        tokenizer=tokenizer, force=force, verify_load=verify_load,
+    )
     rows = []
     for index, (name, checkpoint) in enumerate(checkpoints, 1):
         with status(f"[{index}/{len(checkpoints)}] {name}: converting" + (" and verifying" if verify else "")):
-            rows.append(_convert_one(name, checkpoint, Path(output_dir), tokenizer, num_heads, dtype, force, verify, revision,
-                                     max_shard_size, verify_load, target))
+            rows.append(_convert_one(name, checkpoint, Path(output_dir), options, verify))
     if push:
         for row in rows:
             row["push"] = _push_one(row, namespace, private, token, dry_run) if row["status"] == "ok" else "skipped"
     return rows
 
 
-def _convert_one(name, checkpoint, output_dir, tokenizer, num_heads, dtype, force, verify, revision, max_shard_size, verify_load,
-                 target="image") -> dict:
-    from litetext_convert.publish.model_card import write_folder_card
+def _convert_one(name: str, checkpoint: str, output_dir: Path, options: ConvertOptions, verify: bool) -> dict:
     started = time.perf_counter()
-    row: dict = {"checkpoint": name, "status": "ok", "target": target}
+    row: dict = {"checkpoint": name, "status": "ok", "target": options.target}
     try:
-        prepared = prepare(checkpoint, revision=revision, num_heads=num_heads, target=target)
-        folder = output_dir / Path(name).stem
-        result = convert(prepared, folder, dtype=dtype, tokenizer=tokenizer, force=force,
-                         max_shard_size=max_shard_size, verify_load=verify_load)
-        remember_source(folder, checkpoint, prepared, num_heads=num_heads, context_length=None)
+        folder = output_folder(output_dir, name)  # before anything is read or written
+        # Read and checked here, not inside convert_folder: the text parity below compares the same reading.
+        prepared = prepare(checkpoint, revision=options.revision, num_heads=options.num_heads, target=options.target)
+        record = convert_folder(checkpoint, folder, options, prepared=prepared).record
         row.update(
             folder=str(folder),
-            family=result.record["family"]["name"],
-            variant=result.record["variant"],
-            context=result.record["context_length"],
-            parameters=result.record["parameters"],
-            mapped=result.record["keys"]["mapped"],
-            dropped=sum(result.record["keys"]["dropped"].values()),
-            dtype=result.record["dtype"],
+            family=record["family"]["name"],
+            variant=record["variant"],
+            context=record["context_length"],
+            parameters=record["parameters"],
+            mapped=record["keys"]["mapped"],
+            dropped=sum(record["keys"]["dropped"].values()),
+            dtype=record["dtype"],
         )
-        write_folder_card(folder)
         if verify:
-            from litetext_convert.folder.view import load_records
-            from litetext_convert.workflows.prove import prove_converted
-
-            prove_converted(prepared, folder)  # parity's own checks, in the folder's dtype when reduced; kept and carded
-            found = load_records(folder).verdict  # THE folder verdict, as push will judge the folder
-            if not found.passed:
-                row.update(status="parity failed", error=found.first_failure or found.problem)
+            _verify(row, prepared, folder)
     except LitetextError as exc:
         row.update(status="failed", error=exc.one_line())
     except Exception as exc:  # one broken file must not stop the others; the row says what happened
         row.update(status="failed", error=f"internal error: {type(exc).__name__}: {exc}"[:200])
     row["seconds"] = time.perf_counter() - started
     return row
+
+
+def _verify(row: dict, prepared: Prepared, folder: Path) -> None:
+    """Parity's own checks on the converted folder (in its dtype when reduced), kept in the folder with
+    its card (workflows/prove.py); the row says THE folder verdict, as push will judge the folder."""
+    from litetext_convert.folder.view import load_records
+    from litetext_convert.workflows.prove import prove_converted
+
+    prove_converted(prepared, folder)
+    found = load_records(folder).verdict
+    if not found.passed:
+        row.update(status="parity failed", error=found.first_failure or found.problem)
+
+
+def failure_of(rows: list[dict]) -> LitetextError | None:
+    """The run's one error, naming every checkpoint that did not convert, verify or push: a parity
+    failure (exit 1) when every failure is one, else a bad input (exit 2); None when all went well."""
+    failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]
+    if not failed:
+        return None
+    names = ", ".join(f"{row['checkpoint']} ({row['status'] if row['status'] != 'ok' else row['push']})" for row in failed)
+    message = f"{len(failed)} of {len(rows)} checkpoints did not convert, verify or push: {names}"
+    if all(row["status"] == "parity failed" for row in failed):
+        return ParityFailure(message)
+    return LitetextError(message)
 
 
 def _push_one(row: dict, namespace: str | None, private: bool, token: str | None, dry_run: bool) -> str:

@@ -4,13 +4,13 @@ in the exact upstream layout, and a synthetic CLIP vocabulary)."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import OutputError, printable
-from litetext_convert.folder.records import remember_source
 from litetext_convert.folder.view import load_records
 from litetext_convert.parity.run import ParityRequest
 from litetext_convert.plan.prepare import prepare
@@ -18,8 +18,8 @@ from litetext_convert.plan.summary import summarize
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 from litetext_convert.report import render_convert, render_inspect, render_parity
 from litetext_convert.synthetic.builder import TINY_TEXT_PRESETS, tiny_checkpoint
+from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 from litetext_convert.workflows.prove import prove_converted
-from litetext_convert.write.convert import convert
 
 DEMO_VARIANT = "s0"
 DEMO_CONTEXT = 16
@@ -63,8 +63,8 @@ def _run(console: Console, root: Path) -> dict:
 
     console.print(Rule("3. convert"))
     folder = root / "converted"
-    result = convert(prepared, folder, tokenizer=str(tokenizer), force=True, verify_load=True)
-    remember_source(folder, str(checkpoint), prepared, num_heads=heads, context_length=None)
+    options = ConvertOptions(num_heads=heads, tokenizer=str(tokenizer), force=True)
+    result = convert_folder(str(checkpoint), folder, replace(options, verify_load=True), prepared=prepared)
     render_convert(console, result.record, str(folder), result.seconds, result.shards)
 
     records = {}
@@ -75,8 +75,7 @@ def _run(console: Console, root: Path) -> dict:
         records[dtype] = prove_converted(prepared, folder, ParityRequest(dtype=dtype, prompts=prompts))
         render_parity(console, records[dtype], debug=True)
     console.print(Rule("5. bfloat16: convert, prove the conversion exact, measure what the precision costs"))
-    reduced = convert(prepared, root / "converted-bfloat16", dtype="bfloat16", tokenizer=str(tokenizer), force=True)
-    remember_source(reduced.folder, str(checkpoint), prepared, num_heads=heads, context_length=None)
+    reduced = convert_folder(str(checkpoint), root / "converted-bfloat16", replace(options, dtype="bfloat16"), prepared=prepared)
     records["bfloat16"] = prove_converted(prepared, reduced.folder, ParityRequest(dtype="bfloat16"))
     render_parity(console, records["bfloat16"], debug=False)
     console.print("model card: README.md in the converted folder, with both parity records")

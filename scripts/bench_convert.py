@@ -162,17 +162,17 @@ def build_steps(inputs: Inputs, scratch: Path, original_python: str | None = Non
         # conversion of the parity folder, and again by every first run below), as every run after a
         # user's first does; "first run" empties the cache before each run: the modeling import
         # and the meta-model build are paid again.
-        "convert": Step("convert", [*convert, "-o", str(ours)], [ours]),
-        FIRST_RUN: Step(FIRST_RUN, [*convert, "-o", str(ours)], [ours], before=[cache_dir(scratch)]),
-        "convert --verify-load": Step("convert --verify-load", [*convert, "-o", str(ours_verified), "--verify-load"], [ours_verified]),
-        "parity text": Step("parity text", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked)]),
+        "convert": Step("convert", [*convert, str(ours)], [ours]),
+        FIRST_RUN: Step(FIRST_RUN, [*convert, str(ours)], [ours], before=[cache_dir(scratch)]),
+        "convert --verify-load": Step("convert --verify-load", [*convert, str(ours_verified), "--verify-load"], [ours_verified]),
+        "parity text": Step("parity text", [*cli, "parity", "-c", str(checkpoint), *heads, str(checked)]),
         "parity text float64": Step(
-            "parity text float64", [*cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked), "--dtype", "float64"]
+            "parity text float64", [*cli, "parity", "-c", str(checkpoint), *heads, str(checked), "--dtype", "float64"]
         ),
     }
     if original_python:
         original_cli = [original_python, "-m", "litetext_convert.cli"]
-        detector = [*original_cli, "parity", "-c", str(checkpoint), *heads, "--converted", str(checked), "--scope", "detector"]
+        detector = [*original_cli, "parity", "-c", str(checkpoint), *heads, str(checked), "--scope", "detector"]
         steps[DETECTOR_STEPS[0]] = Step(
             DETECTOR_STEPS[0], [original_python, __file__, "--forward-child", str(checked)], repeat=detector_repeat
         )
@@ -196,7 +196,7 @@ def prepare_parity_folder(inputs: Inputs, scratch: Path) -> None:
     folder = parity_folder(scratch)
     heads = ["--num-heads", str(inputs.num_heads)] if inputs.num_heads else []
     subprocess.run([sys.executable, "-m", "litetext_convert.cli", "convert", "-c", str(inputs.checkpoint), "--tokenizer",
-                    str(inputs.tokenizer), *heads, "-o", str(folder), "--force"], check=True, cwd=REPO,
+                    str(inputs.tokenizer), *heads, str(folder), "--force"], check=True, cwd=REPO,
                    env=_child_env(), stdout=subprocess.DEVNULL)
 
 

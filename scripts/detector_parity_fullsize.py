@@ -61,12 +61,11 @@ def build_checkpoint(path: Path) -> Path:
 
 
 def convert_checkpoint(checkpoint: Path, folder: Path) -> Path:
-    from litetext_convert.plan.prepare import prepare
     from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
-    from litetext_convert.write.convert import convert
+    from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 
     tokenizer = write_hf_clip_tokenizer(folder.parent / "tokenizer", CONTEXT)
-    convert(prepare(str(checkpoint)), folder, tokenizer=str(tokenizer), force=True)
+    convert_folder(str(checkpoint), folder, ConvertOptions(tokenizer=str(tokenizer), force=True))
     return folder
 
 

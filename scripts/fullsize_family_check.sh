@@ -18,6 +18,6 @@ timed() { local name=$1; shift; /usr/bin/time -f "$name: %e s %M KB" -a -o "$wor
 timed build nice "$core" scripts/build_checkpoint.py --family "$family" --variant s0 --size full --context 16 --out "$ckpt"
 "$core" -c "from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer as w; w('$tok', 16)"
 timed inspect nice "$core" -m litetext_convert.cli inspect -c "$ckpt" > "$work/inspect.txt"
-timed convert nice "$core" -m litetext_convert.cli convert -c "$ckpt" -o "$out" --tokenizer "$tok" --force --verify-load > "$work/convert.txt"
-timed parity_all nice "$original" -m litetext_convert.cli parity -c "$ckpt" --converted "$out" --scope all --json "$work/parity.json" > "$work/parity.txt"
+timed convert nice "$core" -m litetext_convert.cli convert -c "$ckpt" "$out" --tokenizer "$tok" --force --verify-load > "$work/convert.txt"
+timed parity_all nice "$original" -m litetext_convert.cli parity "$out" -c "$ckpt" --scope all --json > "$work/parity.json"
 cat "$work/times.txt"

@@ -25,10 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 from litetext_convert.parity.run import ParityRequest  # noqa: E402
 from litetext_convert.workflows.prove import prove_folder  # noqa: E402
 from litetext_convert import dtypes  # noqa: E402
-from litetext_convert.plan.prepare import prepare  # noqa: E402
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer  # noqa: E402
 from litetext_convert.synthetic import builder as synthetic  # noqa: E402
-from litetext_convert.write.convert import convert  # noqa: E402
+from litetext_convert.workflows.convert import ConvertOptions, convert_folder  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,9 +59,7 @@ def main(argv=None) -> int:
         for dtype in [dtypes.canonical(d) for d in args.dtype or ["bfloat16", "float16"]]:
             folder = args.workdir / f"{path.stem}_{dtype}"
             started = time.perf_counter()
-            prepared = prepare(str(path), num_heads=heads)
-            convert(prepared, folder, dtype=dtype, tokenizer=str(tokenizer), force=True)
-            del prepared
+            convert_folder(str(path), folder, ConvertOptions(num_heads=heads, dtype=dtype, tokenizer=str(tokenizer), force=True))
             print(f"\n## {path.name} -> {dtype} (converted in {time.perf_counter() - started:.1f} s)")
             for seed in range(args.seeds):
                 started = time.perf_counter()

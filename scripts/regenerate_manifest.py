@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(REPO_ROOT))  # after PYTHONPATH entries, so the fork's `sam3` wins
 
-from litetext_convert.synthetic.builder import TEXT_PREFIX, layout_to_tsv  # noqa: E402
+from litetext_convert.synthetic.parts import TEXT_PREFIX, layout_to_tsv  # noqa: E402
 
 TRACKER_MODULE = "inst_interactive_predictor.model."
 # The released file names' text encoders, and the positional-table rows each manifest records:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import io
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -77,7 +79,7 @@ def converted(workdir, tiny_checkpoints, tokenizer_dir) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The one CLI runner of the suite
+# The one CLI runner of the suite (in process), and the one for a real process
 
 
 @dataclass
@@ -94,17 +96,23 @@ class CliResult:
         return iter((self.code, self.stdout, self.stderr))
 
 
-def run_cli(args: list, capsys, monkeypatch: pytest.MonkeyPatch | None = None) -> CliResult:
+def run_cli(args: list, capsys=None, monkeypatch: pytest.MonkeyPatch | None = None) -> CliResult:
     """`cli.main()` itself (the function that turns errors into one line and an exit code), with
     argv patched: no start-up cost. What a real process would also print on stderr is kept:
     library log handlers point at the captured stderr, and Python warnings are appended as the
-    default hook would print them."""
+    default hook would print them. Without `capsys` (a session fixture has none) the output is
+    captured here."""
     if monkeypatch is None:
         with pytest.MonkeyPatch.context() as patch:
             return run_cli(args, capsys, patch)
     from litetext_convert import cli
 
-    capsys.readouterr()  # drop anything printed before
+    if capsys is not None:
+        capsys.readouterr()  # drop anything printed before
+    own_out, own_err = io.StringIO(), io.StringIO()
+    if capsys is None:
+        monkeypatch.setattr(sys, "stdout", own_out)
+        monkeypatch.setattr(sys, "stderr", own_err)
     monkeypatch.delenv("LITETEXT_DEBUG", raising=False)
     monkeypatch.setattr(sys, "argv", ["litetext", *map(str, args)])
     for handler in _library_log_handlers():
@@ -116,15 +124,36 @@ def run_cli(args: list, capsys, monkeypatch: pytest.MonkeyPatch | None = None) -
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    captured = capsys.readouterr()
+    out, err = (own_out.getvalue(), own_err.getvalue()) if capsys is None else capsys.readouterr()
     printed = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
-    return CliResult(code, captured.out, captured.err + printed)
+    return CliResult(code, out, err + printed)
 
 
 def _library_log_handlers() -> list[logging.StreamHandler]:
     """Stream handlers bound, at import, to whatever sys.stderr was then."""
     loggers = [logging.getLogger(), logging.getLogger("transformers"), logging.getLogger("huggingface_hub")]
     return [h for logger in loggers for h in logger.handlers if type(h) is logging.StreamHandler]
+
+
+REPO = Path(__file__).resolve().parents[1]
+CLI_COMMAND = [sys.executable, "-m", "litetext_convert.cli"]
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    """The environment of a litetext process: this checkout's code, no LITETEXT_DEBUG (it would turn
+    errors into tracebacks), and `overrides`."""
+    env = {key: value for key, value in os.environ.items() if key != "LITETEXT_DEBUG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(overrides)
+    return env
+
+
+def run_cli_process(args: list, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
+    """`litetext ARGS` in a process of its own: for what is read from the environment at import
+    (offline switches, the Hub's home) and for signals."""
+    done = subprocess.run([*CLI_COMMAND, *map(str, args)], capture_output=True, text=True, env=env or cli_env(),
+                          timeout=timeout, check=False)
+    return CliResult(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture
@@ -228,6 +257,13 @@ def _repo_file(path: str, data: bytes):
         lfs = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
         return RepoFile(path=path, size=len(data), oid="f" * 40, lfs=lfs)
     return RepoFile(path=path, size=len(data), oid=git_sha1)
+
+
+class NoNetwork:
+    """An HfApi whose every use fails the test: what a dry run is given."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"dry run called HfApi.{name}")
 
 
 @pytest.fixture

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import heads, run_cli
+from conftest import CLI_COMMAND, cli_env, heads, run_cli, run_cli_process
 from rich.console import Console
 
 from litetext_convert.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED
 
-PYTHON = [sys.executable, "-m", "litetext_convert.cli"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def subprocess_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "LITETEXT_DEBUG"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +71,20 @@ def test_the_converted_folder_has_one_name(capsys):
     for command in ("convert", "parity", "push", "convert-all"):
         code, out, _ = run_cli([command, "--help"], capsys)
         assert "FOLDER" in out and "--output-dir" not in out and "--converted" not in out, command
+
+
+def test_the_old_folder_option_names_still_work_for_users(s0, tmp_path, capsys):
+    """The one test of the hidden -o/--output-dir/--converted (every other test uses FOLDER): each is
+    taken as FOLDER, and a FOLDER given twice under different names is refused."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for name in ("-o", "--output-dir", "--output"):
+        code, _, err = run_cli(["convert", *s0, name, str(taken)], capsys)
+        assert code == 2 and f"output folder {taken} already exists" in err, (name, err)
+    code, _, err = run_cli(["parity", "--converted", str(taken)], capsys)
+    assert code == 2 and f"{taken} is not a converted folder" in err, err
+    code, _, err = run_cli(["convert", *s0, str(tmp_path / "a"), "-o", str(tmp_path / "b")], capsys)
+    assert code == 2 and "give the folder once" in err and not (tmp_path / "a").exists(), err
 
 
 def test_convert_all_takes_the_options_of_convert_that_apply_to_many(capsys):
@@ -186,7 +189,7 @@ NETWORKS = {"HF_HUB_OFFLINE": {"HF_HUB_OFFLINE": "1"}, "unreachable endpoint": {
 def test_offline_or_unreachable_is_one_line_in_seconds(tmp_path, tiny_checkpoints, tokenizer_dir, network, what):
     home = tmp_path / "empty-hf-home"
     home.mkdir()
-    env = subprocess_env(HF_HOME=str(home), **NETWORKS[network])
+    env = cli_env(HF_HOME=str(home), **NETWORKS[network])
     if what.startswith("convert"):
         args = ["convert", "-c", str(tiny_checkpoints["s0"]), "--num-heads", "2", str(tmp_path / "out")]
         fragments = ("openai/clip-vit-base-patch32", "cache")
@@ -194,9 +197,9 @@ def test_offline_or_unreachable_is_one_line_in_seconds(tmp_path, tiny_checkpoint
         args = ["parity", "-c", "s0_ctx16", "--tokenizer", str(tokenizer_dir)]
         fragments = ("s0_ctx16.pt", "not in the Hugging Face cache")
     started = time.monotonic()
-    done = subprocess.run(PYTHON + args, capture_output=True, text=True, env=env, timeout=300)
+    done = run_cli_process(args, env)
     seconds = time.monotonic() - started
-    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert done.code == EXIT_BAD_INPUT, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and all(f in lines[0] for f in fragments), done.stderr
     assert "Retrying" not in done.stderr and not (tmp_path / "out").exists()
@@ -281,8 +284,8 @@ def test_parity_without_folder_or_checkpoint_says_what_to_give(capsys):
 
 def test_broken_pipe_exits_quietly(folder):
     """`litetext parity FOLDER --debug-intermediates | head -0`: the reader left before the report."""
-    process = subprocess.Popen(PYTHON + ["parity", str(folder), "--debug-intermediates"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=subprocess_env())
+    process = subprocess.Popen([*CLI_COMMAND, "parity", str(folder), "--debug-intermediates"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=cli_env())
     process.stdout.close()  # the reader goes away before litetext writes a byte
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err.decode()

@@ -65,7 +65,7 @@ def test_conversion_record_says_where_everything_came_from(converted, tiny_check
 
 def test_sharded_bf16_output_loads(tiny_checkpoints, tokenizer_dir, tmp_path, capsys):
     out = tmp_path / "sharded"
-    args = ["convert", "-c", str(tiny_checkpoints["s1"]), "-o", str(out), "--num-heads", str(heads("s1")),
+    args = ["convert", "-c", str(tiny_checkpoints["s1"]), str(out), "--num-heads", str(heads("s1")),
             "--tokenizer", str(tokenizer_dir), "--max-shard-size", "1MB", "--dtype", "bfloat16", "--verify-load"]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
@@ -83,7 +83,7 @@ def test_existing_output_is_refused_unless_forced(tiny_checkpoints, tokenizer_di
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    base = ["convert", "-c", str(tiny_checkpoints["l"]), "-o", str(out), "--num-heads", str(heads("l")), "--tokenizer", str(tokenizer_dir)]
+    base = ["convert", "-c", str(tiny_checkpoints["l"]), str(out), "--num-heads", str(heads("l")), "--tokenizer", str(tokenizer_dir)]
     code, _, err = run_cli(base, capsys)
     assert code == 2 and "already exists" in err and (out / "keep.txt").exists()
     code, _, err = run_cli([*base, "--force"], capsys)  # --force replaces only a folder litetext wrote

@@ -23,6 +23,7 @@ from litetext_convert.plan.hf_config import build_config, meta_model_tensors
 from litetext_convert.plan.infer import infer_architecture
 from litetext_convert.plan.mapping import build_plan, load_table
 from litetext_convert.synthetic import builder as synthetic
+from litetext_convert.synthetic.parts import layout_from_tsv
 from litetext_convert.synthetic import sam31
 
 DATA = Path(__file__).parent / "data"
@@ -36,7 +37,7 @@ def as_meta(layout) -> dict[str, torch.Tensor]:
 
 
 def manifest(name: str, folder: Path | None = None) -> dict[str, torch.Tensor]:
-    return as_meta(synthetic.layout_from_tsv(((folder or configs_dir() / "manifest") / name).read_text()))
+    return as_meta(layout_from_tsv(((folder or configs_dir() / "manifest") / name).read_text()))
 
 
 def sam31_full(variant: str = "s0", rows: int = 16) -> dict[str, torch.Tensor]:
@@ -70,7 +71,7 @@ def test_the_builder_writes_the_real_sam31_layout_exactly():
     text parts are generated, so this checks them.)"""
     text = dataclasses.replace(synthetic.TEXT_PRESETS["s0"], pos_rows=16)
     built = sam31.upstream_layout(text, synthetic.FULL_DETECTOR)
-    real = synthetic.layout_from_tsv((configs_dir() / "manifest" / "upstream_keys_sam31_s0_full.tsv").read_text())
+    real = layout_from_tsv((configs_dir() / "manifest" / "upstream_keys_sam31_s0_full.tsv").read_text())
     assert list(built.items()) == list(real.items())
 
 

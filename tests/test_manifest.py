@@ -4,9 +4,11 @@ switched-off cache only costs the build."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -97,23 +99,107 @@ def test_the_package_fingerprint_follows_every_source_file(tmp_path, monkeypatch
     assert package_fingerprint("no_such_package_here") == "absent"
 
 
-@pytest.mark.parametrize("content", [
-    "not json",
-    json.dumps({"format": 1}),
-    json.dumps({"tensors": [["a.weight", [2, 2], "no_such_dtype"]]}),
-    json.dumps({"tensors": [["a.weight", [-1], "float32"]]}),
-    json.dumps({"tensors": [["a.weight", [2], "float32"], ["a.weight", [2], "float32"]]}),
-    json.dumps({"tensors": [["a.weight", [2], "__class__"]]}),
-    json.dumps({"tensors": []}),
-])
-def test_an_unreadable_entry_is_rebuilt_and_replaced(cache, tiny_config, content):
-    path = cache / "manifests" / f"{manifest_key(tiny_config)}.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(content)
+def _envelope(key: str, tensors, *, sha256: str | None = None, format_: int = manifest_module.CACHE_FORMAT) -> str:
+    """An entry as `_write` lays it out, with whatever payload (and, to forge, whatever digest)."""
+    payload = json.dumps({"model_class": "Sam3LiteTextModel", "tensors": tensors})
+    digest = sha256 if sha256 is not None else hashlib.sha256(payload.encode()).hexdigest()
+    return json.dumps({"format": format_, "key": key, "sha256": digest, "payload": payload})
+
+
+def _entry_path(cache, config):
+    path = cache / "manifests" / f"{manifest_key(config)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+UNREADABLE = {
+    "not json": lambda key: "not json",
+    "the format-1 layout": lambda key: json.dumps({"format": 1, "tensors": [["a.weight", [2], "float32"]]}),
+    "a list": lambda key: "[]",
+    "deeply nested": lambda key: "[" * 100_000 + "]" * 100_000,
+    "unknown dtype": lambda key: _envelope(key, [["a.weight", [2, 2], "no_such_dtype"]]),
+    "negative size": lambda key: _envelope(key, [["a.weight", [-1], "float32"]]),
+    "float size": lambda key: _envelope(key, [["a.weight", [2.0], "float32"]]),
+    "huge size": lambda key: _envelope(key, [["a.weight", [10**30], "float32"]]),
+    "duplicate name": lambda key: _envelope(key, [["a.weight", [2], "float32"], ["a.weight", [2], "float32"]]),
+    "not a dtype": lambda key: _envelope(key, [["a.weight", [2], "__class__"]]),
+    "no tensors": lambda key: _envelope(key, []),
+    "another key": lambda key: _envelope("0" * 64, [["a.weight", [2], "float32"]]),
+    "edited payload": lambda key: _envelope(key, [["a.weight", [2], "float32"]], sha256="0" * 64),
+    "another format": lambda key: _envelope(key, [["a.weight", [2], "float32"]], format_=99),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_an_unreadable_entry_is_noted_rebuilt_and_replaced(cache, tiny_config, case, capsys):
+    path = _entry_path(cache, tiny_config)
+    path.write_text(UNREADABLE[case](manifest_key(tiny_config)))
+    capsys.readouterr()
 
     manifest = target_manifest(tiny_config, meta_model_tensors)
+    notes = capsys.readouterr().err.splitlines()
     assert manifest.origin == BUILT
+    assert len(notes) == 1 and notes[0].startswith("note: ignored the model manifest cache entry"), notes
     assert target_manifest(tiny_config, meta_model_tensors).origin == CACHED  # rewritten whole
+    assert capsys.readouterr().err == ""
+
+
+def _fifo(path):
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _dev_zero(path):
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _symlink_to_a_good_entry(path):
+    good = path.with_name("elsewhere.json")
+    good.write_text(path.read_text())
+    path.unlink()
+    path.symlink_to(good)
+
+
+def _huge(path):
+    with open(path, "wb") as handle:
+        handle.truncate(manifest_module.MAX_ENTRY_BYTES + 1)  # sparse: no disk used
+
+
+def _writable_by_others(path):
+    path.chmod(0o666)
+
+
+@pytest.mark.parametrize("make, why", [
+    (_fifo, "is a FIFO"),
+    (_dev_zero, "is a symlink"),
+    (_symlink_to_a_good_entry, "is a symlink"),
+    (_huge, "bytes, more than an entry can be"),
+    (_writable_by_others, "is writable by other users"),
+])
+def test_an_entry_that_is_not_a_small_private_file_is_never_read(cache, tiny_config, make, why, capsys):
+    """No hang on a FIFO, no endless read of /dev/zero, no link followed: lstat decides first."""
+    path = _entry_path(cache, tiny_config)
+    target_manifest(tiny_config, meta_model_tensors)  # a good entry, then replaced by `make`
+    make(path)
+    capsys.readouterr()
+
+    started = time.monotonic()
+    manifest = target_manifest(tiny_config, meta_model_tensors)
+    assert time.monotonic() - started < 30
+    assert manifest.origin == BUILT
+    assert why in capsys.readouterr().err
+    assert path.is_file() and not path.is_symlink()  # the link or FIFO itself replaced, nothing followed
+    assert target_manifest(tiny_config, meta_model_tensors).origin == CACHED
+
+
+def test_entries_are_private_to_the_user(cache, tiny_config):
+    target_manifest(tiny_config, meta_model_tensors)
+    path = _entry_path(cache, tiny_config)
+    assert path.stat().st_mode & 0o077 == 0
+    envelope = json.loads(path.read_text())
+    assert envelope["key"] == manifest_key(tiny_config)
+    assert envelope["sha256"] == hashlib.sha256(envelope["payload"].encode()).hexdigest()
 
 
 def test_switched_off_or_unwritable_cache_builds_every_time(cache, tiny_config, monkeypatch):
@@ -144,7 +230,9 @@ def test_a_failing_plan_fails_alike_from_a_cached_manifest(cache, tiny_checkpoin
         with pytest.raises(MappingError) as caught:
             prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), table_path=[table, *family_tables])
         problems.append(caught.value.problems)
-    assert len(builds) == 1  # the first run built the model and stored its manifest, the second read it
+    # The first run built the model and stored its manifest; the second read it, and since the plan
+    # failed against a cached manifest, built the model again to confirm: the cache never refuses.
+    assert len(builds) == 2
     assert problems[0] == problems[1]
     assert any("token_embeding" in problem for problem in problems[0])  # the model knows no such parameter
     assert any("token_embedding" in problem for problem in problems[0])  # and misses the real one
@@ -154,7 +242,7 @@ def test_the_record_says_how_the_manifest_was_obtained(cache, cli, tiny_checkpoi
     records = []
     for name in ("first", "second"):
         code, _, err = cli("convert", "-c", tiny_checkpoints["s0"], "--num-heads", heads("s0"), "--tokenizer",
-                           tokenizer_dir, "-o", tmp_path / name)
+                           tokenizer_dir, tmp_path / name)
         assert code == 0, err
         records.append(json.loads((tmp_path / name / "conversion_record.json").read_text()))
     assert [r["target"]["manifest"] for r in records] == [BUILT, CACHED]

@@ -16,7 +16,8 @@ from litetext_convert.errors import MappingError
 from litetext_convert.parity.runtime import keep_outputs, run_side
 from litetext_convert.parity.text import TEXT_MODULES, load_converted
 from litetext_convert.plan import prepare as prepare_module
-from litetext_convert.plan.prepare import prepare
+from litetext_convert.plan.prepare import prepare, read_checkpoint
+from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 from litetext_convert.write.convert import convert
 
 
@@ -24,16 +25,18 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_deferred_model_check_writes_the_same_weights(tiny_checkpoints, converted, tokenizer_dir, tmp_path):
-    prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), defer_model_check=True)
-    assert not prepared.checked or prepared.target_model.result()  # may already be done on a fast machine
+def test_the_model_built_in_the_background_writes_the_same_weights(tiny_checkpoints, converted, tokenizer_dir, tmp_path):
+    prepared = read_checkpoint(str(tiny_checkpoints["s0"]), num_heads=heads("s0"))
+    assert not prepared.must_check_before_writing and not prepared.checked
+    prepared.target_model.start_in_background()
     convert(prepared, tmp_path / "out", tokenizer=str(tokenizer_dir))
 
-    assert prepared.checked
+    assert prepared.checked  # convert waited for the model and checked the plan before publishing
     assert _digest(tmp_path / "out" / "model.safetensors") == _digest(converted["s0"] / "model.safetensors")
 
 
-def test_deferred_model_check_failure_publishes_nothing(tiny_checkpoints, tokenizer_dir, tmp_path, monkeypatch):
+def test_convert_folder_refuses_a_plan_the_model_rejects_and_publishes_nothing(tiny_checkpoints, tokenizer_dir, tmp_path,
+                                                                                 monkeypatch):
     real = prepare_module.meta_model_tensors
 
     def model_without_one_parameter(config):
@@ -43,20 +46,21 @@ def test_deferred_model_check_failure_publishes_nothing(tiny_checkpoints, tokeni
 
     monkeypatch.setattr(prepare_module, "meta_model_tensors", model_without_one_parameter)
     monkeypatch.setenv("LITETEXT_NO_CACHE", "1")  # the broken model is built, never read from the cache
-    prepared = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), defer_model_check=True)
     with pytest.raises(MappingError) as caught:
-        convert(prepared, tmp_path / "out", tokenizer=str(tokenizer_dir))
+        convert_folder(str(tiny_checkpoints["s0"]), tmp_path / "out", ConvertOptions(num_heads=heads("s0"), tokenizer=str(tokenizer_dir)))
 
     assert any(problem.startswith("unexpected target: text_encoder.") for problem in caught.value.problems)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one
 
 
-def test_table_problems_fail_in_prepare_with_the_model_problems(tiny_checkpoints, tmp_path):
+def test_table_problems_are_checked_before_writing_with_the_model_problems(tiny_checkpoints, tmp_path):
     table = tmp_path / "mapping.toml"
     text = (prepare_module.load_table().path).read_text()
     table.write_text(text + '\n[[drop]]\nsource = "detector\\\\..*"\nreason = "test: every detector key also dropped"\n')
+    prepared = read_checkpoint(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), table_path=table)
+    assert prepared.must_check_before_writing
     with pytest.raises(MappingError) as caught:
-        prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), table_path=table, defer_model_check=True)
+        prepared.check_against_model()
     assert any("ambiguous source key" in problem for problem in caught.value.problems)
 
 
@@ -188,7 +192,8 @@ def test_the_cli_imports_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, litetext_convert.cli, litetext_convert.source.resolve, litetext_convert.source.digest; print('torch' in sys.modules)"
+    code = ("import sys, litetext_convert.cli, litetext_convert.workflows.convert, litetext_convert.source.resolve, "
+            "litetext_convert.source.digest; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -219,15 +224,16 @@ def test_already_here_finds_local_files_and_hub_cached_aliases_without_the_netwo
     assert already_here("no_such_alias") is None
 
 
-def test_prepare_keeps_an_early_hash_only_of_the_file_it_resolves(tiny_checkpoints):
+def test_convert_keeps_an_early_hash_only_of_the_file_it_resolves(tiny_checkpoints):
     from conftest import sha256
 
     from litetext_convert.source.digest import SourceHash
+    from litetext_convert.workflows.convert import hash_of_resolved
 
     early = SourceHash(tiny_checkpoints["s0"])
-    kept = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), hash_source=early)
-    assert kept.source_hash is early and early.result() == sha256(tiny_checkpoints["s0"])
+    assert hash_of_resolved(early, tiny_checkpoints["s0"]) is early and early.result() == sha256(tiny_checkpoints["s0"])
 
     other = SourceHash(tiny_checkpoints["s1"])  # started for another file: not taken
-    rehashed = prepare(str(tiny_checkpoints["s0"]), num_heads=heads("s0"), hash_source=other)
-    assert rehashed.source_hash is not other and rehashed.source_hash.result() == sha256(tiny_checkpoints["s0"])
+    rehashed = hash_of_resolved(other, tiny_checkpoints["s0"])
+    assert rehashed is not other and rehashed.result() == sha256(tiny_checkpoints["s0"])
+    assert hash_of_resolved(None, tiny_checkpoints["s0"]).result() == sha256(tiny_checkpoints["s0"])

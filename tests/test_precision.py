@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import heads, run_cli
+from conftest import NoNetwork, heads, run_cli
 from safetensors.torch import load_file, save_file
 
 from litetext_convert.errors import EXIT_PARITY_FAILED, LitetextError
@@ -213,11 +213,6 @@ def test_a_bfloat16_checkpoint_converts_and_is_proven_the_same_way(workdir, toke
 
 
 # ---------------------------------------------------------------- push and the card
-
-
-class NoNetwork:
-    def __getattr__(self, name):
-        raise AssertionError(f"dry run called HfApi.{name}")
 
 
 def test_push_accepts_a_proven_bfloat16_folder_and_the_card_states_the_cost(reduced, monkeypatch):

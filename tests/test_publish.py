@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeHub, http_error  # the suite's one fake Hub
+from conftest import FakeHub, NoNetwork, http_error  # the suite's one fake Hub and one NoNetwork
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import (
     OfflineModeIsEnabled,
@@ -145,13 +145,6 @@ def rebind(folder: Path) -> None:
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return make_folder(tmp_path)
-
-
-class NoNetwork:
-    """Any use of this api fails the test: a dry run must not touch it."""
-
-    def __getattr__(self, name):
-        raise AssertionError(f"dry run called HfApi.{name}")
 
 
 def options(**overrides: Any) -> PushOptions:
@@ -422,7 +415,7 @@ def test_backoff_is_capped():
         (lambda: http_error(401), LOGIN_HINT),
         (lambda: http_error(403, server_message="You don't have the rights to create a model here"), ACCESS_HINT),
         (lambda: http_error(404, RepositoryNotFoundError), ACCESS_HINT),
-        (lambda: http_error(429), "could not be reached after 4 attempts (HTTP 429)"),
+        (lambda: http_error(429), "rate-limiting these requests (HTTP 429, 4 attempts)"),
         (lambda: _http.ConnectError("[Errno 101] Network is unreachable"), "could not be reached"),
         (lambda: _http.ReadTimeout("timed out"), "could not be reached"),
         (lambda: OfflineModeIsEnabled("offline"), "HF_HUB_OFFLINE"),

@@ -15,22 +15,18 @@ import torch
 from litetext_convert.paths import configs_dir
 from litetext_convert.synthetic.builder import (
     FULL_DETECTOR,
-    TEXT_PREFIX,
     TEXT_PRESETS,
     TINY_DETECTOR,
     TINY_TEXT_PRESETS,
-    DetectorSizes,
-    TextSizes,
     axial_rope_table,
     build_state_dict,
     key_kind,
-    layout_from_tsv,
-    layout_to_tsv,
     save_checkpoint,
     tiny_checkpoint,
     tiny_text,
     upstream_layout,
 )
+from litetext_convert.synthetic.parts import TEXT_PREFIX, DetectorSizes, TextSizes, layout_from_tsv, layout_to_tsv
 
 MANIFESTS = {  # variant -> (manifest file, positional rows recorded there, text keys only?)
     "s0": ("upstream_keys_s0_full.tsv", 77, False),

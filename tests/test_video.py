@@ -19,7 +19,8 @@ from litetext_convert.targets.video import build_config as build_video_config
 from litetext_convert.plan.infer import infer_architecture
 from litetext_convert.plan.mapping import build_plan, family_table_paths, load_table
 from litetext_convert.synthetic import builder as synthetic
-from tests.conftest import run_cli
+from litetext_convert.synthetic.parts import layout_from_tsv
+from conftest import run_cli
 
 VIDEO_TABLE = family_table_paths("sam3_litetext", "video")  # declared in its family.toml
 CTX = ops.OpContext(16)
@@ -49,7 +50,7 @@ def video_folder(workdir, video_checkpoint, tokenizer_dir) -> Path:
 
 
 def manifest_tensors() -> dict[str, torch.Tensor]:
-    layout = synthetic.layout_from_tsv((configs_dir() / "manifest" / "upstream_keys_s0_full.tsv").read_text())
+    layout = layout_from_tsv((configs_dir() / "manifest" / "upstream_keys_s0_full.tsv").read_text())
     return {key: torch.empty(shape, dtype=dtype, device="meta") for key, (shape, dtype) in layout.items()}
 
 
@@ -360,7 +361,7 @@ def test_push_of_a_video_folder_uploads_the_video_card_and_its_parity_records_an
     tmp_path, video_checkpoint, tokenizer_dir, capsys, no_credentials
 ):
     from litetext_convert.publish.push import PushOptions, push_folder
-    from tests.conftest import FakeHub
+    from conftest import FakeHub
 
     folder = tmp_path / "sam3-litetext-s0-video"
     code, _, err = run_cli(["convert", "-c", str(video_checkpoint), str(folder), "--target", "video", "--num-heads", "2",

@@ -26,24 +26,11 @@ def resolve_target(target: str) -> Path:
 
 def _download(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+
+    from litetext_convert.publish import hub  # the one Hub transport and error table
 
     name = repo_id + (f"@{revision}" if revision else "")
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_PATTERNS))
-    except RepositoryNotFoundError:
-        raise LitetextError(f"Hub repo {repo_id} not found (or private: log in with `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise LitetextError(f"Hub repo {repo_id} has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:
-        raise LitetextError(
-            f"{name} is not in the Hugging Face cache and the Hub cannot be reached (offline?)",
-            hint="download it once online, or pass a local folder",
-        ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise LitetextError(f"cannot download {name}: {' '.join(str(exc).split())[:160]}") from None
+        return Path(hub.with_retries(lambda: snapshot_download(repo_id, revision=revision, allow_patterns=_PATTERNS)))
+    except Exception as err:  # noqa: BLE001 - the table translates Hub failures; a bug keeps its type
+        raise hub.as_litetext_error(err, name, kind=LitetextError) from None

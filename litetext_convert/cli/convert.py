@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._checks import check_output_folder, check_tokenizer
 from litetext_convert.cli._options import (
     CheckpointOpt,
     ContextOpt,
@@ -43,45 +42,18 @@ def command(
     output_dir: LegacyOutputOpt = None,
 ) -> None:
     """Convert one checkpoint into FOLDER, which Sam3LiteTextModel (--target video: Sam3VideoModel).from_pretrained loads."""
-    from litetext_convert.source.digest import SourceHash
-    from litetext_convert.source.resolve import already_here
+    # Only this module and workflows/convert.py are imported before the source's hash starts: no torch yet.
+    from litetext_convert.workflows.convert import ConvertOptions, convert_folder
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, output_dir, required=True)
-    # Everything that can be refused without the weights is refused before they are read.
-    check_output_folder(folder, force=force)
-    # The record's sha256 of the source, started before torch is imported (nothing above imports
-    # it): ~1.3 s of hashing on the second core while this one imports torch and transformers.
-    here = already_here(checkpoint, repo_id=repo_id, revision=revision)
-    early_hash = SourceHash(here) if here is not None else True
+    options = ConvertOptions(
+        repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=target, dtype=dtype,
+        max_shard_size=max_shard_size, tokenizer=tokenizer, force=force, verify_load=verify_load,
+    )
+    result = convert_folder(checkpoint, folder, options, progress=out)
 
-    from litetext_convert.folder import remember_source
-    from litetext_convert.plan.prepare import prepare
-    from litetext_convert.publish.model_card import write_folder_card
     from litetext_convert.report import render_convert
-    from litetext_convert.write.convert import convert, target_entries
-    from litetext_convert.write.processor import TOKENIZER_CLASSES
-    from litetext_convert.write.shards import parse_size
 
-    parse_size(max_shard_size)
-    with out.status("finding the tokenizer"):
-        check_tokenizer(tokenizer, full=False)
-    with out.status(f"reading {checkpoint}: architecture and mapping"):
-        prepared = prepare(
-            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, hash_source=early_hash,
-            target=target,
-            defer_model_check=True,  # the meta model is built while the shards are written; checked before publishing
-            preload=TOKENIZER_CLASSES,  # imported beside the model, not after the writing
-        )
-    if prepared.resolved.notice:  # e.g. an alias' file found under a new name
-        out.note(f"note: {prepared.resolved.notice}")
-    total = sum(entry.nbytes for entry in target_entries(prepared, dtype))
-    with out.bytes_progress("writing", total) as on_bytes:
-        result = convert(
-            prepared, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer,
-            force=force, verify_load=verify_load, on_bytes=on_bytes,
-        )
-    remember_source(result.folder, checkpoint, prepared, num_heads=num_heads, context_length=context_length)
-    write_folder_card(result.folder)
     data = {"folder": str(result.folder), "seconds": result.seconds, "shards": result.shards, "record": result.record}
     out.result(data, lambda console: render_convert(console, result.record, str(result.folder), result.seconds, result.shards))

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._checks import check_tokenizer
 from litetext_convert.cli._options import (
     ConvertDtypeOpt,
     FolderArg,
@@ -26,7 +25,6 @@ from litetext_convert.cli._options import (
     VerifyLoadOpt,
     one_folder,
 )
-from litetext_convert.errors import LitetextError, ParityFailure
 
 
 def command(
@@ -57,8 +55,9 @@ def command(
     output_dir: LegacyOutputOpt = None,
 ) -> None:
     """Convert every LiteText checkpoint of every family's Hub folder (or a local folder) into FOLDER/<name>/."""
-    from litetext_convert.convert_all import convert_all, list_checkpoints
+    from litetext_convert.convert_all import convert_all, failure_of, list_checkpoints
     from litetext_convert.report import render_convert_all
+    from litetext_convert.write.processor import check_tokenizer
     from litetext_convert.write.shards import parse_size
 
     out = _output.start(as_json)
@@ -74,10 +73,6 @@ def command(
         namespace=namespace, private=private, token=token, dry_run=dry_run, status=out.status, target=target,
     )
     out.result({"results": rows}, lambda console: render_convert_all(console, rows))
-    failed = [row for row in rows if row["status"] != "ok" or row.get("push", "").startswith(("failed", "refused"))]
-    if failed:
-        names = ", ".join(f"{row['checkpoint']} ({row['status'] if row['status'] != 'ok' else row['push']})" for row in failed)
-        error = LitetextError(f"{len(failed)} of {len(rows)} checkpoints did not convert, verify or push: {names}")
-        if all(row["status"] == "parity failed" for row in failed):
-            error = ParityFailure(error.message)
+    error = failure_of(rows)
+    if error is not None:
         raise error

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from litetext_convert.cli import _output
-from litetext_convert.cli._checks import check_scope_extras, check_tokenizer
+from litetext_convert.cli._checks import check_scope_extras
 from litetext_convert.cli._options import (
     ContextOpt,
     FolderArg,
@@ -68,6 +68,7 @@ def command(
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
     from litetext_convert.parity.run import ParityRequest
     from litetext_convert.workflows.prove import prove_folder
+    from litetext_convert.write.processor import check_tokenizer
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)

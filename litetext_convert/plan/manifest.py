@@ -11,7 +11,18 @@ function of that code, torch and the config, so it is kept in a cache keyed by e
     an editable checkout all give another key).
 A cached entry is the same check, not a weaker one: the names, shapes and dtypes that building the
 model gave last time, under a key that changes whenever the build could give anything else.
-Anything unreadable in the cache is ignored and rebuilt; a cache that cannot be written is skipped.
+
+The cache is a cache, never an authority (docs/design/safety-untrusted.md):
+  - an entry is read only when lstat says it is a regular file (no symlink, FIFO or device: those
+    could hang the read or feed it forever), at most MAX_ENTRY_BYTES, owned by this user and not
+    writable by others; it is opened with O_NOFOLLOW|O_NONBLOCK and read with a bound;
+  - it carries its key and the sha256 of its payload: a damaged entry, or one copied under another
+    key, is ignored;
+  - anything ignored says so in one `note:` and is rebuilt (the new entry replaces it by rename,
+    which replaces a link or a FIFO itself, never what it points at);
+  - a plan that fails against a cached manifest is checked again against a freshly built one
+    (`checked_against_model`): the real model decides every refusal.
+A cache that cannot be written is skipped.
 
 Where: $LITETEXT_CACHE_DIR, else $XDG_CACHE_HOME/litetext, else ~/.cache/litetext (the `manifests/`
 folder). LITETEXT_NO_CACHE=1 builds every time and writes nothing.
@@ -23,14 +34,20 @@ import hashlib
 import importlib.util
 import json
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-CACHE_FORMAT = 1  # bump when the file layout or the key's contents change
+from litetext_convert.errors import LitetextError, note
+
+CACHE_FORMAT = 2  # bump when the file layout or the key's contents change
 BUILT, CACHED = "built", "cached"  # how a manifest was obtained (the conversion record keeps it)
+# A full-size video model's manifest is ~0.2 MB; anything far larger is not an entry we wrote.
+MAX_ENTRY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,46 +104,136 @@ def manifest_key(config) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def target_manifest(config, build) -> Manifest:
-    """`build(config)` -> {name: meta tensor}, or the cached result of an earlier identical build."""
+def target_manifest(config, build, *, use_cache: bool = True) -> Manifest:
+    """`build(config)` -> {name: meta tensor}, or the cached result of an earlier identical build.
+    `use_cache=False` builds and replaces the entry (a cached manifest that the plan disagreed with)."""
     folder = cache_dir()
-    path = folder / "manifests" / f"{manifest_key(config)}.json" if folder else None
-    if path is not None:
-        cached = _read(path)
+    key = manifest_key(config)
+    path = folder / "manifests" / f"{key}.json" if folder else None
+    if path is not None and use_cache:
+        cached = read_entry(path, key)
         if cached is not None:
             return Manifest(cached, CACHED)
     tensors = build(config)
     if path is not None:
-        _write(path, config.architectures[0], tensors)
+        _write(path, key, config.architectures[0], tensors)
     return Manifest(tensors, BUILT)
 
 
-def _read(path: Path) -> dict[str, torch.Tensor] | None:
-    """The cached tensors, or None when the entry is absent or not exactly what `_write` writes."""
+def checked_against_model(origin: str | None, tensors: dict, check: Callable[[dict], object], rebuild: Callable[[], dict]):
+    """`check(tensors)`; when a *cached* manifest makes it fail, the entry is not trusted over the
+    real model: `rebuild()` builds it again and that check's result (or error) stands."""
     try:
-        entries = json.loads(path.read_text())["tensors"]
-        tensors = {}
-        for name, shape, dtype_name in entries:
-            dtype = getattr(torch, dtype_name)
-            if not isinstance(name, str) or not isinstance(dtype, torch.dtype) or name in tensors:
-                return None
-            if not all(isinstance(size, int) and size >= 0 for size in shape):
-                return None
-            tensors[name] = torch.empty(shape, dtype=dtype, device="meta")
-        return tensors or None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return check(tensors)
+    except LitetextError:
+        if origin != CACHED:
+            raise
+    fresh = rebuild()
+    result = check(fresh)  # raises, when the real model refuses the plan too
+    note("the cached model manifest disagreed with the model transformers builds; rebuilt it")
+    return result
+
+
+def read_entry(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached tensors, or None: absent (silently), or ignored with a note saying why."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
         return None
-
-
-def _write(path: Path, model_class: str, tensors: dict[str, torch.Tensor]) -> None:
-    entries = [[name, list(tensor.shape), str(tensor.dtype).removeprefix("torch.")] for name, tensor in tensors.items()]
+    except OSError as exc:
+        return _ignored(path, f"cannot be read ({exc.strerror})")
+    refusal = _refusal(info)
+    if refusal:
+        return _ignored(path, refusal)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written whole under a temporary name, then renamed: a reader never sees half an entry.
+        payload = _payload(_read_bounded(path), key)
+        return _tensors(json.loads(payload)["tensors"])
+    except OSError as exc:
+        return _ignored(path, f"cannot be read ({exc.strerror})")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, RuntimeError, OverflowError) as exc:
+        return _ignored(path, str(exc) if isinstance(exc, _Damaged) else "is not a manifest litetext wrote")
+
+
+class _Damaged(ValueError):
+    """The entry's envelope does not vouch for its payload."""
+
+
+def _refusal(info: os.stat_result) -> str | None:
+    """Why an lstat result is not an entry to read, or None."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "not a regular file"
+        return f"is {kind}"
+    if info.st_size > MAX_ENTRY_BYTES:
+        return f"is {info.st_size} bytes, more than an entry can be ({MAX_ENTRY_BYTES})"
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        return "belongs to another user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by other users"
+    return None
+
+
+def _read_bounded(path: Path) -> bytes:
+    """At most MAX_ENTRY_BYTES + 1 bytes; no symlink followed, no wait on a FIFO swapped in after lstat."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Damaged("is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_ENTRY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise _Damaged(f"grew past {MAX_ENTRY_BYTES} bytes while read")
+    return data
+
+
+def _payload(data: bytes, key: str) -> str:
+    """The payload text, once the envelope's format, key and sha256 all match."""
+    envelope = json.loads(data)
+    if not isinstance(envelope, dict) or envelope.get("format") != CACHE_FORMAT:
+        raise _Damaged("is not a manifest litetext wrote")
+    if envelope.get("key") != key:
+        raise _Damaged("was written for another key")
+    payload = envelope.get("payload")
+    if not isinstance(payload, str) or hashlib.sha256(payload.encode()).hexdigest() != envelope.get("sha256"):
+        raise _Damaged("does not match the sha256 recorded in it (damaged or edited)")
+    return payload
+
+
+def _tensors(entries) -> dict[str, torch.Tensor]:
+    """[[name, shape, dtype name], ...] -> meta tensors; anything else raises ValueError/TypeError."""
+    tensors = {}
+    for name, shape, dtype_name in entries:
+        dtype = getattr(torch, dtype_name) if isinstance(dtype_name, str) else None
+        if not isinstance(name, str) or not isinstance(dtype, torch.dtype) or name in tensors:
+            raise ValueError(name)
+        if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+            raise ValueError(name)
+        tensors[name] = torch.empty(shape, dtype=dtype, device="meta")
+    if not tensors:
+        raise ValueError("empty")
+    return tensors
+
+
+def _ignored(path: Path, why: str) -> None:
+    note(f"ignored the model manifest cache entry {path.name}: it {why}; rebuilding it")
+    return None
+
+
+def _write(path: Path, key: str, model_class: str, tensors: dict[str, torch.Tensor]) -> None:
+    entries = [[name, list(tensor.shape), str(tensor.dtype).removeprefix("torch.")] for name, tensor in tensors.items()]
+    payload = json.dumps({"model_class": model_class, "tensors": entries})
+    envelope = {"format": CACHE_FORMAT, "key": key, "sha256": hashlib.sha256(payload.encode()).hexdigest(), "payload": payload}
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.parent.is_symlink():
+            return  # never write through a link someone put in the cache's place
+        # Written whole under a temporary name (mode 0600), then renamed: a reader never sees half
+        # an entry, and a link or FIFO at the entry's name is replaced, not followed.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".json")
         try:
             with os.fdopen(handle, "w") as output:
-                json.dump({"format": CACHE_FORMAT, "model_class": model_class, "tensors": entries}, output)
+                json.dump(envelope, output)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

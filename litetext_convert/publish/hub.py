@@ -6,17 +6,37 @@ Why the check: huggingface_hub retries a failed metadata request five times with
 and logs "Retrying in Ns" each time; transformers asks for several files, so an unreachable Hub
 cost minutes of noise before the one line. Asking once (a few seconds at most) and switching
 huggingface_hub to its own offline mode gives the cache a chance and fails in seconds otherwise.
+
+The transport (`bounded()`, installed before every call litetext makes): huggingface_hub's shared
+client has no timeout (a Hub that accepts the connection and never answers hung `push` for good),
+and its own retries log every attempt (a 500 printed 44 lines); litetext's retries on top of them
+multiplied both. Here every request gets connect/read/write/pool timeouts of LITETEXT_HUB_TIMEOUT
+seconds (default 15), huggingface_hub does not retry, and `with_retries` does: quietly, at most
+MAX_ATTEMPTS times and none starting later than RETRY_WINDOW timeouts after the first, never for
+a refused connection (offline fails at once), then one line.
+An answer that is not what the Hub API promises (HTML, garbage JSON) is one line too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from litetext_convert.errors import CheckpointError, HubError, LitetextError
 
 PROBE_TIMEOUT_S = 4.0
+TIMEOUT_ENV = "LITETEXT_HUB_TIMEOUT"
+DEFAULT_TIMEOUT_S = 15.0
+MAX_ATTEMPTS = 4  # per Hub operation, and no retry starts past RETRY_WINDOW timeouts
+RETRY_WINDOW = 3  # in request timeouts: a Hub that never answers costs 3 timeouts + 3 s (48 s by default)
+BASE_DELAY_S = 1.0
+MAX_DELAY_S = 8.0
+MAX_REDIRECTS = 5  # the Hub sends a download through one or two (resolve -> CDN); a loop is not followed 20 times
+T = TypeVar("T")
 LOGIN_HINT = "run `hf auth login` or pass --token"
 ACCESS_HINT = "check the repo id / your write access"
 OFFLINE_HINT = "go online once (the file is then cached), unset HF_HUB_OFFLINE, or pass a local file"
@@ -33,6 +53,108 @@ def is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+# ---------------------------------------------------------------- the transport
+
+
+def request_timeout() -> float:
+    """Seconds each phase of a request (connect, read, write, pool wait) may take."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise HubError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise HubError(f"{TIMEOUT_ENV}={text!r}: give seconds between 0 and 3600")
+    return value
+
+
+def _bound_timeouts(request) -> None:
+    """A request hook: huggingface_hub passes `timeout=None` (no limit) for most API calls."""
+    limit = request_timeout()
+    asked = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        phase: limit if asked.get(phase) is None else min(asked[phase], limit) for phase in ("connect", "read", "write", "pool")
+    }
+
+
+def _bounded_client():
+    try:  # huggingface_hub's own hook: offline mode, request ids (its module path is not public API)
+        from huggingface_hub.utils._http import hf_request_event_hook
+        hooks = [hf_request_event_hook, _bound_timeouts]
+    except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+        hooks = [_bound_timeouts]
+    return _http.Client(
+        event_hooks={"request": hooks}, follow_redirects=True, max_redirects=MAX_REDIRECTS, timeout=request_timeout()
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def bounded() -> None:
+    """Install the bounded client for every huggingface_hub call of this process, and leave the
+    retrying to `with_retries` (huggingface_hub's defaults: 5 retries, each logged)."""
+    import huggingface_hub
+    from huggingface_hub import utils as hub_utils
+
+    huggingface_hub.set_client_factory(_bounded_client)
+    for function in (getattr(hub_utils, "http_backoff", None), getattr(hub_utils, "http_stream_backoff", None)):
+        if function is not None and "max_retries" in (function.__kwdefaults__ or {}):
+            function.__kwdefaults__["max_retries"] = 0
+
+
+class UnexpectedAnswer(HubError):
+    """The Hub answered, but not with what its API promises (HTML from a proxy, broken JSON)."""
+
+
+def with_retries(call: Callable[[], T], sleep: Callable[[float], None] = time.sleep, attempts: int = MAX_ATTEMPTS) -> T:
+    """`call()` with bounded, quiet retries of transient failures (timeouts, 5xx, 429); a refused
+    or unresolvable connection is not retried (offline stays offline for the next seconds)."""
+    bounded()
+    window = RETRY_WINDOW * request_timeout()
+    started = time.monotonic()
+    with quiet():
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except Exception as err:
+                if _is_unexpected_answer(err):
+                    raise UnexpectedAnswer(
+                        "the Hub answered with something its API does not promise "
+                        f"({type(err).__name__}: {' '.join(str(err).split())[:80]})",
+                        hint=f"check HF_ENDPOINT ({_endpoint()}) and any proxy between you and the Hub",
+                    ) from None
+                delay = backoff_delay(attempt)
+                out_of_time = time.monotonic() - started + delay >= window
+                if attempt == attempts or out_of_time or not is_transient(err) or isinstance(err, _http.ConnectError):
+                    err.litetext_attempts = attempt  # the table says how many were made
+                    raise
+                sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _is_unexpected_answer(err: BaseException) -> bool:
+    """Parsing what came back failed: broken JSON (a ValueError), a missing or mistyped field, or
+    a body httpx cannot decode. huggingface_hub's own errors that are ValueErrors (a 400 answer,
+    an invalid repo id) are the table's, not this."""
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    if isinstance(err, (HfHubHTTPError, HFValidationError, LitetextError)):
+        return False
+    # AttributeError: huggingface_hub reads fields of the answer (and of the agent registry the
+    # endpoint serves, which it keeps for a day) as dicts without checking that they are.
+    return isinstance(err, (ValueError, KeyError, TypeError, AttributeError, _http.DecodingError))
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): 1, 2, 4, ... capped."""
+    return min(BASE_DELAY_S * 2 ** (attempt - 1), MAX_DELAY_S)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 @functools.lru_cache(maxsize=1)
 def hub_reachable() -> bool:
     """One short request to the endpoint; any HTTP answer counts as reachable."""
@@ -41,7 +163,7 @@ def hub_reachable() -> bool:
     from huggingface_hub import constants
 
     try:
-        _http.head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S, follow_redirects=False)
+        _http.head(constants.ENDPOINT, timeout=min(PROBE_TIMEOUT_S, request_timeout()), follow_redirects=False)
     except Exception:  # noqa: BLE001 - refused, unresolvable, timed out, TLS: all mean "not reachable"
         return False
     return True
@@ -81,10 +203,11 @@ def download(repo_id: str, filename: str, revision: str | None) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    bounded()
     cache_only_if_unreachable()
     with quiet():
         try:
-            return hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
+            return with_retries(lambda: hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
         except Exception as err:  # noqa: BLE001 - translated below; bugs keep their type
             where = f"{repo_id}:{filename}" + (f"@{revision}" if revision else "")
             # LocalEntryNotFoundError (offline, not cached) is a subclass: not a verdict on the repository
@@ -123,7 +246,8 @@ def is_hub_failure(err: BaseException) -> bool:
         OfflineModeIsEnabled,
     )
 
-    return isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError)) or is_transient(err)
+    known = (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError, _http.RequestError)
+    return isinstance(err, known) or is_transient(err)
 
 
 def describe(err: BaseException, target: str, *, revision: str | None = None, writing: bool = False,
@@ -141,6 +265,7 @@ def describe(err: BaseException, target: str, *, revision: str | None = None, wr
     )
 
     status = status_of(err)
+    attempts = getattr(err, "litetext_attempts", attempts)
     if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and not writing:
         return f"{target} is not in the Hugging Face cache and the Hub cannot be reached", OFFLINE_HINT
     if isinstance(err, OfflineModeIsEnabled):
@@ -161,11 +286,16 @@ def describe(err: BaseException, target: str, *, revision: str | None = None, wr
         if writing:
             return f"{target} was not found or is not visible to this token (404)", ACCESS_HINT
         return f"{target}: repository not found or private", "check the id or log in"
+    if status == 429:
+        return (f"the Hub is rate-limiting these requests (HTTP 429, {attempts or 1} attempt{'s' if (attempts or 1) > 1 else ''})",
+                "wait a few minutes, then retry; a logged-in token gets a higher limit")
     if is_transient(err):
-        tries = f" after {attempts} attempts" if attempts and status else ""  # a dead network is not retried
+        tries = f" after {attempts} attempts" if attempts and attempts > 1 else ""
         kind = f"HTTP {status}" if status else type(err).__name__
         return (f"the Hub could not be reached{tries} ({kind})",
                 "check your network and https://status.huggingface.co, then retry" + ("; --dry-run works offline" if writing else ""))
+    if isinstance(err, _http.RequestError):  # e.g. a redirect loop: no answer to act on
+        return f"the Hub could not be reached ({type(err).__name__})", "check HF_ENDPOINT and any proxy between you and the Hub"
     return f"the Hub refused the request for {target} (HTTP {status}){server_detail(err)}", None
 
 

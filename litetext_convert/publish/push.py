@@ -20,10 +20,7 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import (
     GatedRepoError,
-    HfHubHTTPError,
     HFValidationError,
-    LocalTokenNotFoundError,
-    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -48,9 +45,10 @@ from litetext_convert.publish.model_card import (
 
 _http = hub._http  # the HTTP client huggingface_hub talks through (tests build its errors)
 
-MAX_ATTEMPTS = 4
-BASE_DELAY_S = 1.0
-MAX_DELAY_S = 30.0
+# Retries, timeouts and the error table live in hub.py (the one Hub transport); re-exported here.
+MAX_ATTEMPTS = hub.MAX_ATTEMPTS
+MAX_DELAY_S = hub.MAX_DELAY_S
+backoff_delay = hub.backoff_delay
 DEFAULT_BRANCH = "main"
 LOGIN_HINT = hub.LOGIN_HINT
 ACCESS_HINT = hub.ACCESS_HINT
@@ -587,27 +585,13 @@ def render_plan(plan: PushPlan, width: int | None = None) -> str:
 # ---------------------------------------------------------------- retries and errors
 
 
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based): 1, 2, 4, ... capped."""
-    return min(BASE_DELAY_S * 2 ** (attempt - 1), MAX_DELAY_S)
-
-
 def is_transient(err: BaseException) -> bool:
     """Worth retrying: the Hub or the network hiccuped, the request itself was fine (hub.py's table)."""
     return hub.is_transient(err)
 
 
 def _with_retries(call: Callable[[], T], sleep: Callable[[float], None], attempts: int = MAX_ATTEMPTS) -> T:
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as err:
-            if attempt == attempts or not is_transient(err):
-                raise
-            if not isinstance(err, HfHubHTTPError) and not hub.hub_reachable():
-                raise  # the network itself is down: waiting and retrying would only delay the one line
-            sleep(backoff_delay(attempt))
-    raise AssertionError("unreachable")  # the loop returns or raises
+    return hub.with_retries(call, sleep, attempts)  # bounded in time and count, quiet, one line at the end
 
 
 def _status(err: BaseException) -> int | None:
@@ -618,7 +602,7 @@ def _as_hub_error(err: Exception, repo_id: str | None, options: PushOptions) -> 
     """HubError for what the Hub or the network did; anything else is a bug and stays itself."""
     if isinstance(err, HubError):
         return err
-    if isinstance(err, (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled)) or is_transient(err):
+    if hub.is_hub_failure(err):
         return _hub_error(err, repo_id, options)
     return err
 

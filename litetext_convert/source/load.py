@@ -13,12 +13,14 @@ import json
 import mmap
 import os
 import pickle
+import pickletools
 import re
 import signal
 import stat
 import struct
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,13 @@ ACCEPTED_DTYPES = frozenset(
 # this is data that is not weights (e.g. a crafted 1.5 GB string in a 7.5 MB zip).
 PICKLE_BYTES_PER_TENSOR = 4096
 PICKLE_BYTES_FLOOR = 16 << 20
+# Each stored tensor costs ~10 kB of memory once loaded (objects, names, the reader's index): a
+# crafted 35 MB zip whose pickle lists 300k storages took `inspect` to 3.5 GB. Released checkpoints
+# hold 150 to 2,000 tensors, megabytes each; allowing one per 4 kB of file beyond a floor keeps
+# memory within a small multiple of the file, and a count past that is refused before unpickling.
+TENSORS_FLOOR = 10_000
+FILE_BYTES_PER_TENSOR = 4096
+BINPERSID = b"Q"  # the pickle opcode that hands torch a stored tensor's id (protocol 2, as torch.save writes)
 
 
 def _proc_device(status: os.stat_result) -> str:
@@ -149,6 +158,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     kind = sniff_format(path)
     if kind == TORCH_ZIP:
         _check_pickle_size(path)
+    elif kind == TORCH_LEGACY:
+        _check_legacy_pickle(path)
     raw = _load_safetensors(path) if kind == SAFETENSORS else _load_torch(path, kind)
     state_dict, wrapper = _unwrap(raw, path)
     tensors, prefix = _strip_ddp_prefix(state_dict, path)
@@ -158,22 +169,87 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
 
 def _check_pickle_size(path: Path) -> None:
     """Bounded memory: the pickle is unpickled whole, so it must be in proportion to the tensors
-    the archive stores. Read from the zip directory, before anything is unpickled."""
+    the archive stores, and those in proportion to the file. Read from the zip directory and the
+    pickle's bytes, before anything is unpickled."""
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            pickles = [info for info in infos if info.filename.endswith("/data.pkl") or info.filename == "data.pkl"]
+            storages = sum(1 for info in infos if "/data/" in info.filename)
+            tensor_limit = max(TENSORS_FLOOR, path.stat().st_size // FILE_BYTES_PER_TENSOR)
+            _check_count(path, storages, tensor_limit, "its archive stores")
+            byte_limit = max(PICKLE_BYTES_FLOOR, PICKLE_BYTES_PER_TENSOR * storages)
+            for info in pickles:
+                if info.file_size > byte_limit:
+                    raise CheckpointError(
+                        f"{printable(path)}: its pickle is {info.file_size / 1e6:.0f} MB for {storages} stored tensors, "
+                        f"more than a state dict needs ({byte_limit / 1e6:.0f} MB at most); refused before unpickling",
+                        hint="re-save it as a plain state dict",
+                    )
+                _check_count(path, _persistent_ids(archive, info, tensor_limit), tensor_limit, "its pickle refers to")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, zlib.error) as exc:
         raise CheckpointError(f"{printable(path)} is damaged or truncated ({printable(exc)[:160]})") from None
-    pickles = [info for info in infos if info.filename.endswith("/data.pkl") or info.filename == "data.pkl"]
-    storages = sum(1 for info in infos if "/data/" in info.filename)
-    limit = max(PICKLE_BYTES_FLOOR, PICKLE_BYTES_PER_TENSOR * storages)
-    for info in pickles:
-        if info.file_size > limit:
-            raise CheckpointError(
-                f"{printable(path)}: its pickle is {info.file_size / 1e6:.0f} MB for {storages} stored tensors, "
-                f"more than a state dict needs ({limit / 1e6:.0f} MB at most); refused before unpickling",
-                hint="re-save it as a plain state dict",
-            )
+
+
+def _check_legacy_pickle(path: Path) -> None:
+    """The legacy format is four pickles (magic number, protocol, system info, the object) then the
+    storages' bytes: the object's persistent ids are counted the same way, opcode by opcode,
+    stopping as soon as the count is past the limit (no memory beyond one opcode at a time)."""
+    limit = max(TENSORS_FLOOR, path.stat().st_size // FILE_BYTES_PER_TENSOR)
+    count = 0
+    try:
+        with path.open("rb") as raw:
+            handle = _BoundedReader(raw, path.stat().st_size)
+            for _ in range(3):  # magic number, protocol version, system info: a few bytes each
+                for _opcode in pickletools.genops(handle):
+                    pass
+            for opcode, _, _ in pickletools.genops(handle):
+                if opcode.name in ("BINPERSID", "PERSID"):
+                    count += 1
+                    if count > limit:
+                        break
+    except (OSError, ValueError, EOFError):
+        return  # not the four pickles of the format: torch's weights-only load says what it is
+    _check_count(path, count, limit, "its pickle refers to")
+
+
+class _BoundedReader:
+    """A file for pickletools that refuses a read longer than what is left of the file: a damaged
+    length field would otherwise make it allocate that many bytes before reading them."""
+
+    def __init__(self, handle, size: int):
+        self._handle, self._size = handle, size
+
+    def read(self, count: int = -1) -> bytes:
+        if count > self._size - self._handle.tell():
+            raise ValueError("a length runs past the end of the file")
+        return self._handle.read(count)
+
+    def readline(self) -> bytes:
+        return self._handle.readline(1 << 16)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+def _check_count(path: Path, count: int, limit: int, what: str) -> None:
+    if count > limit:
+        raise CheckpointError(
+            f"{printable(path)}: {what} {count} tensors, more than a checkpoint of {path.stat().st_size / 1e6:.0f} MB "
+            f"can hold ({limit} at most); refused before unpickling, so memory stays in proportion to the file",
+            hint="re-save it as a plain state dict",
+        )
+
+
+def _persistent_ids(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> int:
+    """How many stored tensors the pickle asks for (each one a tensor object, shared storage or
+    not). Counting the opcode's byte is an upper bound read in one pass; only a count past the
+    limit is made exact, opcode by opcode (names and strings may hold the same byte)."""
+    data = archive.read(info)  # at most the byte limit checked above
+    bound = data.count(BINPERSID)
+    if bound <= limit:
+        return bound
+    return sum(1 for opcode, _, _ in pickletools.genops(data) if opcode.name in ("BINPERSID", "PERSID"))
 
 
 def _load_torch(path: Path, kind: str):

@@ -130,8 +130,7 @@ def list_family_folder(
     if not hub.cache_only_if_unreachable():
         raise hub.unreachable_error(f"list {repo_id}", hint=hint)
     try:
-        with hub.quiet():
-            files = list_repo_files(repo_id, revision=revision)
+        files = hub.with_retries(lambda: list_repo_files(repo_id, revision=revision))
     except Exception as exc:  # noqa: BLE001 - the Hub table says what happened; bugs keep their type
         raise hub.as_litetext_error(exc, repo_id) from None
     return sorted(name for name in files if name.startswith(family.folder + "/") and name.endswith(".pt"))

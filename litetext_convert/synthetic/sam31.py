@@ -1,7 +1,7 @@
 """Synthetic SAM3.1-LiteText checkpoints: the on-disk layout of
 `sam3p1_litetext/efficient_sam3p1_litetext_mobileclip_*_ctx*.pt` (efficientsam3, branch `stage1_sam3.1`).
 
-What differs from SAM3-LiteText (builder.py), all read from a real S0 file's key listing
+What differs from SAM3-LiteText (builder.py; the shared parts are parts.py), all read from a real S0 file's key listing
 (configs/manifest/upstream_keys_sam31_s0_full.tsv):
 - key order: the language backbone first (upstream's merge script writes it first), then the
   multiplex tracker, then the detector in SAM3's order;
@@ -21,18 +21,18 @@ import math
 from functools import lru_cache
 
 from litetext_convert.paths import configs_dir
-from litetext_convert.synthetic.builder import (
+from litetext_convert.synthetic.parts import (
     DETECTOR_PREFIX,
     TEXT_PREFIX,
     DetectorSizes,
     Layout,
+    LayoutBuilder,
     TextSizes,
     detector_heads,
-    _LayoutBuilder,
-    _neck,
-    _text,
-    _vit,
     layout_from_tsv,
+    neck,
+    text_encoder,
+    vit,
 )
 
 MANIFEST = "upstream_keys_sam31_s0_full.tsv"
@@ -48,7 +48,7 @@ def _manifest_tracker() -> Layout:
     return {key: value for key, value in layout.items() if key.startswith(TRACKER_PREFIX)}
 
 
-def _tracker(b: _LayoutBuilder, s: DetectorSizes) -> None:
+def _tracker(b: LayoutBuilder, s: DetectorSizes) -> None:
     for key, (shape, dtype) in _manifest_tracker().items():
         if s.d_model != MANIFEST_D_MODEL:
             shape = tuple(max(1, math.ceil(dim * s.d_model / MANIFEST_D_MODEL)) for dim in shape)
@@ -57,12 +57,12 @@ def _tracker(b: _LayoutBuilder, s: DetectorSizes) -> None:
 
 def upstream_layout(text: TextSizes, detector: DetectorSizes) -> Layout:
     """Every key of a SAM3.1-LiteText file (prefixes included), in file order."""
-    b = _LayoutBuilder()
-    _text(b, TEXT_PREFIX, text, detector.d_model)
+    b = LayoutBuilder()
+    text_encoder(b, TEXT_PREFIX, text, detector.d_model)
     _tracker(b, detector)
     vision = f"{DETECTOR_PREFIX}backbone.vision_backbone"
-    _vit(b, f"{vision}.trunk", detector)
-    for neck in NECKS:
-        _neck(b, f"{vision}.{neck}", detector, TRI_NECK_SCALES)
+    vit(b, f"{vision}.trunk", detector)
+    for name in NECKS:
+        neck(b, f"{vision}.{name}", detector, TRI_NECK_SCALES)
     detector_heads(b, detector)
     return b.layout

@@ -2,8 +2,10 @@
 
 `plan.prepare` does everything that needs no output (inspect and parity stop there); `convert` streams
 the mapped tensors into safetensors shards inside a temporary folder, checks the plan against the
-real (meta) model and what it wrote, and only then renames the folder into place. With
-`prepare(..., defer_model_check=True)` the meta model is built while the shards are written.
+real (meta) model and what it wrote, and only then renames the folder into place. The meta model
+may still be building while the shards are written (workflows/convert.py starts it in the
+background); it is waited for before anything is published. The workflow around this (source memo,
+model card, the overlap) is `workflows.convert.convert_folder`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.folder.ownership import atomic_folder
 from litetext_convert.plan import ops
-from litetext_convert.plan.prepare import Prepared, check_dtype, target_dtype
+from litetext_convert.dtypes import check_dtype, target_dtype
+from litetext_convert.plan.prepare import Prepared
 from litetext_convert.source.digest import SourceHash
 from litetext_convert.source.load import TORCH_ZIP, MappedRegions, SourceGuard, release_source_pages
 from litetext_convert.targets import target as find_target
@@ -112,45 +115,23 @@ def convert(
     force: bool = False,
     verify_load: bool = False,
     on_bytes: Callable[[int], None] | None = None,
+    source_hash: SourceHash | None = None,
 ) -> ConversionResult:
+    """`source_hash`: the source's sha256 already running (the workflow starts it before torch is
+    imported); hashed here otherwise."""
     dtype = check_dtype(dtype)  # aliases (bf16, fp16) become the canonical name the record keeps
     started = time.perf_counter()
     entries = target_entries(prepared, dtype)
     shards = plan_shards(entries, parse_size(max_shard_size))
-    source_hash = prepared.source_hash or SourceHash(prepared.resolved.path)
+    source_hash = source_hash or SourceHash(prepared.resolved.path)
     guard = SourceGuard(prepared.resolved.path, prepared.loaded.identity)
-    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
-    producer = _TargetProducer(prepared, dtype, release_pages=mapped, guard=guard)
-    metadata = {"format": "pt"}
-
-    def written(entry: TensorEntry) -> None:
-        producer.written(entry)
-        if on_bytes:
-            on_bytes(entry.nbytes)
-
-    copier = FileCopier(prepared.loaded.path, MappedRegions(prepared.loaded.path)) if mapped else None
     with guard, atomic_folder(output_dir, force=force, keep=[prepared.resolved.path]) as folder:
-        checksums: dict[str, int] = {}
-        try:
-            for shard in shards:
-                checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written, copier=copier))
-        finally:
-            if copier is not None:
-                copier.close()
+        checksums = _write_shards(prepared, folder, shards, dtype, guard, on_bytes)
         write_index(folder, shards, {})
         # The shards were written from the table's plan, possibly while the meta model was still
-        # being built (prepare's defer_model_check); nothing is renamed into place before this check.
+        # being built (in the background: workflows/convert.py); nothing is renamed into place before this check.
         prepared.check_against_model()
-        # Loaded only now: it imports transformers, which must not race the background import of
-        # its modeling code (a half-initialised lazy module fails "cannot import name"). A bad
-        # tokenizer still fails before anything is published: the temporary folder is removed.
-        tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)
-        config = prepared.config
-        config.dtype = _config_dtype(entries)
-        with write_errors(folder / "config.json"):
-            config.save_pretrained(str(folder))
-        with write_errors(folder / "processor_config.json"):
-            find_target(prepared.target).save_processor(folder, prepared.arch, tokenizer_object)
+        _write_config_and_processor(prepared, folder, entries, tokenizer)
         verify_written(folder, shards, checksums)
         warnings = verify_with_transformers(folder) if verify_load else []
         record = conversion_record(prepared, entries, dtype, source_hash.result())
@@ -161,6 +142,42 @@ def convert(
         record["files"] = sorted([*os.listdir(folder), CONVERSION_RECORD])  # what litetext may replace later
         write_json(folder / CONVERSION_RECORD, record)
     return ConversionResult(Path(output_dir), record, [s.filename for s in shards], time.perf_counter() - started, warnings)
+
+
+def _write_shards(prepared: Prepared, folder: Path, shards, dtype: str, guard: SourceGuard,
+                  on_bytes: Callable[[int], None] | None) -> dict[str, int]:
+    """Every shard, tensor by tensor in plan order; returns each tensor's checksum for the read-back."""
+    mapped = prepared.loaded.format == TORCH_ZIP  # the one format litetext memory-maps
+    producer = _TargetProducer(prepared, dtype, release_pages=mapped, guard=guard)
+    metadata = {"format": "pt"}
+
+    def written(entry: TensorEntry) -> None:
+        producer.written(entry)
+        if on_bytes:
+            on_bytes(entry.nbytes)
+
+    copier = FileCopier(prepared.loaded.path, MappedRegions(prepared.loaded.path)) if mapped else None
+    checksums: dict[str, int] = {}
+    try:
+        for shard in shards:
+            checksums.update(write_shard(folder / shard.filename, shard, producer, metadata, on_tensor=written, copier=copier))
+    finally:
+        if copier is not None:
+            copier.close()
+    return checksums
+
+
+def _write_config_and_processor(prepared: Prepared, folder: Path, entries: list[TensorEntry], tokenizer: str | None) -> None:
+    # The tokenizer is loaded only now: it imports transformers, which must not race the background
+    # import of its modeling code (a half-initialised lazy module fails "cannot import name"). A bad
+    # tokenizer still fails before anything is published: the temporary folder is removed.
+    tokenizer_object = load_tokenizer(tokenizer, prepared.arch.context_length)
+    config = prepared.config
+    config.dtype = _config_dtype(entries)
+    with write_errors(folder / "config.json"):
+        config.save_pretrained(str(folder))
+    with write_errors(folder / "processor_config.json"):
+        find_target(prepared.target).save_processor(folder, prepared.arch, tokenizer_object)
 
 
 def _config_dtype(entries: list[TensorEntry]) -> str:
@@ -251,12 +268,12 @@ def conversion_record(prepared: Prepared, entries: list[TensorEntry], dtype: str
 def tokenizer_record(folder: Path, source: str | None) -> dict:
     from litetext_convert.reference import merges_from_folder
 
-    fingerprint = merges_fingerprint(merges_from_folder(folder))
+    merges_sha256 = merges_fingerprint(merges_from_folder(folder))
     return {
         # A local folder is named, not located: the record is published and a path is this machine's.
         "source": f"local folder {Path(source).name}" if source and Path(source).is_dir() else source or processor_settings()["tokenizer"]["default_source"],
-        "merges_sha256": fingerprint,
-        "vocabulary": vocabulary_name(fingerprint) or "unknown (neither CLIP's nor the synthetic test vocabulary)",
+        "merges_sha256": merges_sha256,
+        "vocabulary": vocabulary_name(merges_sha256) or "unknown (neither CLIP's nor the synthetic test vocabulary)",
     }
 
 

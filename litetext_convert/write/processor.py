@@ -10,7 +10,8 @@ from litetext_convert.errors import LitetextError, printable
 from litetext_convert.paths import read_config
 
 
-# The transformers classes `load_tokenizer` uses: `prepare(preload=...)` imports them in its background thread.
+# The transformers classes `load_tokenizer` uses: conversion imports them in the target model's
+# background thread (TargetModel.start_in_background), not on the main one after the writing.
 TOKENIZER_CLASSES = ("CLIPTokenizer",)
 
 
@@ -36,6 +37,18 @@ def tokenizer_files_here(source: str | None) -> bool:
         return any(all(isinstance(try_to_load_from_cache(source, name), str) for name in files) for files in TOKENIZER_FILES)
     except Exception:  # noqa: BLE001 - not a repo id, or an unusable cache: the full load says why
         return False
+
+
+def check_tokenizer(source: str | None, *, full: bool = True) -> None:
+    """Load (and so download or find in the cache) the tokenizer now, not after the weights.
+
+    `full=False` (convert): when its files are already here, stop at that; convert loads the
+    tokenizer itself after writing the shards and before anything is published (a damaged one is
+    refused then, in one line), and imports its classes beside the model, off the main thread:
+    loading it here first cost ~1 s of imports before any weight was read."""
+    if not full and tokenizer_files_here(source):
+        return
+    load_tokenizer(source, 77)
 
 
 def load_tokenizer(source: str | None, context_length: int):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import errno
 import io
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import CliResult
 
@@ -42,14 +40,6 @@ class Workspace:
     def fresh_parent(self, name: str) -> Path:
         """An empty folder to convert into: anything left in it afterwards was left by us."""
         return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
-
-
-def _main_quiet(args: list, patch: pytest.MonkeyPatch) -> None:
-    from litetext_convert import cli as cli_module
-
-    patch.setattr(sys, "argv", ["litetext", *map(str, args)])
-    patch.setattr(sys, "stdout", io.StringIO())
-    cli_module.main()
 
 
 def folder_digest(folder: Path) -> dict[str, str]:

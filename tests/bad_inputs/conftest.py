@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from bad_inputs import corpus
-from bad_inputs.common import HEADS, Workspace, _main_quiet
+from bad_inputs.common import HEADS, Workspace
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 
 
@@ -25,10 +26,9 @@ def ws(tmp_path_factory) -> Workspace:
 def verified(ws) -> Path:
     """A converted folder with a passing parity record (what push needs); push tests work on copies."""
     folder = ws.root / "verified" / "tiny_s0_ctx16"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LITETEXT_DEBUG", raising=False)
-        _main_quiet(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", folder], patch)
-        _main_quiet(["parity", "-c", ws.good, *HEADS, "--converted", folder], patch)
+    for args in (["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, folder], ["parity", "-c", ws.good, *HEADS, folder]):
+        result = run_cli(args)
+        assert result.code == 0, result.stderr
     assert (folder / "parity" / "text-float32-default.json").is_file()
     return folder
 
@@ -37,7 +37,6 @@ def verified(ws) -> Path:
 def sharded_folder(ws) -> Path:
     """A converted folder in several shards (not the suite's `converted`: damage needs shards)."""
     folder = ws.root / "converted-pristine"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LITETEXT_DEBUG", raising=False)
-        _main_quiet(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", folder, "--max-shard-size", "1MB"], patch)
+    result = run_cli(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, folder, "--max-shard-size", "1MB"])
+    assert result.code == 0, result.stderr
     return folder

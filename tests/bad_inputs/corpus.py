@@ -10,7 +10,6 @@ import hashlib
 import os
 import pickle
 import random
-import sys
 from pathlib import Path
 
 import torch
@@ -24,21 +23,6 @@ POS_KEY = TEXT + "encoder.positional_embedding.pos_embed.pos_embed"
 FINAL_NORM_KEY = TEXT + "encoder.final_layer_norm.weight"
 
 State = dict[str, torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------
-# Running the CLI in a subprocess (the in-process runner is tests/conftest.py's `run_cli`)
-
-
-def subprocess_command(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "litetext_convert.cli", *args]
-
-
-def clean_env(**overrides: str) -> dict[str, str]:
-    """The current environment without LITETEXT_DEBUG (it would turn errors into tracebacks)."""
-    env = {key: value for key, value in os.environ.items() if key != "LITETEXT_DEBUG"}
-    env.update(overrides)
-    return env
 
 
 # ---------------------------------------------------------------------------------------------

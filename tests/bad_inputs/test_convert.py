@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CliResult
+from conftest import CliResult, cli_env, run_cli_process
 
 from bad_inputs import corpus
 from bad_inputs.common import (
@@ -40,7 +40,7 @@ def test_convert_bad_checkpoint_writes_nothing(ws, cli, case):
     before = source_digest(checkpoint)
     parent = ws.fresh_parent("convert")
 
-    result = cli("convert", "-c", checkpoint, *extra, "--tokenizer", ws.tokenizer, "-o", parent / "out")
+    result = cli("convert", "-c", checkpoint, *extra, "--tokenizer", ws.tokenizer, parent / "out")
 
     assert_one_line_error(result, EXIT_BAD_INPUT, *fragments)
     assert_nothing_left(parent)
@@ -62,7 +62,7 @@ def test_ddp_prefix_is_stripped_and_converts(ws, cli):
     checkpoint = corpus.save_wrapped(ws.inputs("ddp") / "ddp_ctx16.pt", corpus.ddp_prefixed(ws.state))
     inspected = cli("inspect", "-c", checkpoint, *HEADS, "--json", "--no-scan")
     assert inspected.code == 0 and json.loads(inspected.stdout)["stripped_prefix"] == "module."
-    converted = cli("convert", "-c", checkpoint, *HEADS, "--tokenizer", ws.tokenizer, "-o", ws.fresh_parent("ddp") / "out")
+    converted = cli("convert", "-c", checkpoint, *HEADS, "--tokenizer", ws.tokenizer, ws.fresh_parent("ddp") / "out")
     assert converted.code == 0, converted.stderr
 
 
@@ -71,7 +71,7 @@ def test_half_precision_checkpoint_keeps_its_dtype(ws, cli, dtype, stored):
     checkpoint = corpus.save_wrapped(ws.inputs(f"half_{stored}") / "half_ctx16.pt", corpus.tiny_state(dtype=dtype))
     out = ws.fresh_parent("half") / "out"
 
-    result = cli("convert", "-c", checkpoint, *HEADS, "--tokenizer", ws.tokenizer, "-o", out, "--verify-load")
+    result = cli("convert", "-c", checkpoint, *HEADS, "--tokenizer", ws.tokenizer, out, "--verify-load")
 
     assert result.code == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["dtype"] == str(dtype).removeprefix("torch.")
@@ -92,7 +92,7 @@ def test_non_finite_weights_are_reported_by_inspect(ws, cli):
 
 
 def _convert_args(ws, out, *extra):
-    return ["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", out, *extra]
+    return ["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, out, *extra]
 
 
 def test_existing_output_needs_force_and_force_replaces_only_ours(ws, cli):
@@ -160,7 +160,7 @@ def test_force_never_replaces_the_folder_holding_the_source(ws, cli):
     shutil.copy(ws.good, source)
     before = corpus.sha256(source)
 
-    result = cli("convert", "-c", source, *HEADS, "--tokenizer", ws.tokenizer, "-o", folder, "--force")
+    result = cli("convert", "-c", source, *HEADS, "--tokenizer", ws.tokenizer, folder, "--force")
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "refusing to write over", "which is read in this run")
     assert corpus.sha256(source) == before and corpus.listing(folder) == {"tiny_s0_ctx16.pt"}
@@ -285,7 +285,7 @@ def test_checkpoint_name_that_is_not_utf8(ws, cli):
     source = folder / os.fsdecode(b"tiny-\xff_ctx16.pt")
     shutil.copy(ws.good, source)
     parent = ws.fresh_parent("nonutf8_src")
-    result = cli("convert", "-c", source, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
+    result = cli("convert", "-c", source, *HEADS, "--tokenizer", ws.tokenizer, parent / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "checkpoint name", "\\udcff", "is not valid UTF-8")
     assert_nothing_left(parent)
 
@@ -307,7 +307,7 @@ def test_source_changed_during_the_run_is_refused(ws, cli, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(convert_module, "write_shard", touch_then_write)
-    result = cli("convert", "-c", source, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out", "--max-shard-size", "100KB")
+    result = cli("convert", "-c", source, *HEADS, "--tokenizer", ws.tokenizer, parent / "out", "--max-shard-size", "100KB")
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "was changed by another program while it was being converted")
     assert_nothing_left(parent)
@@ -341,10 +341,10 @@ def test_source_truncated_during_a_float16_run_is_one_line_not_sigbus(ws):
     source = ws.inputs("truncated_mid_run") / "tiny_s0_ctx16.pt"
     shutil.copy(ws.good, source)
     parent = ws.fresh_parent("truncated_mid_run")
-    args = ["convert", "-c", str(source), *HEADS, "--tokenizer", str(ws.tokenizer), "-o", str(parent / "out"),
+    args = ["convert", "-c", str(source), *HEADS, "--tokenizer", str(ws.tokenizer), str(parent / "out"),
             "--dtype", "float16", "--max-shard-size", "100KB"]
     bootstrap = f"SOURCE = {str(source)!r}\n" + _TRUNCATE_MID_RUN_BOOTSTRAP
-    done = subprocess.run([sys.executable, "-c", bootstrap, *args], capture_output=True, text=True, env=corpus.clean_env(), timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", bootstrap, *args], capture_output=True, text=True, env=cli_env(), timeout=120, check=False)
 
     assert done.returncode != -signal.SIGBUS, "died of SIGBUS"
     assert_one_line_error(CliResult(done.returncode, done.stdout, done.stderr), EXIT_BAD_INPUT, "was changed by another program")
@@ -355,7 +355,7 @@ def test_source_truncated_during_a_float16_run_is_one_line_not_sigbus(ws):
 def test_output_path_that_is_a_file(ws, cli):
     parent = ws.fresh_parent("isfile")
     (parent / "out").write_text("a file")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out", "--force")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out", "--force")
     assert_one_line_error(result, EXIT_BAD_INPUT, "is not a folder")
     assert (parent / "out").read_text() == "a file" and corpus.listing(parent) == {"out"}
 
@@ -364,7 +364,7 @@ def test_output_under_a_regular_file_is_not_writable(ws, cli):
     """Works as root too: no permission bit can make a file's child creatable."""
     parent = ws.fresh_parent("underfile")
     (parent / "blocker").write_text("a file")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "blocker" / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "blocker" / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot create the output folder")
     assert corpus.listing(parent) == {"blocker"}
 
@@ -374,7 +374,7 @@ def test_output_in_a_read_only_folder(ws, cli):
     parent = ws.fresh_parent("readonly")
     parent.chmod(0o555)
     try:
-        result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
+        result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out")
     finally:
         parent.chmod(0o755)
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot create the output folder")
@@ -391,14 +391,14 @@ def test_output_in_a_read_only_folder(ws, cli):
 )
 def test_bad_convert_option(ws, cli, args, fragment):
     parent = ws.fresh_parent("option")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out", *args)
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out", *args)
     assert_one_line_error(result, EXIT_BAD_INPUT, fragment)
     assert_nothing_left(parent)
 
 
 def test_missing_tokenizer_folder(ws, cli):
     parent = ws.fresh_parent("tokenizer")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.root / "no-such-tokenizer", "-o", parent / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.root / "no-such-tokenizer", parent / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot load the tokenizer", "--tokenizer")
     assert_nothing_left(parent)
 
@@ -416,7 +416,7 @@ def test_a_tokenizer_folder_with_its_files_but_damaged_is_refused_before_anythin
     else:
         (tokenizer / "merges.txt").write_bytes(b"\xff\xfe not utf-8 \x00\x01\n")
     parent = ws.fresh_parent("damaged-tokenizer")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, "-o", parent / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, parent / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "tokenizer")
     assert_nothing_left(parent)
 
@@ -424,7 +424,7 @@ def test_a_tokenizer_folder_with_its_files_but_damaged_is_refused_before_anythin
 def test_disk_full_while_writing_shards(ws, cli, monkeypatch):
     parent = ws.fresh_parent("diskfull")
     fill_disk(monkeypatch, FullDisk(free=200_000))
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out", "--max-shard-size", "500KB")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out", "--max-shard-size", "500KB")
     monkeypatch.undo()
     assert_one_line_error(result, EXIT_BAD_INPUT, "no space left on the device", ".safetensors")
     assert_nothing_left(parent)
@@ -433,7 +433,7 @@ def test_disk_full_while_writing_shards(ws, cli, monkeypatch):
 def test_disk_full_while_writing_the_config(ws, cli, monkeypatch):
     parent = ws.fresh_parent("diskfull_config")
     fill_disk(monkeypatch, FullDisk(free=0, only="config.json"))
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out")
     monkeypatch.undo()
     assert_nothing_left(parent)
     assert_one_line_error(result, EXIT_BAD_INPUT, "no space left")
@@ -454,7 +454,7 @@ def test_interrupt_while_writing_shards_in_process(ws, cli, monkeypatch):
 
     monkeypatch.setattr(convert_module, "write_shard", interrupted_write_shard)
     parent = ws.fresh_parent("interrupt")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out", "--max-shard-size", "100KB")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out", "--max-shard-size", "100KB")
 
     assert_interrupted(result)
     assert len(calls) == 3 and ".partial-" in calls[0].parent.name
@@ -473,7 +473,7 @@ def test_interrupt_says_so_in_one_line(ws, cli, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(convert_module, "write_shard", interrupted)
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", ws.fresh_parent("ctrl_c") / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, ws.fresh_parent("ctrl_c") / "out")
     assert_one_line_error(result, EXIT_INTERRUPTED, "interrupted")
 
 
@@ -495,11 +495,11 @@ main()
 def test_sigint_while_writing_shards_leaves_nothing(ws):
     parent = ws.fresh_parent("sigint")
     before = corpus.sha256(ws.good)
-    args = ["convert", "-c", str(ws.good), *HEADS, "--tokenizer", str(ws.tokenizer), "-o", str(parent / "out"),
+    args = ["convert", "-c", str(ws.good), *HEADS, "--tokenizer", str(ws.tokenizer), str(parent / "out"),
             "--max-shard-size", "20KB"]
     process = subprocess.Popen(
         [sys.executable, "-c", _SLOW_DISK_BOOTSTRAP, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=corpus.clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
     shards_seen = _wait_for_partial_shards(parent, process, timeout=60)
     process.send_signal(signal.SIGINT)
@@ -529,16 +529,11 @@ def _wait_for_partial_shards(parent: Path, process: subprocess.Popen, timeout: f
 def _offline_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "empty-hf-home"
     home.mkdir()
-    return corpus.clean_env(HF_HUB_OFFLINE="1", HF_HOME=str(home), TRANSFORMERS_OFFLINE="1")
-
-
-def _run_subprocess(args: list, env: dict[str, str]) -> CliResult:
-    done = subprocess.run(corpus.subprocess_command([str(a) for a in args]), capture_output=True, text=True, env=env, timeout=120, check=False)
-    return CliResult(done.returncode, done.stdout, done.stderr)
+    return cli_env(HF_HUB_OFFLINE="1", HF_HOME=str(home), TRANSFORMERS_OFFLINE="1")
 
 
 def test_offline_alias_names_the_missing_file(tmp_path):
-    result = _run_subprocess(["inspect", "-c", "s0_ctx16"], _offline_env(tmp_path))
+    result = run_cli_process(["inspect", "-c", "s0_ctx16"], _offline_env(tmp_path))
     assert_one_line_error(
         result, EXIT_BAD_INPUT, "sam3_litetext/sam3_litetext_mobileclip_s0_ctx16.pt", "not in the Hugging Face cache"
     )
@@ -546,7 +541,7 @@ def test_offline_alias_names_the_missing_file(tmp_path):
 
 def test_offline_default_tokenizer_is_one_actionable_line(ws, tmp_path):
     parent = ws.fresh_parent("offline_tokenizer")
-    result = _run_subprocess(["convert", "-c", ws.good, *HEADS, "-o", parent / "out"], _offline_env(tmp_path))
+    result = run_cli_process(["convert", "-c", ws.good, *HEADS, parent / "out"], _offline_env(tmp_path))
     assert_nothing_left(parent)
     assert_one_line_error(result, EXIT_BAD_INPUT, "openai/clip-vit-base-patch32", "cache", "--tokenizer")
 
@@ -560,7 +555,7 @@ def test_corrupt_tokenizer_folder(ws, cli):
     shutil.copytree(ws.tokenizer, folder, dirs_exist_ok=True)
     (folder / "vocab.json").write_text("garbage{")
     parent = ws.fresh_parent("corrupt_tokenizer")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", folder, "-o", parent / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", folder, parent / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot load the tokenizer", "damaged")
     assert_nothing_left(parent)
 
@@ -575,6 +570,6 @@ def test_disk_full_while_the_tokenizer_library_writes_tokenizer_json(ws, cli, mo
 
     monkeypatch.setattr(image_target, "save_processor", full_disk)  # the image target's processor saver
     parent = ws.fresh_parent("diskfull_tokenizer")
-    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", parent / "out")
+    result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, parent / "out")
     assert_one_line_error(result, EXIT_BAD_INPUT, "no space left on the device")
     assert_nothing_left(parent)

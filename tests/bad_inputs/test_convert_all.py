@@ -35,7 +35,7 @@ from litetext_convert.publish import push as publish
 )
 def test_convert_all_bad_source(ws, cli, make_source, fragment):
     parent = ws.fresh_parent("all")
-    result = cli("convert-all", "-o", parent / "all", "--source", make_source(ws), "--tokenizer", ws.tokenizer, *HEADS)
+    result = cli("convert-all", parent / "all", "--source", make_source(ws), "--tokenizer", ws.tokenizer, *HEADS)
     assert_one_line_error(result, EXIT_BAD_INPUT, fragment)
     assert_nothing_left(parent)
 
@@ -50,7 +50,7 @@ def mixed_source(ws) -> Path:
 
 def _convert_all_mixed(ws, cli, source: Path) -> tuple[CliResult, Path]:
     parent = ws.fresh_parent("mixed")
-    result = cli("convert-all", "-o", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS,
+    result = cli("convert-all", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS,
                  "--no-verify", "--json")
     return result, parent
 
@@ -81,7 +81,7 @@ def test_convert_all_hub_offline_listing(ws, cli, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "list_repo_files", offline)
     parent = ws.fresh_parent("all_offline")
-    result = cli("convert-all", "-o", parent / "all", "--tokenizer", ws.tokenizer)
+    result = cli("convert-all", parent / "all", "--tokenizer", ws.tokenizer)
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot list", "--source")
     assert_nothing_left(parent)
 
@@ -94,7 +94,7 @@ def test_convert_all_hub_unreachable(ws, cli, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "list_repo_files", unreachable)
     parent = ws.fresh_parent("all_unreachable")
-    result = cli("convert-all", "-o", parent / "all", "--tokenizer", ws.tokenizer)
+    result = cli("convert-all", parent / "all", "--tokenizer", ws.tokenizer)
     assert_one_line_error(result, EXIT_BAD_INPUT, "cannot list", "--source")
 
 
@@ -107,7 +107,7 @@ def test_convert_all_force_keeps_a_users_subfolder(ws, cli):
     mine.mkdir(parents=True)
     (mine / "mine.txt").write_text("the user's")
 
-    result = cli("convert-all", "-o", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS,
+    result = cli("convert-all", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS,
                  "--no-verify", "--force", "--json")
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "good_ctx16.pt")

@@ -46,7 +46,7 @@ def test_code_executing_pickle_is_refused_and_never_runs(ws, cli, maker):
     checkpoint = maker(folder / "evil.pt", marker)
     before = corpus.sha256(checkpoint)
 
-    for command in (["inspect"], ["convert", "-o", folder / "out", "--tokenizer", ws.tokenizer]):
+    for command in (["inspect"], ["convert", folder / "out", "--tokenizer", ws.tokenizer]):
         result = cli(*command, "-c", checkpoint)
         assert_one_line_error(result, EXIT_BAD_INPUT, "refuses to unpickle", "never runs code", plain_text=False)
         assert not marker.exists(), "the payload ran"

@@ -84,7 +84,7 @@ def test_parity_on_a_damaged_folder(ws, cli, sharded_folder, damage, fragments):
     before = folder_digest(folder)
     source_before = corpus.sha256(ws.good)
 
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", folder)
+    result = cli("parity", "-c", ws.good, *HEADS, folder)
 
     assert_one_line_error(result, EXIT_BAD_INPUT, *fragments)
     assert folder_digest(folder) == before, "parity wrote into or changed a damaged folder"
@@ -92,12 +92,12 @@ def test_parity_on_a_damaged_folder(ws, cli, sharded_folder, damage, fragments):
 
 
 def test_parity_on_a_folder_that_is_not_converted(ws, cli):
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", ws.root / "no-such-folder")
+    result = cli("parity", "-c", ws.good, *HEADS, ws.root / "no-such-folder")
     assert_one_line_error(result, EXIT_BAD_INPUT, "is not a converted folder")
 
 
 def test_parity_with_another_context_than_the_folder(ws, cli, sharded_folder):
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", sharded_folder, "--context-length", "8")
+    result = cli("parity", "-c", ws.good, *HEADS, sharded_folder, "--context-length", "8")
     assert_one_line_error(result, EXIT_BAD_INPUT, "converted for context 16", "--context-length")
 
 
@@ -118,9 +118,9 @@ def test_parity_with_a_tokenizer_whose_ids_differ_exits_1(ws, cli):
     shutil.copytree(ws.tokenizer, tokenizer)
     _swap_ids(tokenizer / "vocab.json", "a</w>", "c</w>")
     folder = ws.fresh_parent("swapped") / "out"
-    assert cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, "-o", folder).code == 0
+    assert cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, folder).code == 0
 
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", folder)
+    result = cli("parity", "-c", ws.good, *HEADS, folder)
 
     assert_one_line_error(result, EXIT_PARITY_FAILED, "parity failed")
     assert "tokenizer ids" in result.stdout and "different tokens" in result.stdout
@@ -129,8 +129,8 @@ def test_parity_with_a_tokenizer_whose_ids_differ_exits_1(ws, cli):
 def test_parity_with_a_foreign_but_consistent_vocabulary_fails(ws, cli):
     tokenizer = write_hf_clip_tokenizer(ws.inputs("tokenizer_foreign") / "tokenizer", 16, tuple(reversed(synthetic_merges())))
     folder = ws.fresh_parent("foreign") / "out"
-    assert cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, "-o", folder).code == 0
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", folder)
+    assert cli("convert", "-c", ws.good, *HEADS, "--tokenizer", tokenizer, folder).code == 0
+    result = cli("parity", "-c", ws.good, *HEADS, folder)
     assert_one_line_error(result, EXIT_PARITY_FAILED, "tokenizer")
 
 
@@ -143,7 +143,7 @@ def test_parity_plot_never_overwrites_a_users_file(ws, cli, sharded_folder):
     target.write_bytes(b"\x89PNG\r\n\x1a\n a user's picture")
     converted = _damaged(sharded_folder, ws, "plot_foreign", lambda folder: None)  # a copy
 
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", converted, "--plot", target)
+    result = cli("parity", "-c", ws.good, *HEADS, converted, "--plot", target)
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "exists and is not a plot litetext wrote")
     assert target.read_bytes() == b"\x89PNG\r\n\x1a\n a user's picture"
@@ -185,7 +185,7 @@ def test_fork_with_a_missing_dependency_falls_back_to_the_clean_room_reference(w
         monkeypatch.delitem(sys.modules, name)
     converted = _damaged(sharded_folder, ws, "fork_fallback", lambda folder: None)  # a copy
 
-    result = cli("parity", "-c", ws.good, *HEADS, "--converted", converted, "--json")
+    result = cli("parity", "-c", ws.good, *HEADS, converted, "--json")
 
     for name in [m for m in sys.modules if m == "sam3" or m.startswith("sam3.")]:
         del sys.modules[name]

@@ -40,7 +40,7 @@ def test_usage_error_is_one_line(cli, args):
 @pytest.mark.parametrize("command", ["inspect", "convert"])
 def test_a_failing_json_run_still_prints_json(ws, cli, command):
     parent = ws.fresh_parent("json_fail")
-    extra = ["-o", parent / "out", "--tokenizer", ws.tokenizer] if command == "convert" else []
+    extra = [parent / "out", "--tokenizer", ws.tokenizer] if command == "convert" else []
     result = cli(command, "-c", parent / "absent_ctx16.pt", *extra, "--json")
     assert_one_line_error(result, EXIT_BAD_INPUT, "checkpoint file not found")
     assert json.loads(result.stdout)["exit_code"] == EXIT_BAD_INPUT
