@@ -96,7 +96,7 @@ def prove_folder(checkpoint: str, *, folder: Path | None, request: ParityRequest
     chosen = scope_target(request.scope, folder, target)  # refuses a folder whose target lacks the scope
     with status(f"reading {checkpoint}: architecture and mapping"):
         prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length,
-                           num_heads=num_heads, target=chosen.id, hash_source=folder is not None)
+                           num_heads=num_heads, target=chosen.id)
     if folder is None:
         return _prove_temporary(prepared, request, tokenizer, chosen, status)
     return _prove_kept(prepared, Path(folder), conversion, request, chosen, status)
@@ -113,7 +113,9 @@ def _prove_temporary(prepared: Prepared, request: ParityRequest, tokenizer: str 
 
 def _prove_kept(prepared: Prepared, folder: Path, conversion: ConversionRecord, request: ParityRequest, target: Target,
                 status: Status) -> dict:
-    check_same_source(conversion, folder, prepared.resolved.path, prepared.source_hash.result)
+    from litetext_convert.source.digest import SourceHash
+
+    check_same_source(conversion, folder, prepared.resolved.path, lambda: SourceHash(prepared.resolved.path).result())
     if conversion.context_length != prepared.arch.context_length:
         raise LitetextError(
             f"{printable(folder)} was converted for context {conversion.context_length}, but the checkpoint's context is "

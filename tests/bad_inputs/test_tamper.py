@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bad_inputs.common import HEADS, Workspace, _main_quiet, assert_one_line_error, folder_digest
+from conftest import run_cli
+
+from bad_inputs.common import HEADS, Workspace, assert_one_line_error, folder_digest
 from litetext_convert.errors import EXIT_BAD_INPUT
 
 REPO = ["--repo-id", "alice/sam3-litetext-s0-ctx16"]
@@ -27,9 +29,8 @@ def proven(ws, sharded_folder) -> Path:
     """The sharded tiny folder with a passing, bound parity record."""
     folder = ws.root / "tamper" / "proven"
     shutil.copytree(sharded_folder, folder)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LITETEXT_DEBUG", raising=False)
-        _main_quiet(["parity", "-c", ws.good, *HEADS, folder], patch)
+    result = run_cli(["parity", "-c", ws.good, *HEADS, folder])
+    assert result.code == 0, result.stderr
     assert (folder / "parity" / "text-float32-default.json").is_file()
     return folder
 
@@ -107,9 +108,8 @@ def test_a_hand_written_record_never_counts(sharded_folder, ws, cli, content):
 def test_a_record_copied_from_another_folder_never_counts(proven, sharded_folder, ws, cli):
     """Same checkpoint, same options, same weights: still another conversion (its own record)."""
     other = ws.fresh_parent("transplant") / "other"
-    with pytest.MonkeyPatch.context() as patch:
-        _main_quiet(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", other,
-                     "--max-shard-size", "1MB"], patch)
+    result = run_cli(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, other, "--max-shard-size", "1MB"])
+    assert result.code == 0, result.stderr
     shutil.copytree(proven / "parity", other / "parity")
 
     result = cli("push", other, "--dry-run", *REPO)
