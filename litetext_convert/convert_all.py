@@ -12,9 +12,6 @@ from typing import ContextManager
 
 from litetext_convert.errors import LitetextError, OutputError, ParityFailure, printable
 from litetext_convert.families import family_by_id, load_families
-from litetext_convert.folder import write_parity_record
-from litetext_convert.parity.precision import text_parity_record
-from litetext_convert.parity.text import ParityOptions
 from litetext_convert.plan.prepare import Prepared, prepare
 from litetext_convert.source.resolve import list_family_folder
 from litetext_convert.workflows.convert import ConvertOptions, convert_folder
@@ -141,19 +138,15 @@ def _export_onnx(checkpoint: str, folder: Path, options: ConvertOptions, prepare
 
 
 def _verify(row: dict, prepared: Prepared, folder: Path) -> None:
-    """Text parity on the converted folder (in its dtype when reduced), kept in the folder, its card refreshed."""
-    from litetext_convert.publish.model_card import write_folder_card
+    """Parity's own checks on the converted folder (in its dtype when reduced), kept in the folder with
+    its card (workflows/prove.py); the row says THE folder verdict, as push will judge the folder."""
+    from litetext_convert.folder.view import load_records
+    from litetext_convert.workflows.prove import prove_converted
 
-    if prepared.target == "onnx":  # the ONNX folder's own scope (parity/onnx.py)
-        from litetext_convert.parity.onnx import parity_on_folder
-
-        parity = parity_on_folder(prepared, folder, scope="text", seed=0, batch=2, image=None, prompts=[])
-    else:
-        parity = text_parity_record(prepared, folder, ParityOptions())
-    write_parity_record(folder, parity)
-    write_folder_card(folder)
-    if not parity["passed"]:
-        row.update(status="parity failed", error=parity["first_failure"])
+    prove_converted(prepared, folder)
+    found = load_records(folder).verdict
+    if not found.passed:
+        row.update(status="parity failed", error=found.first_failure or found.problem)
 
 
 def failure_of(rows: list[dict]) -> LitetextError | None:

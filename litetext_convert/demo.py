@@ -11,18 +11,16 @@ from rich.console import Console
 from rich.rule import Rule
 
 from litetext_convert.errors import Interrupted, OutputError, printable
-from litetext_convert.folder import write_parity_record
-from litetext_convert.parity.precision import text_parity_record
-from litetext_convert.parity.run import parity_record
-from litetext_convert.parity.text import ParityOptions, run_text_parity
+from litetext_convert.folder.view import load_records
+from litetext_convert.parity.run import ParityRequest
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.plan.summary import summarize
-from litetext_convert.publish.model_card import write_folder_card
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer
 from litetext_convert.report import render_convert, render_inspect, render_parity
 from litetext_convert.synthetic.builder import TINY_TEXT_PRESETS, tiny_checkpoint
 from litetext_convert.terminal import markup_safe, shown
 from litetext_convert.workflows.convert import ConvertOptions, convert_folder
+from litetext_convert.workflows.prove import prove_converted
 
 DEMO_VARIANT = "s0"
 DEMO_CONTEXT = 16
@@ -75,26 +73,23 @@ def _run(console: Console, root: Path) -> dict:
     result = convert_folder(str(checkpoint), folder, replace(options, verify_load=True), prepared=prepared)
     render_convert(console, result.record, str(folder), result.seconds, result.shards)
 
-    passed = True
     records = {}
     for dtype in ("float32", "float64"):
         console.print(Rule(f"4. parity, {dtype}, against the original"))
         prompts = ["a cat", "the red car on the left", "person wearing a hat; 2 umbrellas"] if dtype == "float32" else []
-        text = run_text_parity(prepared, folder, ParityOptions(dtype=dtype, prompts=prompts))
-        record = parity_record(text, None, "text", [], prompts)
-        write_parity_record(folder, record)  # the folder keeps both runs, as `litetext parity` does
-        render_parity(console, record, debug=True)
-        passed = passed and record["passed"]
-        records[dtype] = record
+        # The same checks, binding and record as `litetext parity` (the bit-exact tensor check included).
+        records[dtype] = prove_converted(prepared, folder, ParityRequest(dtype=dtype, prompts=prompts))
+        render_parity(console, records[dtype], debug=True)
     console.print(Rule("5. bfloat16: convert, prove the conversion exact, measure what the precision costs"))
     reduced = convert_folder(str(checkpoint), root / "converted-bfloat16", replace(options, dtype="bfloat16"), prepared=prepared)
-    record = text_parity_record(prepared, reduced.folder, ParityOptions(dtype="bfloat16"))
-    render_parity(console, record, debug=False)
-    passed = passed and record["passed"]
-    records["bfloat16"] = record
-    write_parity_record(reduced.folder, record)
-    write_folder_card(reduced.folder)
-    write_folder_card(folder)
+    records["bfloat16"] = prove_converted(prepared, reduced.folder, ParityRequest(dtype="bfloat16"))
+    render_parity(console, records["bfloat16"], debug=False)
     console.print("model card: README.md in the converted folder, with both parity records")
+    # THE folder verdict (folder/verdict.py) over each folder's records, as push would judge them.
+    verdicts = {path.name: load_records(path).verdict for path in (folder, reduced.folder)}
+    passed = all(v.passed for v in verdicts.values())
+    for name, found in verdicts.items():
+        if not found.passed:
+            console.print(f"{name}: not verified: {found.problem}", markup=False)
     console.print(Rule("PASS" if passed else "FAIL", style="green" if passed else "red"))
     return {"passed": passed, "inspect": summary, "conversion": result.record, "parity": records}

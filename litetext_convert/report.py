@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from litetext_convert.folder import dtype_label
+from litetext_convert.folder.records import dtype_label
+from litetext_convert.folder.verdict import record_verdict
 from litetext_convert.parity.precision import summary_lines as precision_lines
 from litetext_convert.terminal import literal, markup_safe
 
@@ -183,7 +184,8 @@ def _stage_table(title: str, stages: list[dict], first_failure: str | None, widt
 
 
 def render_parity(console: Console, record: dict, *, debug: bool) -> None:
-    verdict = Text("PASS", style="bold green") if record["passed"] else Text("FAIL", style="bold red")
+    found = record_verdict(record)  # THE verdict (folder/verdict.py), not a field read on trust
+    verdict = Text("PASS", style="bold green") if found.passed else Text("FAIL", style="bold red")
     console.print(Text.assemble("parity: ", verdict, f"  scope {record['scope']}, {dtype_label(record)}, "
                                 f"atol {record['atol']:g}, rtol {record['rtol']:g}, {record['seconds']:.1f} s"))
     console.print(f"original: {markup_safe(record['original']['name'])}")
@@ -191,15 +193,15 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     console.print(f"inputs: {inputs['kind']}, batch {inputs['batch']}, seed {inputs['seed']}, context {inputs['context_length']}")
     stages = record["stages"]
     worst = max(stages, key=lambda s: s["max_abs"]) if stages else None
-    failed = next((s for s in stages if s["name"] == record["first_failure"]), None)
+    failed = next((s for s in stages if s["name"] == found.first_failure), None)
     if failed:
         console.print(f"[bold red]first diverging stage: {failed['name']}[/bold red] (max abs {failed['max_abs']:.3e})")
-    elif record["first_failure"]:
-        console.print(f"[bold red]first diverging stage: {record['first_failure']}[/bold red]")
+    elif found.first_failure:
+        console.print(Text(f"first diverging stage: {found.first_failure}", style="bold red"))
     elif worst:
         console.print(f"{len(stages)} text stages within tolerance; largest max abs {worst['max_abs']:.3e} at {worst['name']}")
-    if debug or record["first_failure"]:
-        console.print(_stage_table("Text encoder, stage by stage", stages, record["first_failure"], console.width))
+    if debug or found.first_failure:
+        console.print(_stage_table("Text encoder, stage by stage", stages, found.first_failure, console.width))
     tokenizer = record.get("tokenizer")
     if tokenizer:
         state = "[green]equal[/green]" if tokenizer["equal"] else f"[red]{len(tokenizer['differences'])} prompts differ[/red]"

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
-from litetext_convert.parity.run import run_parity  # noqa: E402
+from litetext_convert.parity.run import ParityRequest  # noqa: E402
+from litetext_convert.workflows.prove import prove_folder  # noqa: E402
 from litetext_convert import dtypes  # noqa: E402
 from litetext_convert.reference.synthetic_vocab import write_hf_clip_tokenizer  # noqa: E402
 from litetext_convert.synthetic import builder as synthetic  # noqa: E402
@@ -62,11 +63,8 @@ def main(argv=None) -> int:
             print(f"\n## {path.name} -> {dtype} (converted in {time.perf_counter() - started:.1f} s)")
             for seed in range(args.seeds):
                 started = time.perf_counter()
-                record = run_parity(
-                    str(path), converted=folder, tokenizer=None, repo_id=None, revision=None, context_length=None,
-                    num_heads=heads, scope="text", dtype=dtype, batch=args.batch, seed=seed, prompts=[], image=None,
-                    boxes=[], atol=None, rtol=None,
-                )
+                request = ParityRequest(dtype=dtype, batch=args.batch, seed=seed)
+                record = prove_folder(str(path), folder=folder, request=request, num_heads=heads)
                 print(f"\n### seed {seed}: parity {'PASS' if record['passed'] else 'FAIL'} "
                       f"({time.perf_counter() - started:.1f} s)")
                 print_record(record)

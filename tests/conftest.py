@@ -240,7 +240,8 @@ class FakeHub:
         for op in operations:
             assert isinstance(op, CommitOperationAdd)
             content = op.path_or_fileobj
-            files[op.path_in_repo] = content if isinstance(content, bytes) else Path(content).read_bytes()
+            files[op.path_in_repo] = content if isinstance(content, bytes) else (
+                content.read() if hasattr(content, "read") else Path(content).read_bytes())
         self.last_commit = SimpleNamespace(message=commit_message, paths=[op.path_in_repo for op in operations])
         return SimpleNamespace(
             commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",

@@ -134,14 +134,14 @@ def test_dtype_aliases(s0, tmp_path, tokenizer_dir, capsys):
 @pytest.fixture
 def no_weights(monkeypatch):
     """Any attempt to read the checkpoint fails the test: refusals must come first."""
-    import litetext_convert.parity.run as parity_run
     import litetext_convert.plan.prepare as prepare_module
+    import litetext_convert.workflows.prove as prove_module
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the weights were read before the options were checked")
 
     monkeypatch.setattr(prepare_module, "prepare", forbidden)
-    monkeypatch.setattr(parity_run, "prepare", forbidden)
+    monkeypatch.setattr(prove_module, "prepare", forbidden)
 
 
 def test_existing_output_folder_is_refused_before_loading(s0, tmp_path, tokenizer_dir, no_weights, capsys):
@@ -243,6 +243,9 @@ def test_push_refuses_when_any_record_fails(folder, capsys):
     failing = json.loads((folder / "parity" / "text-float32-default.json").read_text())
     failing["stages"][-1]["passed"] = False
     failing["prompt_set"] = "prompts-deadbeef"
+    from litetext_convert.folder.records import record_digest
+
+    failing["digest"] = record_digest(failing)  # a failing record as litetext writes it
     (folder / "parity" / "text-float32-prompts-deadbeef.json").write_text(json.dumps(failing))
     code, _, err = run_cli(["push", str(folder), "--dry-run", "--repo-id", "alice/s0"], capsys)
     assert code == EXIT_PARITY_FAILED and "prompts-deadbeef" in err
@@ -261,12 +264,14 @@ def test_parity_of_a_folder_uses_its_own_source_and_no_local_path_is_published(f
     assert code == 0, err
     record = json.loads(out)
     assert not any("records its source as" in note for note in record["notes"])  # the same file as converted
-    from litetext_convert.publish.push import local_files
+    from litetext_convert.folder.view import load_records
+    from litetext_convert.publish.push import publishable_files
 
-    for name in ("README.md", "conversion_record.json", *[f for f in local_files(folder) if f.startswith("parity/")]):
+    published = publishable_files(load_records(folder))
+    for name in ("README.md", "conversion_record.json", *[f for f in published if f.startswith("parity/")]):
         text = (folder / name).read_text()
         assert str(tmp_path) not in text and str(tmp_path.parents[1]) not in text, f"{name} holds a local path"
-    assert ".litetext/source.json" not in local_files(folder)
+    assert ".litetext/source.json" not in published
 
 
 def test_parity_without_folder_or_checkpoint_says_what_to_give(capsys):

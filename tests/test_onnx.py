@@ -59,9 +59,10 @@ def _copy(onnx_exports, tmp_path, family="sam3_litetext") -> tuple[Path, Path]:
 
 
 def _parity(checkpoint: Path, folder: Path, scope: str = "text") -> dict:
-    from litetext_convert.parity.onnx import prove_onnx_folder
+    from litetext_convert.parity.run import ParityRequest
+    from litetext_convert.workflows.prove import prove_folder
 
-    return prove_onnx_folder(str(checkpoint), converted=folder, num_heads=_heads(), scope=scope)
+    return prove_folder(str(checkpoint), folder=folder, request=ParityRequest(scope=scope), num_heads=_heads())
 
 
 def _stage(record: dict, prefix: str) -> dict:

@@ -14,8 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from litetext_convert.errors import EXIT_PARITY_FAILED, LitetextError
 from litetext_convert.folder import CONVERSION_RECORD, PARITY_DIR
+from litetext_convert.folder.records import record_digest
 from litetext_convert.parity import precision
-from litetext_convert.parity.run import run_parity
+from litetext_convert.parity.run import ParityRequest
 from litetext_convert import dtypes
 from litetext_convert.plan.prepare import prepare
 from litetext_convert.publish.model_card import render_model_card
@@ -26,12 +27,12 @@ from litetext_convert.write import convert as writer
 REPO = "alice/sam3-litetext-s0-ctx16-bf16"
 
 
-def parity(checkpoint: Path, folder: Path | None, dtype: str, tokenizer: Path | None = None, seed: int = 0) -> dict:
-    return run_parity(
-        str(checkpoint), converted=folder, tokenizer=str(tokenizer) if tokenizer else None, repo_id=None, revision=None,
-        context_length=None, num_heads=heads("s0"), scope="text", dtype=dtype, batch=2, seed=seed, prompts=[],
-        image=None, boxes=[], atol=None, rtol=None,
-    )
+def parity(checkpoint: Path, folder: Path | None, dtype: str, tokenizer: Path | None = None, seed: int = 0,
+           scope: str = "text") -> dict:
+    from litetext_convert.workflows.prove import prove_folder
+
+    return prove_folder(str(checkpoint), folder=folder, request=ParityRequest(scope=scope, dtype=dtype, seed=seed),
+                        tokenizer=str(tokenizer) if tokenizer else None, num_heads=heads("s0"))
 
 
 def convert_to(checkpoint: Path, folder: Path, dtype: str, tokenizer: Path) -> Path:
@@ -231,10 +232,10 @@ def test_push_refuses_a_bfloat16_folder_whose_exactness_fails(reduced, workdir, 
     record = record_of(folder)
     record["precision"]["exactness"]["passed"] = False
     record["precision"]["exactness"]["tensors"].update(passed=False, mismatched=1, mismatches=[{"tensor": "x", "why": "y"}])
-    record_path(folder).write_text(json.dumps(record))
+    record_path(folder).write_text(json.dumps({**record, "digest": record_digest(record)}))  # as litetext would write it
     result = push_folder(folder, PushOptions(repo_id=REPO, dry_run=True), api=NoNetwork())
     assert result.status == "refused" and result.exit_code == EXIT_PARITY_FAILED
-    assert "bfloat16 conversion is not exact" in result.message
+    assert "check failed at tensors (not the cast source, bit for bit)" in result.message
 
 
 def test_push_refuses_a_bfloat16_folder_proven_only_in_float32(reduced, workdir, monkeypatch):
@@ -242,8 +243,8 @@ def test_push_refuses_a_bfloat16_folder_proven_only_in_float32(reduced, workdir,
     folder = copy_folder(reduced["bfloat16"], workdir / "push-fp32-record")
     record = record_of(folder)
     record.update(dtype="float32")
-    record.pop("precision")
-    record_path(folder).write_text(json.dumps(record))
+    record["precision"].update(dtype="float32", reduced=False)
+    record_path(folder).write_text(json.dumps({**record, "digest": record_digest(record)}))
     result = push_folder(folder, PushOptions(repo_id=REPO, dry_run=True), api=NoNetwork())
     assert result.status == "refused" and "does not prove bfloat16 exactness" in result.message
 
@@ -257,11 +258,7 @@ def test_detector_scope_in_bfloat16_is_exact_in_float64_and_reports_detections(r
     if original_unavailable_reason():
         pytest.skip(original_unavailable_reason())
     kept = set((reduced["bfloat16"] / PARITY_DIR).glob("*.json"))
-    record = run_parity(
-        str(tiny_checkpoints["s0"]), converted=reduced["bfloat16"], tokenizer=None, repo_id=None, revision=None,
-        context_length=None, num_heads=heads("s0"), scope="detector", dtype="bfloat16", batch=2, seed=0, prompts=[],
-        image=None, boxes=[], atol=None, rtol=None,
-    )
+    record = parity(tiny_checkpoints["s0"], reduced["bfloat16"], "bfloat16", scope="detector")
     for added in set((reduced["bfloat16"] / PARITY_DIR).glob("*.json")) - kept:
         added.unlink()  # other tests read the folder's one text record
     assert record["passed"] and record["detector"]["dtype"] == "float64"

@@ -45,6 +45,13 @@ REPO = "alice/sam3-litetext-s0-ctx16"
 SOURCE_SHA = "ab" * 32
 
 PARITY = {
+    "tool": {"name": "litetext", "version": "0.1.0"},
+    "schema": 2,
+    "prompt_set": "default",
+    "first_failure": None,
+    "precision": {"dtype": "float32", "reduced": False,
+                  "exactness": {"passed": True, "tensors": {"passed": True, "checked": 3, "planned": 3, "dtype": "float32",
+                                                            "mismatched": 0, "mismatches": []}}},
     "passed": True,
     "scope": "text",
     "dtype": "float32",
@@ -117,9 +124,22 @@ def make_folder(root: Path, *, parity: dict | None | str = "default") -> Path:
         parity = PARITY
     if parity is not None:
         (folder / "parity_record.json").write_text(json.dumps(parity))
+        rebind(folder)
     (folder / ".cache").mkdir()
     (folder / ".cache" / "ignored").write_text("local state, never published")
     return folder
+
+
+def rebind(folder: Path) -> None:
+    """What a parity run does: bind the record to the folder's files as they are now (by sha256)."""
+    from litetext_convert.folder.content import binding
+    from litetext_convert.folder.records import read_conversion_record
+
+    from litetext_convert.folder.records import record_digest
+
+    path = folder / "parity_record.json"
+    record = {**json.loads(path.read_text()), "verified": binding(folder, read_conversion_record(folder))}
+    path.write_text(json.dumps({**record, "digest": record_digest(record)}))
 
 
 @pytest.fixture
@@ -220,6 +240,7 @@ def test_card_without_license_omits_it_rather_than_guess(folder):
     record = json.loads((folder / "conversion_record.json").read_text())
     record["source"]["license"] = None
     (folder / "conversion_record.json").write_text(json.dumps(record))
+    rebind(folder)  # the record names the conversion it belongs to by digest
 
     card = ModelCard(render_model_card(folder, repo_id=REPO))
     assert card.data.license is None and "not recorded" in card.text
@@ -237,20 +258,22 @@ def test_no_parity_record_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "parity, reason",
+    "parity, reason, code",
     [
-        ({**PARITY, "passed": False}, "check failed"),
-        ({**PARITY, "stages": [{**PARITY["stages"][0], "passed": False}]}, "failing stages: text.embeddings"),
-        ({**PARITY, "inputs": {**PARITY["inputs"], "context_length": 32}}, "context 32"),
+        ({**PARITY, "passed": False}, "its checks all pass: it was edited", EXIT_BAD_INPUT),
+        ({**PARITY, "stages": [{**PARITY["stages"][0], "passed": False}]}, "check failed at text.embeddings", EXIT_PARITY_FAILED),
+        ({**PARITY, "inputs": {**PARITY["inputs"], "context_length": 32}}, "context 32", EXIT_PARITY_FAILED),
         ({**PARITY, "detector": {"passed": False, "stages": [{"name": "detector.masks", "passed": False}]}},
-         "failing stages: detector.masks"),
+         "check failed at detector.masks", EXIT_PARITY_FAILED),
+        ({**PARITY, "precision": {**PARITY["precision"], "exactness": {"passed": False, "tensors": {"passed": False}}}},
+         "check failed at tensors (not the cast source, bit for bit)", EXIT_PARITY_FAILED),
     ],
 )
-def test_failing_or_foreign_parity_record_is_refused(tmp_path, parity, reason):
+def test_failing_or_foreign_parity_record_is_refused(tmp_path, parity, reason, code):
     folder = make_folder(tmp_path, parity=parity)
     result = push_folder(folder, options(), api=NoNetwork())
 
-    assert result.status == "refused" and result.exit_code == EXIT_PARITY_FAILED
+    assert result.status == "refused" and result.exit_code == code
     assert reason in result.message
 
 
@@ -268,7 +291,8 @@ def test_allow_unverified_publishes_with_a_prominent_warning(tmp_path):
 def test_incomplete_folder_is_refused(folder):
     (folder / "model.safetensors").unlink()
     result = push_folder(folder, options(dry_run=True), api=NoNetwork())
-    assert result.status == "refused" and "model*.safetensors" in result.message
+    assert result.status == "refused" and "model.safetensors was verified" in result.message
+    assert "no longer in the folder" in result.message
 
 
 # ---------------------------------------------------------------- idempotence
@@ -318,10 +342,12 @@ def test_only_changed_files_are_sent_and_remote_extras_are_reported(folder):
     push_folder(folder, options(), api=hub, sleep=no_sleep)
     hub.repos[REPO]["main"]["model-00002-of-00002.safetensors"] = b"stale shard"
     (folder / "tokenizer.json").write_text('{"model": {"changed": true}}')
+    rebind(folder)  # a parity run verified the new file
 
     result = push_folder(folder, options(), api=hub, sleep=no_sleep)
-    assert result.status == "pushed" and result.files_sent == ["tokenizer.json"]
-    assert hub.last_commit.paths == ["tokenizer.json"]
+    changed = ["README.md", "parity_record.json", "tokenizer.json"]  # the card and the record name the new digest
+    assert result.status == "pushed" and result.files_sent == changed
+    assert hub.last_commit.paths == changed
     assert result.plan.remote_only == ["model-00002-of-00002.safetensors"]
 
 
@@ -338,6 +364,7 @@ def test_private_is_refused_for_an_existing_public_repo(folder):
     hub = FakeHub()
     push_folder(folder, options(), api=hub, sleep=no_sleep)  # creates it public
     (folder / "tokenizer.json").write_text('{"changed": 1}')
+    rebind(folder)
 
     result = push_folder(folder, options(private=True), api=hub, sleep=no_sleep)
     assert result.status == "refused" and "is public" in result.message
@@ -473,3 +500,26 @@ def test_redact_removes_the_given_token_and_token_shaped_strings():
     assert redact("abc secret-123 def", "secret-123") == "abc *** def"
     assert redact("cached hf_0123456789abcdefghijKLMNOP here", None) == "cached *** here"
     assert redact("see hf_hub_download", None) == "see hf_hub_download"
+
+
+@pytest.mark.parametrize("swap", ["rewritten", "symbolic link"])
+def test_a_file_changed_between_plan_and_send_is_never_sent(folder, tmp_path, swap):
+    """The bytes sent are the bytes verified: the digest of what is read at send time must be the plan's."""
+    secret = tmp_path / "token"
+    secret.write_text("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")
+
+    class SwappingHub(FakeHub):
+        def create_repo(self, repo_id, **kwargs):  # after the plan, before the commit
+            super().create_repo(repo_id, **kwargs)
+            (folder / "tokenizer.json").unlink()
+            if swap == "rewritten":
+                (folder / "tokenizer.json").write_text('{"model": {"swapped": true}}')
+            else:
+                (folder / "tokenizer.json").symlink_to(secret)
+
+    hub = SwappingHub()
+    result = push_folder(folder, options(), api=hub, sleep=no_sleep)
+
+    assert result.status == "refused" and result.exit_code == EXIT_BAD_INPUT
+    assert "tokenizer.json changed after it was verified" in result.message
+    assert "create_commit" not in hub.calls

@@ -289,12 +289,7 @@ def test_video_target_of_a_sam31_file_is_refused_in_one_line_with_the_reason(wor
 def test_a_tracker_record_is_keyed_and_labelled_by_the_dtype_the_tracker_ran_in(tmp_path):
     from types import SimpleNamespace
 
-    from litetext_convert.folder import (
-        dtype_label,
-        read_parity_records,
-        record_key,
-        write_parity_record,
-    )
+    from litetext_convert.folder import dtype_label, record_key, write_parity_record
     from litetext_convert.parity.run import parity_record
 
     text = SimpleNamespace(to_json=lambda: {"dtype": "float32", "stages": [], "notes": []})
@@ -309,18 +304,16 @@ def test_a_tracker_record_is_keyed_and_labelled_by_the_dtype_the_tracker_ran_in(
 
     parity = tmp_path / "parity"
     parity.mkdir()
-    # an older litetext keyed this same tracker check by the text dtype; it stays readable ...
+    # an older litetext keyed this same tracker check by the text dtype; a rerun replaces it ...
     legacy = {key: value for key, value in record.items() if key not in ("tracker_dtype", "key")}
     (parity / "tracker-float32-default.json").write_text(json.dumps(legacy))
     assert record_key(legacy) == "tracker-float64-default" and dtype_label(legacy) == "float32 (tracker float64)"
-    assert [r["file"] for r in read_parity_records(tmp_path)] == ["parity/tracker-float32-default.json"]
-    # ... and a rerun replaces it, while a record of another check under an old-style key is left alone
+    # ... while a record of another check under an old-style key is left alone
     (parity / "all-float32-default.json").write_text(json.dumps({"scope": "all", "dtype": "float32"}))  # image folder
     write_parity_record(tmp_path, record)
     write_parity_record(tmp_path, both)
-    files = sorted(r["file"] for r in read_parity_records(tmp_path))
-    assert files == ["parity/all-float32-default.json", "parity/all-float32-tracker-float64-default.json",
-                     "parity/tracker-float64-default.json"]
+    files = sorted(path.name for path in parity.iterdir())
+    assert files == ["all-float32-default.json", "all-float32-tracker-float64-default.json", "tracker-float64-default.json"]
 
 
 # ----------------------------------------------------------------------------------------------

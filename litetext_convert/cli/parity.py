@@ -66,27 +66,35 @@ def command(
     converted: LegacyConvertedOpt = None,
 ) -> None:
     """Prove the converted model computes what the original computes, stage by stage. Exit 1 on mismatch."""
-    from litetext_convert.folder_config import check_folder_files, read_config
-    from litetext_convert.parity.detector import parse_box
-    from litetext_convert.parity.run import (
-        check_converted_folder,
-        folder_source,
-        run_parity,
-    )
-    from litetext_convert.report import render_parity
-    from litetext_convert.targets import folder_target
+    from litetext_convert.parity.run import ParityRequest
+    from litetext_convert.workflows.prove import prove_folder
+    from litetext_convert.write.processor import check_tokenizer
 
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
+    # Everything that can be refused without the weights, refused first: the folder, then the options.
     if folder is not None:  # a folder someone else may have written: its files checked before anything reads them
+        from litetext_convert.folder_config import check_folder_files, read_config
+
         check_folder_files(folder, card=True, role="converted folder")
         read_config(folder)
-    # Everything that can be refused without the weights, refused first.
-    if scope == "tracker" and folder is not None:
-        from litetext_convert.targets import scope_target
+        checkpoint, revision, num_heads, context_length = _folder_source(folder, scope, checkpoint, revision, num_heads, context_length)
+    boxes = _refuse_early(scope, box, image, plot)
+    if folder is None and checkpoint is None:
+        raise LitetextError("give the converted FOLDER, or -c CKPT to convert into a temporary folder first")
+    if folder is None:
+        with out.status("finding the tokenizer"):
+            check_tokenizer(tokenizer)
+    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image,
+                            boxes=boxes, atol=atol, rtol=rtol, keep_outputs=plot is not None)
+    record = prove_folder(checkpoint, folder=folder, request=request, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
+                          context_length=context_length, num_heads=num_heads, target=target, status=out.status)
+    _report(out, record, plot, debug_intermediates)
 
-        check_converted_folder(folder)
-        scope_target(scope, folder, "image")  # a folder whose target lacks the scope is refused now
+
+def _refuse_early(scope: str, box: list[str] | None, image: Path | None, plot: Path | None) -> list[list[float]]:
+    from litetext_convert.parity.detector import parse_box
+
     check_scope_extras(scope)
     boxes = [list(parse_box(b)) for b in box or []]
     if image is not None and not Path(image).is_file():
@@ -95,37 +103,37 @@ def command(
         from litetext_convert.parity.plot import check_plot_target
 
         check_plot_target(plot)
-    if folder is not None:
-        check_converted_folder(folder)
-        if checkpoint is None:
-            source = folder_source(folder)
-            checkpoint = source["checkpoint"]
-            revision = revision or source.get("revision")
-            num_heads = num_heads if num_heads is not None else source.get("num_heads")
-            context_length = context_length if context_length is not None else source.get("context_length")
-    elif checkpoint is None:
-        raise LitetextError("give the converted FOLDER, or -c CKPT to convert into a temporary folder first")
-    else:
-        from litetext_convert.write.processor import check_tokenizer
+    return boxes
 
-        with out.status("finding the tokenizer"):
-            check_tokenizer(tokenizer)
 
-    prove = run_parity
-    if folder is not None and folder_target(folder).id == "onnx":  # its graphs in onnxruntime (parity/onnx.py)
-        from litetext_convert.parity.onnx import prove_onnx_folder as prove
-    record = prove(
-        checkpoint, converted=folder, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
-        context_length=context_length, num_heads=num_heads, scope=scope, dtype=dtype, batch=batch, seed=seed,
-        prompts=prompt or [], image=image, boxes=boxes, atol=atol, rtol=rtol, status=out.status,
-        keep_outputs=plot is not None, target=target,
-    )
+def _report(out, record: dict, plot: Path | None, debug: bool) -> None:
+    from litetext_convert.folder.verdict import record_verdict
+    from litetext_convert.report import render_parity
+
     if plot is not None:
         from litetext_convert.parity.plot import plot_record
 
         plot_record(record, plot)
         record["plot"] = str(plot)
     public = {key: value for key, value in record.items() if not key.startswith("_")}
-    out.result(public, lambda console: render_parity(console, public, debug=debug_intermediates))
-    if not record["passed"]:
-        raise ParityFailure(f"parity failed: first diverging stage {record['first_failure']}")
+    out.result(public, lambda console: render_parity(console, public, debug=debug))
+    found = record_verdict(record)  # THE verdict, as the record, the report and the card show it
+    if not found.passed:
+        raise ParityFailure(f"parity failed: first diverging stage {found.first_failure}")
+
+
+def _folder_source(folder: Path, scope: str, checkpoint, revision, num_heads, context_length) -> tuple:
+    """The folder is checked first (a foreign or damaged one is one line, nothing read); the checkpoint
+    defaults to the one it was converted from (its memo)."""
+    from litetext_convert.folder.records import folder_source
+    from litetext_convert.targets import scope_target
+    from litetext_convert.workflows.prove import check_provable
+
+    check_provable(folder)
+    scope_target(scope, folder, "image")  # a folder whose target lacks the scope is refused now
+    if checkpoint is not None:
+        return checkpoint, revision, num_heads, context_length
+    source = folder_source(folder)
+    return (source.checkpoint, revision or source.revision,
+            num_heads if num_heads is not None else source.num_heads,
+            context_length if context_length is not None else source.context_length)

@@ -273,46 +273,37 @@ def runtime_name() -> str:
 
 
 def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: int, image: Path | None,
-                     prompts: list[str], status=None) -> dict:
-    """`litetext parity FOLDER` on an ONNX folder: the finished record (verdict, key); the caller keeps it."""
-    from litetext_convert.folder import prompt_set, record_key, verdict
+                     prompts: list[str], notes: list[str] | None = None, status=None) -> dict:
+    """The parity record of an ONNX folder (not bound, not written: workflows/prove.py keeps it)."""
+    from litetext_convert import __version__
+    from litetext_convert.folder import prompt_set, record_key
+    from litetext_convert.folder.verdict import record_verdict
     from litetext_convert.onnx import missing_runtime
+    from litetext_convert.folder.records import PARITY_SCHEMA
 
     reason = missing_runtime()
     if reason:
         raise LitetextError(f"parity of an ONNX export needs the ONNX extra: {reason}")
     if prompts:
         raise LitetextError("--prompt is not supported on an ONNX folder yet: its parity runs on seeded ids")
-    record = run_onnx_parity(prepared, folder, scope=scope, seed=seed, batch=batch, image=image, status=status)
+    record = {"tool": {"name": "litetext", "version": __version__}, "schema": PARITY_SCHEMA,
+              **run_onnx_parity(prepared, folder, scope=scope, seed=seed, batch=batch, image=image, status=status)}
     record["prompt_set"] = prompt_set([])
-    record.update(verdict(record).to_json())
+    record["notes"] = list(notes or []) + record.get("notes", [])
+    record.update(record_verdict(record).to_json())
     record["key"] = record_key(record)
     return record
 
 
-def prove_onnx_folder(checkpoint: str, *, converted: Path, repo_id=None, revision=None, context_length=None, num_heads=None,
-                      scope: str = "text", dtype: str = "float32", batch: int = 2, seed: int = 0, prompts=None, image=None,
-                      boxes=None, atol=None, rtol=None, status=None, keep_outputs: bool = False, **_unused) -> dict:
-    """`litetext parity FOLDER` when FOLDER is an ONNX export (cli/parity.py sends it here, with run_parity's
-    arguments): the record, kept in the folder like every record, and the card refreshed. What this scope
+def measure_onnx(prepared, folder: Path, request, notes: list[str], status=None) -> dict:
+    """`litetext parity FOLDER` on an ONNX export (parity/run.measure sends it here). What this target
     cannot do yet is refused in one line, never ignored."""
-    import contextlib
-
-    from litetext_convert.folder import write_parity_record
-    from litetext_convert.plan.prepare import prepare
-    from litetext_convert.publish.model_card import write_folder_card
-
-    refused = {"--dtype other than float32 (onnxruntime proves float32)": dtypes.canonical(dtype) != "float32",
-               "--box (the exported decoder is the text-only one)": bool(boxes), "--atol/--rtol": atol is not None or rtol is not None,
-               "--plot": keep_outputs}
+    refused = {"--dtype other than float32 (onnxruntime proves float32)": dtypes.canonical(request.dtype) != "float32",
+               "--box (the exported decoder is the text-only one)": bool(request.boxes),
+               "--atol/--rtol": request.atol is not None or request.rtol is not None,
+               "--plot": request.keep_outputs}
     for option, asked in refused.items():
         if asked:
             raise LitetextError(f"{option} is not supported on an ONNX folder")
-    status = status or (lambda message: contextlib.nullcontext())
-    with status(f"reading {checkpoint}: architecture and mapping"):
-        prepared = prepare(checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads)
-    record = parity_on_folder(prepared, Path(converted), scope=scope, seed=seed, batch=batch, image=image,
-                              prompts=prompts or [], status=status)
-    write_parity_record(Path(converted), record)
-    write_folder_card(Path(converted))
-    return record
+    return parity_on_folder(prepared, Path(folder), scope=request.scope, seed=request.seed, batch=request.batch,
+                            image=request.image, prompts=request.prompts, notes=notes, status=status)

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from litetext_convert.errors import LitetextError
+from litetext_convert.folder.verdict import record_verdict
 
 INSTALL_HINT = "pip install -e '.[plot]'"
 PLOT_MARK = b"Software\x00litetext"  # the PNG text chunk savefig writes: a plot litetext may replace
@@ -39,7 +40,7 @@ def plot_record(record: dict, path: Path) -> Path:
     matplotlib.use("Agg")  # files only; never a window
     import matplotlib.pyplot as plt
 
-    panels = [("text encoder", record.get("stages") or [], record.get("first_failure"))]
+    panels = [("text encoder", record.get("stages") or [], record_verdict(record).first_failure)]
     detector = record.get("detector")
     if detector and detector.get("stages"):
         failure = next((s["name"] for s in detector["stages"] if not s["passed"]), None)
@@ -52,7 +53,8 @@ def plot_record(record: dict, path: Path) -> Path:
         _stage_panel(figure.add_subplot(grid[row, :]), title, stages, failure, record)
     if outputs:
         _detector_images(figure, grid, len(panels), outputs)
-    verdict = "PASS" if record.get("passed") else f"FAIL at {record.get('first_failure')}"
+    found = record_verdict(record)
+    verdict = "PASS" if found.passed else f"FAIL at {found.first_failure}"
     figure.suptitle(f"litetext parity: {record.get('scope')} scope, {record.get('dtype')}: {verdict}")
     figure.savefig(str(path), dpi=110, metadata={"Software": "litetext"})
     plt.close(figure)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from litetext_convert.errors import LitetextError
-from litetext_convert.folder import CONVERSION_RECORD
+from litetext_convert.folder.names import CONFIG, CONVERSION_RECORD
 from litetext_convert.parity.compare import StageDiff, compare
 from litetext_convert import dtypes
 from litetext_convert.plan import ops
@@ -47,17 +47,15 @@ MISMATCHES_KEPT = 10  # the record names this many mismatching tensors, then cou
 
 def folder_dtype(folder: Path) -> str:
     """The dtype the conversion was asked for: the conversion record's, else config.json's."""
-    record_path = Path(folder) / CONVERSION_RECORD
-    if record_path.is_file():
-        recorded = json.loads(record_path.read_text()).get("dtype")
-        if recorded:
-            return dtypes.canonical(recorded)
-    config_path = Path(folder) / "config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-        recorded = config.get("dtype") or config.get("torch_dtype")
-        if recorded:
-            return dtypes.canonical(recorded)
+    from litetext_convert.folder import safe_io
+
+    for name, fields in ((CONVERSION_RECORD, ("dtype",)), (CONFIG, ("dtype", "torch_dtype"))):
+        path = Path(folder) / name
+        if path.exists() or path.is_symlink():
+            data = safe_io.read_json_object(path)
+            recorded = next((data[f] for f in fields if isinstance(data.get(f), str)), None)
+            if recorded:
+                return dtypes.canonical(recorded)
     return "float32"
 
 
@@ -384,49 +382,6 @@ def precision_checks(prepared: Prepared, folder: Path, dtype: str, *, batch: int
     }
 
 
-def attach(record: dict, precision: dict) -> dict:
-    """Fold the precision checks into a parity record: its verdict needs exactness too."""
-    record["precision"] = precision
-    exactness = precision["exactness"]
-    if record.get("detector") and "precision_cost" in record["detector"]:
-        precision["detector_cost"] = record["detector"].pop("precision_cost")
-    if precision["reduced"]:
-        exactness["same_dtype"]["passed"] = all(stage["passed"] for stage in record["stages"])
-        exactness["passed"] = exactness["passed"] and exactness["same_dtype"]["passed"]
-    if not exactness["passed"]:
-        record["passed"] = False
-        if record.get("first_failure") is None:
-            failing = [s["name"] for s in exactness.get("rounded_weights_float64", []) if not s["passed"]]
-            record["first_failure"] = failing[0] if failing else "tensors (not the cast source, bit for bit)"
-    return record
-
-
-def precision_problem(conversion: dict, parity: dict | None) -> str | None:
-    """Why a parity record does not vouch for a reduced-precision folder (None when it does)."""
-    held = conversion.get("dtype")
-    if parity is None or not held or not dtypes.is_reduced(held):
-        return None
-    held = dtypes.canonical(held)
-    precision = parity.get("precision")
-    if parity.get("dtype") != held or not precision or precision.get("dtype") != held:
-        return f"the folder holds {held} but its parity record does not prove {held} exactness (re-run parity)"
-    if not precision.get("exactness", {}).get("passed", False):
-        return f"the {held} conversion is not exact: {_exactness_failure(precision)}"
-    return None
-
-
-def _exactness_failure(precision: dict) -> str:
-    exactness = precision.get("exactness", {})
-    tensors = exactness.get("tensors", {})
-    if not tensors.get("passed", False):
-        first = (tensors.get("mismatches") or [{}])[0]
-        return f"{tensors.get('mismatched')} tensors differ from the cast source (first: {first.get('tensor')}: {first.get('why')})"
-    failing = [s["name"] for s in exactness.get("rounded_weights_float64", []) if not s.get("passed")]
-    if failing:
-        return f"float64 with rounded weights differs at {failing[0]}"
-    return "the original run in the same dtype differs beyond that dtype's rounding"
-
-
 # ----------------------------------------------------------------------------------------------
 # Words for the report and the model card
 
@@ -538,21 +493,3 @@ def detector_cost_lines(detector: dict) -> str:
         f"score max abs {kept['score_max_abs']:.2e}; mask IoU (thresholded at 0) min {kept['mask_iou_min']:.4f}, "
         f"mean {kept['mask_iou_mean']:.4f}."
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# One call for the callers that prove text parity of a folder they just converted (demo, convert-all)
-
-
-def text_parity_record(prepared: Prepared, folder: Path, options) -> dict:
-    """Text parity of `folder` in its own dtype when reduced (else in options.dtype), with the
-    precision checks folded in: the record `litetext parity --scope text` would write."""
-    import dataclasses
-
-    from litetext_convert.parity.run import parity_record
-    from litetext_convert.parity.text import run_text_parity
-
-    dtype, notes = parity_dtype(options.dtype, folder_dtype(folder))
-    options = dataclasses.replace(options, dtype=dtype)
-    record = parity_record(run_text_parity(prepared, folder, options), None, "text", notes)
-    return attach(record, precision_checks(prepared, folder, dtype, batch=options.batch, seed=options.seed))

@@ -1,73 +1,65 @@
-"""`litetext parity`: find or make the converted folder, run the scopes asked for, keep the record.
+"""Run the parity scopes asked for on a converted folder and return the record: measures, never writes.
 
-A folder's own parity records live under parity/ (one per scope, dtype and prompt set; see
-folder.py), and its model card is refreshed after each run.
+workflows/prove.py decides which folder, binds the record to the folder's files and keeps it
+(folder/records.py); this module only compares the original with the converted model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager
 
-from litetext_convert.errors import LitetextError
-from litetext_convert.folder import (  # noqa: F401 - SOURCE_MEMO, folder_source, remember_source: re-exported (their old home)
-    CONVERSION_RECORD,
-    SOURCE_MEMO,
-    folder_source,
-    prompt_set,
-    record_key,
-    remember_source,
-    verdict,
-    write_parity_record,
-)
+from litetext_convert import __version__
+from litetext_convert.errors import LitetextError, printable
+from litetext_convert.folder import safe_io
+from litetext_convert.folder.names import CONFIG
+from litetext_convert.folder.records import PARITY_SCHEMA, prompt_set, record_key
+from litetext_convert.folder.verdict import record_verdict
 from litetext_convert.parity import precision
 from litetext_convert.parity.text import ParityOptions, run_text_parity
 from litetext_convert import dtypes
 from litetext_convert.plan import validate
 from litetext_convert.plan.hf_config import transformers_class
-from litetext_convert.targets import folder_target, scope_target
-from litetext_convert.plan.prepare import Prepared, prepare
-from litetext_convert.scratch import scratch_folder
-from litetext_convert.write.convert import convert
+from litetext_convert.plan.prepare import Prepared
+from litetext_convert.targets import Target, folder_target
+
+
+@dataclass
+class ParityRequest:
+    """What to compare: the scope, the dtype, the inputs and the tolerances."""
+
+    scope: str = "text"
+    dtype: str = "float32"
+    batch: int = 2
+    seed: int = 0
+    prompts: list[str] = field(default_factory=list)
+    image: Path | None = None
+    boxes: list[list[float]] = field(default_factory=list)
+    atol: float | None = None
+    rtol: float | None = None
+    keep_outputs: bool = False  # the detector's masks and boxes stay on the record under `_detector_outputs` (--plot)
 
 
 def check_converted_folder(folder: Path) -> int:
     """The folder's context, from its config.json; refuses what is not a converted folder."""
-    config_path = Path(folder) / "config.json"
-    if not config_path.is_file():
-        raise LitetextError(f"{folder} is not a converted folder (no config.json)")
+    config_path = Path(folder) / CONFIG
+    if not config_path.exists() and not config_path.is_symlink():
+        raise LitetextError(f"{printable(folder)} is not a converted folder (no config.json)")
     try:
-        config = json.loads(config_path.read_text())
+        config = safe_io.read_json_object(config_path)
+    except safe_io.RecordError as err:
+        raise LitetextError(f"{printable(config_path)} is damaged ({err.message})") from None
+    try:
         config = config.get("detector_config", config)  # a video folder: its detector's text encoder
-        return int(config["text_config"]["max_position_embeddings"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise LitetextError(f"{folder}/config.json is damaged ({type(exc).__name__}: {exc})") from None
-
-
-def check_converted_matches(prepared: Prepared, folder: Path) -> list[str]:
-    """A folder converted from another file or for another context would make parity meaningless."""
-    context = check_converted_folder(folder)
-    if context != prepared.arch.context_length:
-        raise LitetextError(
-            f"{folder} was converted for context {context}, but the checkpoint's context is {prepared.arch.context_length}",
-            hint="pass the same --context-length used for the conversion",
-        )
-    check_folder_structure(folder)
-    notes = []
-    record_path = folder / CONVERSION_RECORD
-    if record_path.is_file():
-        source = json.loads(record_path.read_text()).get("source", {})
-        if source.get("bytes") not in (None, prepared.loaded.bytes) or source.get("filename") != prepared.resolved.filename:
-            notes.append(
-                f"{folder.name} records its source as {source.get('filename')} ({source.get('bytes')} bytes), "
-                f"not {prepared.resolved.filename} ({prepared.loaded.bytes} bytes)"
-            )
-    else:
-        notes.append(f"{folder.name} has no {CONVERSION_RECORD}: its source cannot be checked")
-    return notes
+        context = config["text_config"]["max_position_embeddings"]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise LitetextError(f"{printable(config_path)} is damaged ({type(exc).__name__}: {exc})") from None
+    if isinstance(context, bool) or not isinstance(context, int) or context <= 0:
+        raise LitetextError(f"{printable(config_path)} is damaged (max_position_embeddings is {context!r})")
+    return context
 
 
 def check_folder_structure(folder: Path) -> None:
@@ -76,94 +68,55 @@ def check_folder_structure(folder: Path) -> None:
     config_class = transformers_class(folder_target(folder).config_class)
     try:
         config = config_class.from_pretrained(str(folder))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise LitetextError(f"{folder}/config.json is damaged ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise LitetextError(f"{printable(folder)}/config.json is damaged ({type(exc).__name__}: {exc})") from None
     validate.check_config(config)
 
 
-def run_parity(
-    checkpoint: str,
-    *,
-    converted: Path | None,
-    tokenizer: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    context_length: int | None = None,
-    num_heads: int | None = None,
-    scope: str = "text",
-    dtype: str = "float32",
-    batch: int = 2,
-    seed: int = 0,
-    prompts: list[str] | None = None,
-    image: Path | None = None,
-    boxes: list[list[float]] | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
+def measure(
+    prepared: Prepared, folder: Path, request: ParityRequest, notes: list[str], target: Target,
     status: Callable[[str], ContextManager] | None = None,
-    keep_outputs: bool = False,
-    target: str = "image",
 ) -> dict:
-    """The parity record. With `converted`, the record is also kept in the folder and its card refreshed.
-    `keep_outputs`: the detector's masks and boxes stay on the record under `_outputs` (for --plot)."""
-    from transformers.utils import logging as hf_logging
-
+    """The parity record of `folder` against the original `prepared` (not bound, not written)."""
     status = status or (lambda message: contextlib.nullcontext())
-    prompts = prompts or []
-    hf_logging.disable_progress_bar()
-    dtype = dtypes.canonical(dtype)
-    # The target: the given folder's, else --target (tracker parity needs a video folder).
-    chosen = scope_target(scope, converted, target)  # refuses a folder whose target lacks the scope
-    with status(f"reading {checkpoint}: architecture and mapping"):
-        prepared = prepare(
-            checkpoint, repo_id=repo_id, revision=revision, context_length=context_length, num_heads=num_heads, target=chosen.id
-        )
-    with scratch_folder("parity") as scratch:  # named by pid: the next run removes it if this one is killed
-        if converted is None:
-            folder = Path(scratch) / "converted"
-            # A reduced dtype is proven on a folder converted to it; float32/float64 on the source's own.
-            with status("converting into a temporary folder"):
-                convert(prepared, folder, tokenizer=tokenizer, dtype=dtype if dtypes.is_reduced(dtype) else "keep")
-            notes = ["converted into a temporary folder for this run"]
-        else:
-            folder = Path(converted)
-            notes = check_converted_matches(prepared, folder)
-        dtype, dtype_notes = precision.parity_dtype(dtype, precision.folder_dtype(folder))
-        notes += dtype_notes
-        options = ParityOptions(dtype=dtype, batch=batch, seed=seed, prompts=prompts, atol=atol, rtol=rtol)
-        # The detector report carries the text stages too: they are what the detector is fed.
-        with status(f"text parity, {dtype}: original and converted side by side"):
-            result = run_text_parity(prepared, folder, options)
-        with status(f"exactness of the folder's tensors ({dtype})"):
-            checks = precision.precision_checks(prepared, folder, dtype, batch=batch, seed=seed)
-        detector, outputs, tracker = None, None, None
-        if chosen.runs(scope, "detector"):
-            with status(f"whole-detector parity, {dtype} (the slow part)"):
-                detector, outputs = _detector_scope(prepared, folder, dtype, seed, image, boxes or [])
-        if chosen.runs(scope, "tracker"):
-            with status("tracker parity, float64: Meta's tracker and the converted one on a seeded clip"):
-                tracker = _tracker_scope(prepared, folder, seed)
-    record = precision.attach(parity_record(result, detector, scope, notes, prompts, tracker=tracker), checks)
-    if converted is not None:
-        from litetext_convert.publish.model_card import write_folder_card
+    if target.id == "onnx":  # its graphs in onnxruntime (parity/onnx.py)
+        from litetext_convert.parity.onnx import measure_onnx
 
-        write_parity_record(Path(converted), record)
-        write_folder_card(Path(converted))
-    if keep_outputs and outputs is not None:
-        record = {**record, "_detector_outputs": outputs}  # in memory only: tensors for --plot
+        return measure_onnx(prepared, folder, request, notes, status)
+    dtype, dtype_notes = precision.parity_dtype(request.dtype, precision.folder_dtype(folder))
+    options = ParityOptions(dtype=dtype, batch=request.batch, seed=request.seed, prompts=request.prompts,
+                            atol=request.atol, rtol=request.rtol)
+    # The detector report carries the text stages too: they are what the detector is fed.
+    with status(f"text parity, {dtype}: original and converted side by side"):
+        result = run_text_parity(prepared, folder, options)
+    with status(f"exactness of the folder's tensors ({dtype})"):
+        checks = precision.precision_checks(prepared, folder, dtype, batch=request.batch, seed=request.seed)
+    detector, outputs, tracker = None, None, None
+    if target.runs(request.scope, "detector"):
+        with status(f"whole-detector parity, {dtype} (the slow part)"):
+            detector, outputs = _detector_scope(prepared, folder, dtype, request)
+    if target.runs(request.scope, "tracker"):
+        with status("tracker parity, float64: Meta's tracker and the converted one on a seeded clip"):
+            tracker = _tracker_scope(prepared, folder, request.seed)
+    record = parity_record(result, detector, request.scope, notes + dtype_notes, request.prompts, tracker=tracker,
+                           precision=checks)
+    if request.keep_outputs and outputs is not None:
+        record["_detector_outputs"] = outputs  # in memory only: tensors for --plot
     return record
 
 
-def _detector_scope(prepared, folder, dtype, seed, image, boxes) -> tuple[dict, object]:
+def _detector_scope(prepared, folder, dtype, request: ParityRequest) -> tuple[dict, object]:
     from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
     reason = original_unavailable_reason()
     if reason:
         raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
     if dtypes.is_reduced(dtype):  # exactness in float64 with rounded weights, and the dtype's cost
-        return precision.detector_scope(prepared, folder, dtype, seed, image, boxes), None
+        return precision.detector_scope(prepared, folder, dtype, request.seed, request.image, request.boxes), None
     from litetext_convert.parity.detector import run_detector_parity
 
-    result = run_detector_parity(prepared, folder, dtype=dtype, seed=seed, image=image, boxes=boxes or None)
+    result = run_detector_parity(prepared, folder, dtype=dtype, seed=request.seed, image=request.image,
+                                 boxes=request.boxes or None)
     return result.to_json(), getattr(result, "outputs", None)
 
 
@@ -182,10 +135,11 @@ def _tracker_scope(prepared, folder, seed) -> dict:
 
 def parity_record(
     text_result, detector: dict | None, scope: str, notes: list[str], prompts: list[str] | None = None,
-    tracker: dict | None = None,
+    tracker: dict | None = None, precision: dict | None = None,
 ) -> dict:
-    """The record as kept in the folder: the text result, the detector's, the tracker's, and the one verdict."""
-    record = text_result.to_json()
+    """The record as kept in the folder: the text result, the detector's, the tracker's, the precision
+    checks, and the one verdict (folder/verdict.record_verdict) over all of them."""
+    record = {"tool": {"name": "litetext", "version": __version__}, "schema": PARITY_SCHEMA, **text_result.to_json()}
     record["scope"] = scope
     record["detector"] = detector
     record["tracker"] = tracker
@@ -193,6 +147,20 @@ def parity_record(
         record["tracker_dtype"] = tracker.get("dtype")  # the tracker runs in float64 whatever `dtype` is
     record["prompt_set"] = prompt_set(prompts or [])
     record["notes"] = notes + record.get("notes", [])
-    record.update(verdict(record).to_json())
+    if precision is not None:
+        record["precision"] = fold_precision(record, precision)
+    record.update(record_verdict(record).to_json())
     record["key"] = record_key(record)
     return record
+
+
+def fold_precision(record: dict, checks: dict) -> dict:
+    """The precision checks as the record keeps them: the same-dtype exactness is this record's own
+    text stages; a reduced detector run's cost moves under precision."""
+    exactness = checks["exactness"]
+    if record.get("detector") and "precision_cost" in record["detector"]:
+        checks["detector_cost"] = record["detector"].pop("precision_cost")
+    if checks["reduced"]:
+        exactness["same_dtype"]["passed"] = all(stage["passed"] for stage in record["stages"])
+        exactness["passed"] = exactness["passed"] and exactness["same_dtype"]["passed"]
+    return checks

@@ -8,14 +8,14 @@ message, plan or result.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import re
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import (
@@ -30,12 +30,15 @@ from huggingface_hub.utils import validate_repo_id
 from litetext_convert import __version__
 from litetext_convert.errors import EXIT_OK, HubError, LitetextError, printable
 from litetext_convert.terminal import shown
+from litetext_convert.folder.content import FileDigest, content_files, digest_bytes, digest_file
+from litetext_convert.folder.names import CONFIG, CONVERSION_RECORD, MEMO_DIR
+from litetext_convert.folder.ownership import CARD_MARK
+from litetext_convert.folder.view import FolderRecords, load_records
 from litetext_convert.publish import hub
 from litetext_convert.publish.model_card import (
     CARD_FILENAME,
-    CONFIG,
-    FolderRecords,
-    load_records,
+    USER_PLACEHOLDER,
+    default_repo_id,
     parity_problem,
     render_model_card,
     unverified_refusal,
@@ -48,24 +51,11 @@ MAX_ATTEMPTS = hub.MAX_ATTEMPTS
 MAX_DELAY_S = hub.MAX_DELAY_S
 backoff_delay = hub.backoff_delay
 DEFAULT_BRANCH = "main"
-USER_PLACEHOLDER = "<your-hub-user>"
 LOGIN_HINT = hub.LOGIN_HINT
 ACCESS_HINT = hub.ACCESS_HINT
 
 Status = Literal["pushed", "unchanged", "refused", "failed", "planned"]
 T = TypeVar("T")
-
-
-class FileDigest(NamedTuple):
-    """What identifies a file's content locally and on the Hub.
-
-    sha256 is what an LFS/Xet pointer records; git_sha1 is the git blob id, the only id
-    the Hub keeps for small files stored directly in git. Remote entries lack one or the other.
-    """
-
-    size: int
-    sha256: str | None
-    git_sha1: str | None
 
 
 @dataclass
@@ -126,6 +116,7 @@ class PushPlan:
     repo_exists: bool | None = None
     branch_exists: bool | None = None
     remote_only: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # in the folder, not verified: never uploaded
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -154,6 +145,7 @@ class PushPlan:
             "files": [f.to_json() for f in self.files],
             "to_send": self.to_send,
             "remote_only": self.remote_only,
+            "left_out": self.left_out,
             "notes": self.notes,
         }
 
@@ -188,23 +180,6 @@ class PushResult:
 
 
 # ---------------------------------------------------------------- content identity
-
-
-def digest_bytes(data: bytes) -> FileDigest:
-    git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    return FileDigest(len(data), hashlib.sha256(data).hexdigest(), git_sha1)
-
-
-def digest_file(path: Path, chunk_size: int = 8 << 20) -> FileDigest:
-    """Both hashes in one read: weights are large and read once."""
-    size = path.stat().st_size
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(b"blob %d\0" % size)
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            sha256.update(chunk)
-            sha1.update(chunk)
-    return FileDigest(size, sha256.hexdigest(), sha1.hexdigest())
 
 
 def remote_digest(entry: RepoFile) -> FileDigest:
@@ -269,43 +244,49 @@ def _ambient_tokens() -> list[str]:
 # ---------------------------------------------------------------- the folder
 
 
-def local_files(folder: Path) -> list[str]:
-    """Files to publish, as posix paths: everything but hidden paths and the card (regenerated).
+def publishable_files(records: FolderRecords) -> list[str]:
+    """Exactly what was verified: the content files the parity records name by digest (all records of
+    a verified folder name the same ones), the conversion record and the parity records. The card is
+    added from memory. Without a bound record (--allow-unverified), the folder's content files."""
+    bound = [record.binding for record in records.parities if record.binding]
+    named = set().union(*(b["files"] for b in bound)) if bound else set(content_files(records.folder, records.conversion))
+    return sorted(named | {CONVERSION_RECORD} | {record.file for record in records.parities})
 
-    Only regular files inside the folder are published: a symbolic link (e.g. to the Hub token) or
-    a FIFO anywhere in it refuses the push, naming it; nothing is followed out of the folder."""
-    paths = []
+
+def _check_publishable(folder: Path, path: str) -> None:
+    """A file to publish is a regular file of the folder with one link: never a symbolic link (it could
+    point at a token), never a hard link (its other name may be outside), never a FIFO."""
+    info = os.lstat(folder / path)
+    where = f"refusing to publish {printable(folder)}: {printable(path)}"
+    if stat.S_ISLNK(info.st_mode):
+        raise LitetextError(f"{where} is a symbolic link (to {printable(os.readlink(folder / path))}); only regular "
+                            "files inside the folder are published", hint="remove the link or copy the file in")
+    if not stat.S_ISREG(info.st_mode):
+        raise LitetextError(f"{where} is not a regular file")
+    if info.st_nlink > 1:
+        raise LitetextError(f"{where} has {info.st_nlink} hard links: its other name may be a file outside the folder",
+                            hint="copy it in (cp) so the folder holds its own file")
+
+
+def left_out(folder: Path, published: list[str]) -> list[str]:
+    """Everything in the folder that is not published (never uploaded), as posix paths; links are not entered."""
+    skipped = set(published) | {CARD_FILENAME}
+    found = []
     for root, folders, files in os.walk(folder):  # os.walk lists a linked folder but never enters it
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        for name in sorted([*files, *folders]):
-            path = Path(root) / name
-            if name.startswith("."):
-                continue
-            _refuse_if_not_regular(path, folder)
-            if path.is_file():
-                paths.append(path.relative_to(folder).as_posix())
-    return sorted(p for p in paths if p != CARD_FILENAME)
-
-
-def _refuse_if_not_regular(path: Path, folder: Path) -> None:
-    mode = os.lstat(path).st_mode
-    if stat.S_ISLNK(mode):
-        raise LitetextError(
-            f"refusing to publish {printable(folder)}: {printable(path.relative_to(folder))} is a symbolic link "
-            f"(to {printable(os.readlink(path))}); only regular files inside the folder are published",
-            hint="remove the link or copy the file in",
-        )
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise LitetextError(f"refusing to publish {printable(folder)}: {printable(path.relative_to(folder))} is not a regular file")
-
-
-CARD_MARK = "Converted by litetext"  # in every card render_model_card writes
+        folders.sort()
+        base = Path(root).relative_to(folder)
+        for name in sorted([*files, *(f for f in folders if os.path.islink(os.path.join(root, f)))]):
+            path = (base / name).as_posix()
+            if path not in skipped and not path.startswith(f"{MEMO_DIR}/"):
+                found.append(path)
+    return sorted(found)
 
 
 def _check_card_is_ours(folder: Path) -> None:
     """The card is rewritten in the folder after a push: never over a README.md a user wrote."""
     card = folder / CARD_FILENAME
-    if card.is_file() and CARD_MARK not in card.read_text(encoding="utf-8", errors="replace"):
+    if os.path.lexists(card) and (card.is_symlink() or not card.is_file()
+                                  or CARD_MARK.decode() not in card.read_text(encoding="utf-8", errors="replace")):
         raise LitetextError(
             f"refusing to publish {printable(folder)}: its {CARD_FILENAME} was not written by litetext "
             "and would be replaced by the model card",
@@ -320,11 +301,6 @@ def _check_complete(folder: Path, paths: list[str]) -> None:
             f"refusing to publish {folder}: it lacks config.json or model*.safetensors",
             hint="re-run the conversion into this folder",
         )
-
-
-def default_repo_id(user: str, records: FolderRecords) -> str:
-    # sam3_litetext -> sam3-litetext-s0-ctx16, sam3p1_litetext -> sam3p1-litetext-s0-ctx16: no two families share a name
-    return f"{user}/{records.family_id.replace('_', '-')}-{records.variant}-ctx{records.context_length}"
 
 
 def _default_commit_message(records: FolderRecords) -> str:
@@ -361,11 +337,13 @@ def _dry_run_repo_id(options: PushOptions, records: FolderRecords) -> str:
 def _local_plan(folder: Path, records: FolderRecords, options: PushOptions, repo_id: str) -> PushPlan:
     if USER_PLACEHOLDER not in repo_id:
         _validate_repo_id(repo_id)
-    paths = local_files(folder)
+    paths = publishable_files(records)
+    for path in paths:
+        _check_publishable(folder, path)
     _check_complete(folder, paths)
     _check_card_is_ours(folder)
     problem = parity_problem(records)
-    card = render_model_card(folder, repo_id=repo_id, allow_unverified=options.allow_unverified)
+    card = render_model_card(folder, repo_id=repo_id, allow_unverified=options.allow_unverified, records=records)
     files = [_planned(path, digest_file(folder / path)) for path in paths]
     files.append(_planned(CARD_FILENAME, digest_bytes(card.encode("utf-8"))))
     notes = []
@@ -388,6 +366,7 @@ def _local_plan(folder: Path, records: FolderRecords, options: PushOptions, repo
         verified=problem is None,
         unverified_reason=problem,
         remote_checked=False,
+        left_out=left_out(folder, paths),
         notes=notes,
     )
 
@@ -488,6 +467,8 @@ def push_folder(
         commit = _send(api, plan, options, sleep)
     except HubError as err:
         return _failed(folder, plan.repo_id, err, options, plan)
+    except LitetextError as err:  # a file changed between planning and sending
+        return PushResult("refused", folder, plan.repo_id, message=_redact_all(err.one_line(), options), plan=plan, error=err)
     _write_card(folder, plan.card)  # only once the Hub has it: a failed push leaves the folder as it was
     return PushResult(
         "pushed",
@@ -514,25 +495,45 @@ def _send(api: HfApi, plan: PushPlan, options: PushOptions, sleep: Callable[[flo
             )
         # Fresh operations per attempt: an add operation carries upload state from the attempt that made it.
         # A retried commit cannot duplicate one that landed: huggingface_hub drops adds the remote already holds.
-        return _with_retries(
-            lambda: api.create_commit(
-                plan.repo_id,
-                [CommitOperationAdd(path_in_repo=p, path_or_fileobj=_content(plan, p)) for p in plan.to_send],
-                commit_message=plan.commit_message,
-                commit_description=_commit_description(plan),
-                revision=options.revision,
-                create_pr=options.create_pr,
-                token=options.token,
-            ),
-            sleep,
-        )
+        return _with_retries(lambda: _commit(api, plan, options), sleep)
     except Exception as err:
         raise _as_hub_error(err, plan.repo_id, options) from None
 
 
-def _content(plan: PushPlan, path: str) -> str | bytes:
-    # The card is sent from memory: the folder's copy is only rewritten after a successful push.
-    return plan.card.encode("utf-8") if path == CARD_FILENAME else str(plan.folder / path)
+def _commit(api: HfApi, plan: PushPlan, options: PushOptions) -> Any:
+    """One commit attempt. Each file goes as a handle opened without following links, and the digest
+    huggingface_hub computes from it must be the planned (verified) one: the bytes sent are the bytes
+    verified, even if a file was swapped for a link or rewritten after planning."""
+    with contextlib.ExitStack() as handles:
+        operations = [_operation(plan, planned, handles) for planned in plan.files if planned.action == "upload"]
+        return api.create_commit(
+            plan.repo_id,
+            operations,
+            commit_message=plan.commit_message,
+            commit_description=_commit_description(plan),
+            revision=options.revision,
+            create_pr=options.create_pr,
+            token=options.token,
+        )
+
+
+def _operation(plan: PushPlan, planned: PlannedFile, handles: contextlib.ExitStack) -> CommitOperationAdd:
+    if planned.path == CARD_FILENAME:  # sent from memory: the folder's copy is rewritten only after a successful push
+        return CommitOperationAdd(path_in_repo=planned.path, path_or_fileobj=plan.card.encode("utf-8"))
+    operation = None
+    try:
+        fd = os.open(plan.folder / planned.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # gone, or a link now (ELOOP)
+        fd = None
+    if fd is not None:
+        handle = handles.enter_context(os.fdopen(fd, "rb"))
+        info = os.fstat(handle.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            operation = CommitOperationAdd(path_in_repo=planned.path, path_or_fileobj=handle)
+    if operation is None or (operation.upload_info.size, operation.upload_info.sha256.hex()) != (planned.size, planned.sha256):
+        raise LitetextError(f"refusing to publish {printable(plan.folder)}: {printable(planned.path)} changed after it was "
+                            "verified and planned; nothing was sent", hint="run `litetext parity FOLDER` again")
+    return operation
 
 
 def _commit_description(plan: PushPlan) -> str:
@@ -541,10 +542,13 @@ def _commit_description(plan: PushPlan) -> str:
 
 
 def _write_card(folder: Path, card: str) -> None:
-    # The folder keeps the card it was published with; rewriting identical bytes would only churn mtimes.
+    # The folder keeps the card it was published with (the one atomic writer; identical bytes are not rewritten).
+    from litetext_convert.folder import safe_io
+
     path = folder / CARD_FILENAME
-    if not path.is_file() or path.read_text(encoding="utf-8") != card:
-        path.write_text(card, encoding="utf-8")
+    if path.is_file() and not path.is_symlink() and safe_io.read_bounded(path) == card.encode("utf-8"):
+        return
+    safe_io.write_inside(folder, CARD_FILENAME, card.encode("utf-8"), ours=lambda data: CARD_MARK in data, what="model card")
 
 
 def _plan_message(plan: PushPlan) -> str:
@@ -574,6 +578,7 @@ def render_plan(plan: PushPlan, width: int | None = None) -> str:
             line = f"  {f.action:9} {shown(f.path):{path_width}} {f.size:>14,} B\n    sha256 {f.sha256}"
         lines.append(line)
     lines += [f"  remote only (left untouched): {shown(p)}" for p in plan.remote_only]
+    lines += [f"  left out (not verified, never uploaded): {shown(p)}" for p in plan.left_out]
     lines += [f"note: {shown(n)}" for n in plan.notes]
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ import torch
 from litetext_convert import __version__
 from litetext_convert.errors import OutputError
 from litetext_convert.folder import CONVERSION_RECORD
+from litetext_convert.folder.ownership import atomic_folder
 from litetext_convert.plan import ops
 from litetext_convert.dtypes import check_dtype, target_dtype
 from litetext_convert.plan.prepare import Prepared
@@ -39,7 +40,6 @@ from litetext_convert.write.shards import (
     INDEX_FILE,
     FileCopier,
     TensorEntry,
-    atomic_folder,
     fingerprint,
     parse_size,
     plan_shards,

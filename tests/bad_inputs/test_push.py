@@ -91,8 +91,10 @@ def test_push_folder_that_is_not_converted(ws, cli, no_credentials):
 # Only regular files inside the folder are published
 
 
-@pytest.mark.parametrize("kind", ["link to a token", "link to a folder", "FIFO"])
-def test_push_refuses_what_is_not_a_regular_file_inside_the_folder(ws, verified, cli, fake_hub, no_credentials, kind):
+@pytest.mark.parametrize("kind", ["link to a token", "link to a folder", "FIFO", "hard link to a token"])
+def test_push_leaves_out_what_was_not_verified(ws, verified, cli, fake_hub, no_credentials, kind):
+    """Push publishes exactly what the records verified: an extra link, FIFO or hard link is named as
+    left out and never uploaded (nothing is followed, nothing is read from a FIFO)."""
     folder = _copy_of(verified, ws)
     secret = folder.parent / "token"
     secret.write_text("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")
@@ -100,16 +102,35 @@ def test_push_refuses_what_is_not_a_regular_file_inside_the_folder(ws, verified,
         (folder / "notes.txt").symlink_to(secret)
     elif kind == "link to a folder":
         (folder / "extras").symlink_to(folder.parent)
+    elif kind == "hard link to a token":
+        os.link(secret, folder / "notes.txt")
     else:
         os.mkfifo(folder / "notes.txt")
     name = "extras" if kind == "link to a folder" else "notes.txt"
 
     result = cli("push", folder, "--repo-id", "alice/sam3-litetext-s0-ctx16", "--token", "hf_NotARealTokenNotARealToken1234")
 
-    fragment = "is not a regular file" if kind == "FIFO" else "is a symbolic link"
-    assert_one_line_error(result, EXIT_BAD_INPUT, "refusing to publish", f"{name} {fragment}")
-    assert "create_commit" not in fake_hub.calls
+    assert result.code == 0, result.stderr
+    assert f"left out (not verified, never uploaded): {name}" in result.stdout
+    assert name not in fake_hub.last_commit.paths and "config.json" in fake_hub.last_commit.paths
     assert "hf_TheUsersRealToken" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kind", ["symbolic link", "hard link"])
+def test_push_refuses_a_verified_file_turned_into_a_link(ws, verified, cli, fake_hub, no_credentials, kind):
+    folder = _copy_of(verified, ws)
+    outside = folder.parent / "config-outside.json"
+    os.replace(folder / "config.json", outside)
+    if kind == "symbolic link":
+        (folder / "config.json").symlink_to(outside)
+    else:
+        os.link(outside, folder / "config.json")
+
+    result = cli("push", folder, "--repo-id", "alice/sam3-litetext-s0-ctx16", "--token", "hf_NotARealTokenNotARealToken1234")
+
+    fragments = ("config.json is a symbolic link",) if kind == "symbolic link" else ("refusing to publish", "config.json", "2 hard links")
+    assert_one_line_error(result, EXIT_BAD_INPUT, *fragments)
+    assert "create_commit" not in fake_hub.calls
 
 
 def test_push_never_replaces_a_readme_the_user_wrote(ws, verified, cli, fake_hub, no_credentials):
