@@ -73,11 +73,7 @@ def command(
     out = _output.start(as_json)
     folder = one_folder(ctx, folder, converted, required=False)
     # Everything that can be refused without the weights, refused first: the folder, then the options.
-    if folder is not None:  # a folder someone else may have written: its files checked before anything reads them
-        from litetext_convert.folder_config import check_folder_files, read_config
-
-        check_folder_files(folder, card=True, role="converted folder")
-        read_config(folder)
+    if folder is not None:
         checkpoint, revision, num_heads, context_length = _folder_source(folder, scope, checkpoint, revision, num_heads, context_length)
     boxes = _refuse_early(scope, box, image, plot)
     if folder is None and checkpoint is None:
@@ -126,9 +122,12 @@ def _folder_source(folder: Path, scope: str, checkpoint, revision, num_heads, co
     """The folder is checked first (a foreign or damaged one is one line, nothing read); the checkpoint
     defaults to the one it was converted from (its memo)."""
     from litetext_convert.folder.records import folder_source
+    from litetext_convert.folder_config import check_folder_files, read_config
     from litetext_convert.targets import scope_target
     from litetext_convert.workflows.prove import check_provable
 
+    check_folder_files(folder, card=True, role="converted folder")  # someone else's files: checked before anything reads them
+    read_config(folder)
     check_provable(folder)
     scope_target(scope, folder, "image")  # a folder whose target lacks the scope is refused now
     if checkpoint is not None:

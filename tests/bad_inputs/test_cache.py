@@ -22,13 +22,14 @@ TEXT_NORM = "text_encoder.final_layer_norm.weight"
 @pytest.fixture(scope="module")
 def good_entry(ws, tmp_path_factory) -> tuple[str, bytes]:
     """(file name, bytes) of the entry a conversion of the tiny checkpoint writes: made once."""
-    from bad_inputs.common import _main_quiet
+    from conftest import run_cli
 
     root = tmp_path_factory.mktemp("cache-entry")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LITETEXT_CACHE_DIR", str(root / "cache"))
         patch.delenv("LITETEXT_NO_CACHE", raising=False)
-        _main_quiet(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", root / "first"], patch)
+        result = run_cli(["convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, root / "first"], monkeypatch=patch)
+        assert result.code == 0, result.err
     (path,) = (root / "cache" / "manifests").glob("*.json")
     return path.name, path.read_bytes()
 
@@ -130,7 +131,7 @@ def test_a_spoilt_entry_never_decides_a_conversion(ws, cli, entry, tmp_path, cas
     before = corpus.sha256(ws.good)
     out = tmp_path / "out"
 
-    result = _convert_with_alarm(cli, "convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", out)
+    result = _convert_with_alarm(cli, "convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, out)
 
     assert result.code == 0, result.stderr
     assert "Traceback" not in result.stderr and "error:" not in result.stderr
@@ -147,7 +148,7 @@ def test_a_disagreeing_entry_is_replaced_once_then_trusted_again(ws, cli, entry,
     _forged_consistently(entry)
     for name, origin, notes in (("first", "built", 1), ("second", "cached", 0)):
         out = tmp_path / name
-        result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, "-o", out)
+        result = cli("convert", "-c", ws.good, *HEADS, "--tokenizer", ws.tokenizer, out)
         assert result.code == 0, result.stderr
         assert len([line for line in result.stderr_lines if line.startswith("note:")]) == notes, result.stderr
         assert json.loads((out / "conversion_record.json").read_text())["target"]["manifest"] == origin

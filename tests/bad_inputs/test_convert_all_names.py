@@ -35,7 +35,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _run(ws, cli, source: Path, parent: Path, *extra: str):
-    return cli("convert-all", "-o", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS, "--no-verify", *extra)
+    return cli("convert-all", parent / "all", "--source", source, "--tokenizer", ws.tokenizer, *HEADS, "--no-verify", *extra)
 
 
 @pytest.mark.parametrize("case", list(BAD_NAMES))
@@ -87,7 +87,7 @@ def test_a_link_at_the_output_name_that_leads_outside_is_refused(ws, cli, tmp_pa
     folder.mkdir()
     (folder / "model_ctx16").symlink_to(outside)
 
-    result = cli("convert-all", "-o", folder, "--source", source, "--tokenizer", ws.tokenizer, *HEADS, "--no-verify", "--force")
+    result = cli("convert-all", folder, "--source", source, "--tokenizer", ws.tokenizer, *HEADS, "--no-verify", "--force")
 
     assert_one_line_error(result, EXIT_BAD_INPUT, "1 of 1 checkpoints did not convert")
     assert sorted(p.name for p in outside.iterdir()) == ["thesis.txt"]

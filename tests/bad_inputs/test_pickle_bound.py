@@ -94,7 +94,7 @@ def test_too_many_stored_tensors_are_refused_before_unpickling(ws, cli, tmp_path
     parent.mkdir()
     unpickled: list = []
     monkeypatch.setattr(load, "_load_torch", lambda *args: unpickled.append(args))
-    extra = ["--tokenizer", ws.tokenizer, "-o", parent / "out"] if command == "convert" else ["--no-scan"]
+    extra = ["--tokenizer", ws.tokenizer, parent / "out"] if command == "convert" else ["--no-scan"]
     results = []
 
     growth = _peak_rss_growth(lambda: results.append(cli(command, "-c", checkpoint, *HEADS, *extra)))
