@@ -210,7 +210,7 @@ def test_the_hub_error_table_names_the_fix():
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
     from litetext_convert.errors import CheckpointError
-    from litetext_convert.publish import hub
+    from litetext_convert import hub
 
     error = hub.as_litetext_error(LocalEntryNotFoundError("x"), "org/repo:file.pt", kind=CheckpointError)
     assert isinstance(error, CheckpointError) and "not in the Hugging Face cache" in error.one_line()

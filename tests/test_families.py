@@ -293,7 +293,7 @@ def fake_hub(monkeypatch, files: list[str], served: Path, requested: list[str]):
             raise EntryNotFoundError(f"{filename} not found")
         return str(served)
 
-    from litetext_convert.publish import hub
+    from litetext_convert import hub
 
     monkeypatch.setattr(hub, "cache_only_if_unreachable", lambda: True)  # the fake answers; no probe of the network
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)

@@ -31,7 +31,7 @@ def resolve_target(target: str) -> Path:
 def _download(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
-    from litetext_convert.publish import hub  # the one Hub transport and error table
+    from litetext_convert import hub  # the one Hub transport and error table
 
     name = repo_id + (f"@{revision}" if revision else "")
     try:

@@ -34,7 +34,7 @@ from litetext_convert.folder.content import FileDigest, content_files, digest_by
 from litetext_convert.folder.names import CONFIG, CONVERSION_RECORD, MEMO_DIR
 from litetext_convert.folder.ownership import CARD_MARK
 from litetext_convert.folder.view import FolderRecords, load_records
-from litetext_convert.publish import hub
+from litetext_convert import hub
 from litetext_convert.publish.model_card import (
     CARD_FILENAME,
     USER_PLACEHOLDER,

@@ -97,7 +97,7 @@ def already_here(checkpoint: str, *, repo_id: str | None = None, revision: str |
 def _download_alias(repo_id: str, filename: str, revision: str, *, alias: str, family, license):
     """An alias' file; if the repository no longer has it under that name, the file of the same
     family, variant and context in the family's folder (and the resolution says so)."""
-    from litetext_convert.publish.hub import MissingInRepo
+    from litetext_convert.hub import MissingInRepo
 
     try:
         return _download(repo_id, filename, revision, alias=alias, license=license)
@@ -125,7 +125,7 @@ def list_family_folder(
     """The *.pt files of a family's folder in a Hub repository."""
     from huggingface_hub import list_repo_files
 
-    from litetext_convert.publish import hub
+    from litetext_convert import hub
 
     if not hub.cache_only_if_unreachable():
         raise hub.unreachable_error(f"list {repo_id}", hint=hint)
@@ -144,7 +144,7 @@ def _local(path: Path) -> ResolvedCheckpoint:
 
 def _download(repo_id: str, filename: str, revision: str | None, *, alias: str | None, license: str | None):
     # Imported here: huggingface_hub is only needed when something lives on the Hub.
-    from litetext_convert.publish.hub import download
+    from litetext_convert.hub import download
 
 
     path = download(repo_id, filename, revision)  # fast and one line when offline or unreachable

@@ -55,7 +55,7 @@ def load_tokenizer(source: str | None, context_length: int):
     """A CLIP tokenizer from a folder or a Hub repo (through the HF cache), cut to the context."""
     from transformers import CLIPTokenizer
 
-    from litetext_convert.publish.hub import cache_only_if_unreachable, quiet
+    from litetext_convert.hub import cache_only_if_unreachable, quiet
 
     settings = processor_settings()["tokenizer"]
     source = source or settings["default_source"]

@@ -14,7 +14,7 @@ import pytest
 from bad_inputs.common import assert_one_line_error, folder_digest
 from bad_inputs.hub_server import closed_port_url, fake_hub_server
 from litetext_convert.errors import EXIT_BAD_INPUT
-from litetext_convert.publish import hub
+from litetext_convert import hub
 
 TIMEOUT_S = 1  # per request phase; a retry never starts past 3 of them
 BOUND_S = 20  # generous for a loaded CI machine: a hang once lasted until killed at 300 s
