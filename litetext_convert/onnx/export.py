@@ -159,7 +159,7 @@ def export_folder(prepared, folder: Path, *, tokenizer: str | None = None, rungs
     import contextlib
 
     from litetext_convert.write.convert import convert
-    from litetext_convert.write.shards import atomic_folder
+    from litetext_convert.folder.ownership import atomic_folder
 
     reason = missing_runtime()
     if reason:

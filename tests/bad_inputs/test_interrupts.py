@@ -19,14 +19,14 @@ class _InterruptedWhileFinalised:
 
 
 def test_an_interrupt_swallowed_by_a_finaliser_still_stops_parity(ws, cli, monkeypatch, verified):
-    from litetext_convert.parity import run as parity_run
+    from litetext_convert.workflows import prove
 
-    def run_parity(*args, **kwargs):
+    def prove_folder(*args, **kwargs):
         _InterruptedWhileFinalised()  # dropped at once: its __del__ raises inside the finaliser
         time.sleep(5)  # ordinary code resumes: the interrupt asked again lands here
         raise LitetextError("ran to the end: the interrupt was lost")
 
-    monkeypatch.setattr(parity_run, "run_parity", run_parity)
+    monkeypatch.setattr(prove, "prove_folder", prove_folder)
     result = cli("parity", verified)
 
     assert_one_line_error(result, EXIT_INTERRUPTED, "interrupted")
