@@ -93,15 +93,16 @@ def read_text(path: Path, limit: int) -> str:
 
 
 def _depth(value, limit: int) -> int:
-    """Nesting depth of parsed JSON, iteratively (a recursive walk is what we guard against)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    """Nesting depth of parsed JSON, level by level (a recursive walk is what we guard against).
+    Only containers are carried to the next level: a tokenizer.json holds ~100k scalars, and visiting
+    each one cost 0.2 s a read (1.4 s of a full-size parity)."""
+    deepest, level = 0, [value] if type(value) in (dict, list) else []
+    while level and deepest <= limit:
+        deepest += 1
+        deeper = []
+        for node in level:
+            deeper += [child for child in (node.values() if type(node) is dict else node) if type(child) in (dict, list)]
+        level = deeper
     return deepest
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -82,12 +83,48 @@ def content_files(folder: Path, conversion: ConversionRecord) -> list[str]:
 
 def binding(folder: Path, conversion: ConversionRecord) -> dict:
     """The `verified` part of a parity record: what the run verified, by digest."""
-    files = {}
-    for name in content_files(folder, conversion):
-        _check_plain_file(Path(folder), name)
-        digest = digest_file(Path(folder) / name)
-        files[name] = {"sha256": digest.sha256, "bytes": digest.size}
-    return {"schema": BINDING_SCHEMA, "conversion_record": conversion.sha256, "files": files}
+    return BindingInBackground(folder, conversion, start=False).result()
+
+
+class BindingInBackground:
+    """`binding()` with the hashing in a thread, so parity measures while the weights are hashed
+    (sha256 of a 2.2 GB folder is ~2 s of CPU; hashlib releases the GIL on large buffers).
+
+    The cheap checks (missing files, links, hard links) run now, in the caller's thread, so a bad
+    folder is refused before anything is measured. Hashing while the run reads the same files is
+    safe: `keep()` checks the folder again against these digests before it writes a record (the
+    cache key holds ctime, so a file changed during the run is read again and named)."""
+
+    def __init__(self, folder: Path, conversion: ConversionRecord, start: bool = True):
+        self.folder, self.conversion = Path(folder), conversion
+        self.names = content_files(self.folder, conversion)
+        for name in self.names:
+            _check_plain_file(self.folder, name)
+        self._files: dict | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="litetext-binding", daemon=True)
+        self._started = start
+        if start:
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            files = {}
+            for name in self.names:
+                digest = digest_file(self.folder / name)
+                files[name] = {"sha256": digest.sha256, "bytes": digest.size}
+            self._files = files
+        except BaseException as exc:  # handed to the caller of result(), in its thread
+            self._error = exc
+
+    def result(self) -> dict:
+        if self._started:
+            self._thread.join()
+        else:
+            self._work()
+        if self._error is not None:
+            raise self._error
+        return {"schema": BINDING_SCHEMA, "conversion_record": self.conversion.sha256, "files": self._files}
 
 
 def _check_plain_file(folder: Path, name: str) -> None:
