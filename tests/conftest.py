@@ -285,3 +285,35 @@ def no_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setattr(publish.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+# ---------------------------------------------------------------- ONNX exports (one per family per session)
+
+ONNX_CONTEXT = 16
+ONNX_FAMILIES = ("sam3_litetext", "sam3p1_litetext")
+ONNX_RUNGS = {"sam3_litetext": ["fp32", "fp16", "int8"], "sam3p1_litetext": ["fp32"]}
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(workdir, tokenizer_dir) -> dict[str, tuple[Path, Path]]:
+    """family -> (checkpoint, ONNX folder), exported through the CLI's own function."""
+    from litetext_convert.onnx.export import export_folder
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.publish.model_card import write_folder_card
+    from litetext_convert.synthetic import builder as synthetic
+
+    exports = {}
+    for family in ONNX_FAMILIES:
+        checkpoint = synthetic.tiny_checkpoint(workdir / "onnx" / f"tiny_{family}_s0_ctx{ONNX_CONTEXT}.pt", "s0", ONNX_CONTEXT,
+                                               pos_rows=77, family=family)
+        folder = workdir / "onnx" / f"export_{family}"
+        export_folder(prepare(str(checkpoint), num_heads=onnx_heads()), folder, tokenizer=str(tokenizer_dir), rungs=ONNX_RUNGS[family])
+        write_folder_card(folder)  # as `convert` does after the export
+        exports[family] = (checkpoint, folder)
+    return exports
+
+
+def onnx_heads() -> int:
+    from litetext_convert.synthetic import builder as synthetic
+
+    return synthetic.TINY_TEXT_PRESETS["s0"].heads

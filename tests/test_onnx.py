@@ -16,39 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ONNX_FAMILIES as FAMILIES, ONNX_RUNGS as RUNGS, onnx_heads as _heads
 from litetext_convert.onnx import missing_runtime
 
 pytestmark = pytest.mark.skipif(missing_runtime() is not None, reason=missing_runtime() or "")
 
 CONTEXT = 16
-FAMILIES = ("sam3_litetext", "sam3p1_litetext")
-RUNGS = {"sam3_litetext": ["fp32", "fp16", "int8"], "sam3p1_litetext": ["fp32"]}
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "guide" / "onnx.md"
-
-
-@pytest.fixture(scope="session")
-def onnx_exports(workdir, tokenizer_dir) -> dict[str, tuple[Path, Path]]:
-    """family -> (checkpoint, ONNX folder), exported through the CLI's own function."""
-    from litetext_convert.onnx.export import export_folder
-    from litetext_convert.plan.prepare import prepare
-    from litetext_convert.publish.model_card import write_folder_card
-    from litetext_convert.synthetic import builder as synthetic
-
-    exports = {}
-    for family in FAMILIES:
-        checkpoint = synthetic.tiny_checkpoint(workdir / "onnx" / f"tiny_{family}_s0_ctx{CONTEXT}.pt", "s0", CONTEXT,
-                                               pos_rows=77, family=family)
-        folder = workdir / "onnx" / f"export_{family}"
-        export_folder(prepare(str(checkpoint), num_heads=_heads()), folder, tokenizer=str(tokenizer_dir), rungs=RUNGS[family])
-        write_folder_card(folder)  # as `convert` does after the export
-        exports[family] = (checkpoint, folder)
-    return exports
-
-
-def _heads() -> int:
-    from litetext_convert.synthetic import builder as synthetic
-
-    return synthetic.TINY_TEXT_PRESETS["s0"].heads
 
 
 def _copy(onnx_exports, tmp_path, family="sam3_litetext") -> tuple[Path, Path]:
