@@ -116,10 +116,37 @@ def _elements(init) -> int:
     return count
 
 
-def write_int8(fp32_path: Path, path: Path) -> None:
-    """onnxruntime.quantization.quantize_dynamic, per channel, int8 weights (MatMul, Gemm)."""
+INT8_OPS = ("MatMul", "Gemm")
+
+
+def int8_keep_float() -> list[str]:
+    """The weight patterns the int8 rung keeps in float32 ([rungs.int8] keep_float of
+    configs/targets/onnx.toml, with the measurement that chose them)."""
+    from litetext_convert.paths import read_config
+
+    return list(read_config("targets/onnx.toml")["rungs"]["int8"].get("keep_float", []))
+
+
+def nodes_reading(model, patterns: list[str]) -> list[str]:
+    """Names of the MatMul/Gemm nodes whose weight initializer matches one of the fnmatch patterns
+    (matched against the parameter's name: `text_encoder.layers.3.mlp.fc1.weight::T10`)."""
+    from fnmatch import fnmatchcase
+
+    weights = {init.name for init in model.graph.initializer}
+    return [node.name for node in model.graph.node
+            if node.op_type in INT8_OPS and any(name in weights and any(fnmatchcase(name, p) for p in patterns)
+                                                for name in node.input)]
+
+
+def write_int8(fp32_path: Path, path: Path, keep_float: list[str] | None = None) -> list[str]:
+    """onnxruntime.quantization.quantize_dynamic, per channel, int8 weights (MatMul, Gemm), except the
+    nodes whose weights match `keep_float` (default: the config's). Returns the nodes kept in float32."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    patterns = int8_keep_float() if keep_float is None else keep_float
+    excluded = nodes_reading(onnx.load(str(fp32_path), load_external_data=False), patterns) if patterns else []
     quantize_dynamic(str(fp32_path), str(path), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=is_external(fp32_path),
-                     extra_options={"MatMulConstBOnly": True})
+                     op_types_to_quantize=list(INT8_OPS), nodes_to_exclude=excluded,
+                     use_external_data_format=is_external(fp32_path), extra_options={"MatMulConstBOnly": True})
+    return excluded

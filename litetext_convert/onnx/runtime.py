@@ -39,13 +39,16 @@ def expected_inputs(manifest: dict, graph: str) -> list[tuple[str, str, list]]:
 
 
 class OnnxGraphs:
-    def __init__(self, folder: Path, rung: str = "fp32", threads: int | None = None):
+    def __init__(self, folder: Path, rung: str = "fp32", threads: int | None = None, arena: bool = True):
         import onnxruntime as ort
 
         self.folder, self.rung = Path(folder), rung
         self.manifest = read_manifest(folder)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # its constant-folding notes are not the user's business
+        # Without the arena a session hands its activations back after each run (parity's memory);
+        # with it (the default, for speed) each session keeps its largest run's memory until freed.
+        options.enable_cpu_mem_arena = arena
         if threads:
             options.intra_op_num_threads = threads
         self.sessions = {name: self._session(name, options) for name in GRAPHS}

@@ -172,6 +172,45 @@ def budget_rows(cost: dict, rung: str) -> list[StageDiff]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Memory: one rung's sessions at a time
+
+
+class OneRungAtATime:
+    """`graphs[rung]`: that rung's sessions, built on first use; any other rung's are freed first.
+    A full-size rung holds its weights (1.8 GB for the fp32 vision encoder; fp16's Casts are folded
+    back to float32 at load) and its sessions' working memory, so every rung alive at once, next to
+    Meta's model, was most of the 18.6 GB peak. Built with every rung checked (interfaces, loadable
+    data) one at a time, before anything runs; sessions without onnxruntime's arena, which would keep
+    each graph's largest activations (the vision encoder's attention) after its run."""
+
+    def __init__(self, folder: Path, rungs: list[str]):
+        self.folder, self.rungs, self.held = folder, list(rungs), None
+        for rung in self.rungs:
+            self[rung]
+        self.release()
+
+    def __getitem__(self, rung: str):
+        from litetext_convert.onnx.runtime import OnnxGraphs
+
+        if self.held is None or self.held.rung != rung:
+            self.release()
+            self.held = OnnxGraphs(self.folder, rung, arena=False)
+        return self.held
+
+    def items(self):
+        return ((rung, self[rung]) for rung in self.rungs)
+
+    def __iter__(self):
+        return iter(self.rungs)
+
+    def release(self) -> None:
+        import gc
+
+        self.held = None
+        gc.collect()
+
+
+# ----------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -182,14 +221,14 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
     import contextlib
 
     from litetext_convert.onnx.exactness import check_export
-    from litetext_convert.onnx.runtime import OnnxGraphs, read_manifest
+    from litetext_convert.onnx.runtime import read_manifest
 
     status = status or (lambda message: contextlib.nullcontext())
     started = time.perf_counter()
     manifest = read_manifest(folder)
     check_context(manifest, prepared, folder)
     rungs = list(manifest.get("rungs", ["fp32"]))
-    graphs = {rung: OnnxGraphs(folder, rung) for rung in rungs}  # every interface checked before anything runs
+    graphs = OneRungAtATime(folder, rungs)  # every interface checked before anything runs
     with status("exactness of every graph's weights"):
         exactness = check_export(expected_weights(prepared), set(prepared.plan.filled), folder,
                                  {g: v["files"] for g, v in manifest["graphs"].items()}, rungs)
@@ -200,6 +239,7 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
     with status("text: the original encoder and text_encoder.onnx"):
         trace, original_info = original_text(prepared, ids)
         ours = {rung: onnx_side(graphs[rung], None, ids.numpy()) for rung in rungs}
+        graphs.release()
     stages += text_stages(trace, ours["fp32"])
     text_reference = {"text.features": trace.text_features, "text.pooled": trace.pooled}
     costs = {rung: rung_cost(text_reference, ours[rung]) for rung in rungs[1:]}
@@ -240,6 +280,7 @@ def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path
     original = original_detector(prepared, pixels, ids)
     reference = original.outputs
     ours = {rung: onnx_side(session, pixels.numpy(), ids.numpy()) for rung, session in graphs.items()}
+    graphs.release()
     stages = detector_stages(reference, ours["fp32"])
     for rung in list(graphs)[1:]:  # the detector's numbers join the text's (text.pooled is the text run's own)
         detector_cost = rung_cost(reference, ours[rung])
