@@ -80,6 +80,31 @@ def quantized_group(fp32: Path, workdir: Path, name: str, patterns: list[str]) -
     return out
 
 
+def rung_graph(fp32: Path, workdir: Path, keep: list[str]) -> Path:
+    """The rung's graph as convert would write it with these patterns; the export's own int8 graph
+    when no weight of this graph is kept (the same quantization)."""
+    import onnx
+
+    from litetext_convert.onnx.precision import nodes_reading, write_int8
+
+    if not nodes_reading(onnx.load(str(fp32), load_external_data=False), keep):
+        return fp32.with_name(fp32.name.replace(".onnx", "_int8.onnx"))
+    out = workdir / ("keep-" + str(abs(hash(tuple(keep)))) + "-" + fp32.name)
+    if not out.exists():
+        write_int8(fp32, out, keep)
+    return out
+
+
+def graph_bytes(path: Path) -> int:
+    data = Path(str(path) + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def stage_cosines(reference: dict, candidate: dict) -> dict:
+    names = ("fpn_0", "fpn_1", "fpn_2", "text_features", "detr_encoder_hidden_states", "pred_boxes", "semantic_seg")
+    return {f"cosine {name}": cosine(reference[name], candidate[name]) for name in names}
+
+
 def detections(reference: dict, candidate: dict) -> dict:
     import torch
 
@@ -92,6 +117,7 @@ def detections(reference: dict, candidate: dict) -> dict:
     moved = (cand - ref) - (cand - ref).mean()  # per-query movement, the common shift taken out
     row.update(score_top10_spread=float(top[0] - top[9]), score_gap_10_11=float(top[9] - top[10]),
                score_move_std=float(moved.std()), score_spread_std=float(ref.std()),
+               score_correlation=float(np.corrcoef(ref, cand)[0, 1]),
                logits_cosine=cosine(reference["pred_logits"], candidate["pred_logits"]),
                masks_cosine=cosine(reference["pred_masks"], candidate["pred_masks"]))
     return row
@@ -114,6 +140,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--groups", default=",".join(GROUPS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-float", help="comma-separated patterns: one row for the whole rung with these kept in float32")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     from litetext_convert.parity.detector import seeded_image, seeded_input_ids
@@ -127,22 +154,45 @@ def main() -> None:
         np.savez(cache, **forward(files, pixels, ids, args.threads, {}))
     reference = dict(np.load(cache))
     print(json.dumps({"reference": "fp32 graphs", "scores_top11": np.sort(scores(reference))[::-1][:11].round(6).tolist()}), flush=True)
+    if args.keep_float is not None:  # a candidate rung: every graph quantized except the kept patterns
+        keep = [p for p in args.keep_float.split(",") if p]
+        started = time.perf_counter()
+        swapped = {graph: rung_graph(path, args.workdir, keep) for graph, path in files.items()}
+        candidate = forward(files, pixels, ids, args.threads, swapped, reference, args.workdir)
+        row = {"keep_float": keep, **detections(reference, candidate), **stage_cosines(reference, candidate),
+               "int8_bytes": sum(graph_bytes(p) for p in swapped.values()), "fp32_bytes": sum(graph_bytes(p) for p in files.values()),
+               "seconds": round(time.perf_counter() - started, 1)}
+        row["share"] = row["int8_bytes"] / row["fp32_bytes"]
+        print(json.dumps(row), flush=True)
+        return
     for name in args.groups.split(","):
         graph, patterns = GROUPS[name]
         started = time.perf_counter()
         path = quantized_group(files[graph], args.workdir, name, patterns)
-        candidate = forward(files, pixels, ids, args.threads, {graph: path}, reference)
+        candidate = forward(files, pixels, ids, args.threads, {graph: path}, reference, args.workdir)
         row = {"group": name, **detections(reference, candidate), "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(row), flush=True)
 
 
-def forward(files: dict, pixels, ids, threads: int, swapped: dict, reference: dict | None = None) -> dict:
+def cached_vision(path: Path, pixels, threads: int, workdir: Path | None) -> dict:
+    """The vision graph's outputs, kept in workdir per graph file (the slow graph at full size)."""
+    cache = workdir / f"vision-{path.name}.npz" if workdir else None
+    if cache and cache.exists():
+        return dict(np.load(cache))
+    vision = run_graph("vision_encoder", path, {"pixel_values": pixels}, threads)
+    if cache:
+        np.savez(cache, **vision)
+    return vision
+
+
+def forward(files: dict, pixels, ids, threads: int, swapped: dict, reference: dict | None = None,
+            workdir: Path | None = None) -> dict:
     """The three graphs; a graph not swapped reuses the reference's outputs when it has them."""
     reuse = reference is not None
     if reuse and "vision_encoder" not in swapped:
         vision = {k: reference[k] for k in ("fpn_0", "fpn_1", "fpn_2", "position_encoding")}
     else:
-        vision = run_graph("vision_encoder", swapped.get("vision_encoder", files["vision_encoder"]), {"pixel_values": pixels}, threads)
+        vision = cached_vision(swapped.get("vision_encoder", files["vision_encoder"]), pixels, threads, workdir)
     if reuse and "text_encoder" not in swapped:
         text = {"text_features": reference["text_features"]}
     else:

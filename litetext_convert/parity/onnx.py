@@ -145,8 +145,20 @@ def rung_cost(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray]) -
     names = [name for name in (*DETECTOR_STAGES, "text.pooled") if name in reference and name in candidate]
     cost = {"against": "original, float32", "stages": [measure(name, reference[name], candidate[name]) for name in names]}
     if "pred_logits" in reference:
-        cost["detections"] = detections_kept(reference, candidate, TOP_K)
+        cost["detections"] = {**detections_kept(reference, candidate, TOP_K),
+                              "score_correlation": score_correlation(reference, candidate)}
     return cost
+
+
+def score_correlation(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> float:
+    """Pearson correlation of the per-query scores (sigmoid(logit) x sigmoid(presence)) over every
+    query: whether the rung keeps which queries score above which, as a whole. Unlike top-k kept it
+    does not hang on near-ties at the k-th place (synthetic weights score every query alike)."""
+    def scores(stages):
+        presence = stages["presence_logits"].double().reshape(-1)[:1].sigmoid()
+        return (stages["pred_logits"][0].double().reshape(-1).sigmoid() * presence).numpy()
+
+    return float(np.corrcoef(scores(reference), scores(candidate))[0, 1])
 
 
 def budget_rows(cost: dict, rung: str) -> list[StageDiff]:
@@ -162,6 +174,7 @@ def budget_rows(cost: dict, rung: str) -> list[StageDiff]:
             rows.append(verdict_row(f"{rung}.budget {stage} cosine", value >= minimum, f"{value:.6f} (budget >= {minimum})"))
     detections = cost.get("detections")
     checks = (("kept", "top_k_kept_min", ">="), ("mask_iou_min", "mask_iou_min", ">="),
+              ("score_correlation", "score_correlation_min", ">="),
               ("box_max_abs", "box_max_abs", "<="), ("score_max_abs", "score_max_abs", "<="))
     for field, key, sense in checks if detections else ():
         if key in budget:
