@@ -204,8 +204,8 @@ def test_a_rung_past_its_budget_fails(onnx_exports, tmp_path, monkeypatch):
 
     checkpoint, folder = _copy(onnx_exports, tmp_path)
     real = onnx_parity.budgets
-    monkeypatch.setattr(onnx_parity, "budgets", lambda rung: {**real(rung), "cosine_min": {"text.features": 1.0}}
-                        if rung == "int8" else real(rung))
+    monkeypatch.setattr(onnx_parity, "budgets", lambda rung, small=False: {**real(rung, small), "cosine_min": {"text.features": 1.0}}
+                        if rung == "int8" else real(rung, small))
     record = _parity(checkpoint, folder)
     assert record["first_failure"] == "int8.budget text.features cosine"
 
