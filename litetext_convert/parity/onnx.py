@@ -200,7 +200,8 @@ def budget_rows(cost: dict, rung: str, small: bool = False) -> list[StageDiff]:
 
 
 class OneRungAtATime:
-    """`graphs[rung]`: that rung's sessions, built on first use; any other rung's are freed first.
+    """`graphs[rung]`: that rung's sessions, built on first use; any other rung's are freed first
+    (so use it in place: a variable still naming the last rung keeps it alive while the next loads).
     A full-size rung holds its weights (1.8 GB for the fp32 vision encoder; fp16's Casts are folded
     back to float32 at load) and its sessions' working memory, so every rung alive at once, next to
     Meta's model, was most of the 18.6 GB peak. Built with every rung checked (interfaces, loadable
@@ -220,9 +221,6 @@ class OneRungAtATime:
             self.release()
             self.held = OnnxGraphs(self.folder, rung, arena=False)
         return self.held
-
-    def items(self):
-        return ((rung, self[rung]) for rung in self.rungs)
 
     def __iter__(self):
         return iter(self.rungs)
@@ -303,7 +301,7 @@ def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path
     ids = seeded_input_ids(prepared.arch.context_length, int(prepared.config.text_config.vocab_size), seed)
     original = original_detector(prepared, pixels, ids)
     reference = original.outputs
-    ours = {rung: onnx_side(session, pixels.numpy(), ids.numpy()) for rung, session in graphs.items()}
+    ours = {rung: onnx_side(graphs[rung], pixels.numpy(), ids.numpy()) for rung in graphs}  # no name keeps a rung alive
     graphs.release()
     stages = detector_stages(reference, ours["fp32"])
     for rung in list(graphs)[1:]:  # the detector's numbers join the text's (text.pooled is the text run's own)
