@@ -328,3 +328,19 @@ def test_a_new_secret_unsigns_every_entry(cache, tiny_config, capsys):
     assert target_manifest(tiny_config, meta_model_tensors).origin == BUILT  # a new key is made
     assert "is not signed with this user's cache key" in capsys.readouterr().err
     assert target_manifest(tiny_config, meta_model_tensors).origin == CACHED
+
+
+def test_the_key_is_made_once_even_without_hard_links(cache, monkeypatch):
+    """Linked into place normally (never replacing anything); where the filesystem has no hard
+    links, created in place with O_EXCL. Either way no temporary file stays behind."""
+    import errno
+
+    def no_links(*_):
+        raise OSError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(manifest_module.os, "link", no_links)
+    secret = manifest_module.signing_key(cache)
+    key_file = cache / manifest_module.KEY_FILE
+    assert len(secret) == manifest_module.KEY_BYTES and key_file.stat().st_mode & 0o777 == 0o600
+    assert manifest_module.signing_key(cache) == secret
+    assert [path.name for path in cache.iterdir()] == [manifest_module.KEY_FILE]

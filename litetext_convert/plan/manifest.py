@@ -181,10 +181,23 @@ def _create_key(path: Path) -> bytes | None:
             output.flush()
             os.fsync(output.fileno())
         os.link(temporary, path)
+    except FileExistsError:
+        return None  # another process's key won the race: read that one
     except OSError:
-        return None  # EEXIST: someone else's key won the race, read it
+        return _create_key_in_place(path, secret)  # a filesystem without hard links
     finally:
         temporary.unlink(missing_ok=True)
+    return secret
+
+
+def _create_key_in_place(path: Path, secret: bytes) -> bytes | None:
+    """The secret written at `path` itself, which must not exist (O_EXCL; no link followed)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        return None
+    with os.fdopen(fd, "wb") as output:
+        output.write(secret)
     return secret
 
 
@@ -194,7 +207,7 @@ def _key_refusal(info: os.stat_result) -> str | None:
         return f"is {kind}"
     if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
         return "belongs to another user"
-    if info.st_mode & 0o077:
+    if hasattr(os, "geteuid") and info.st_mode & 0o077:  # POSIX modes; elsewhere they do not say this
         return "can be read or written by other users (it must be mode 0600)"
     if info.st_size != KEY_BYTES:
         return f"is {info.st_size} bytes, not {KEY_BYTES}"
