@@ -171,8 +171,9 @@ def xet_env(monkeypatch):
     """hf_xet's variables as the user left them (none), restored after the test."""
     from huggingface_hub import constants
 
-    for name in hub.xet_limits():
-        monkeypatch.delenv(name, raising=False)
+    for name in hub.xet_limits():  # set, then deleted: monkeypatch then removes what bound_xet sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
     monkeypatch.setenv(hub.TIMEOUT_ENV, "7")
     return constants
