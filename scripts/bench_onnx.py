@@ -1,7 +1,7 @@
 """Benchmark the ONNX target: export wall time and peak RSS per rung, and onnxruntime against the
 transformers model in eager float32 on the same inputs and threads (issue 24, "Performance").
 
-    python scripts/bench_onnx.py --workdir /tmp/bench-onnx --size tiny                  # a smoke run
+    python scripts/bench_onnx.py --workdir /tmp/bench-onnx                       # a smoke run: a tiny synthetic S0
     python scripts/bench_onnx.py --workdir W --checkpoint S0.pt --tokenizer TOK --repeat 1 --markdown out.md
     python scripts/bench_onnx.py --workdir W --checkpoint S0.pt --tokenizer TOK --export FOLDER  # speed rows only
 
@@ -15,6 +15,8 @@ vision encoder, text encoder, decoder, end to end with one prompt, and one image
 Each side warms up once per component, then the median of `--repeat` runs; the end-to-end rows
 reuse that warm state. Ratios are transformers / onnxruntime (above 1: onnxruntime faster).
 Bytes per rung from the files (`.onnx` and `.onnx.data`). Targets: issue 24's, met or missed.
+Run it with the original environment's python: transformers' geometry encoder (the decoder's text-only
+prompt) calls torchvision.ops.roi_align, which the core environment cannot import.
 """
 
 from __future__ import annotations
@@ -224,8 +226,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--size", choices=("tiny", "given"), default="tiny", help="tiny: a synthetic tiny S0 in workdir")
-    parser.add_argument("--checkpoint", type=Path, help="the checkpoint (upstream layout); implies --size given")
+    parser.add_argument("--checkpoint", type=Path, help="the checkpoint (upstream layout); default: a tiny synthetic S0 in workdir")
     parser.add_argument("--tokenizer", type=Path)
     parser.add_argument("--num-heads", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
