@@ -202,8 +202,8 @@ def budget_rows(cost: dict, rung: str, small: bool = False) -> list[StageDiff]:
 class OneRungAtATime:
     """`graphs[rung]`: that rung's sessions, built on first use; any other rung's are freed first
     (so use it in place: a variable still naming the last rung keeps it alive while the next loads).
-    A full-size rung holds its weights (1.8 GB for the fp32 vision encoder; fp16's Casts are folded
-    back to float32 at load) and its sessions' working memory, so every rung alive at once, next to
+    A full-size rung holds its weights (1.8 GB for the fp32 vision encoder; fp16's about as much:
+    onnxruntime folds its Casts of constant weights to float32 at load) and its sessions' working memory, so every rung alive at once, next to
     Meta's model, was most of the 18.6 GB peak. Built with every rung checked (interfaces, loadable
     data) one at a time, before anything runs; sessions without onnxruntime's arena, which would keep
     each graph's largest activations (the vision encoder's attention) after its run."""
