@@ -112,13 +112,14 @@ def original_reference(prepared: Prepared, upstream, prompts: list[str], dtype: 
     prompts = _fitting_prompts(upstream, context, prompts)
     up_ids = upstream(prompts, context)
     weights = text_state_dict(prepared)
-    side = run_side(
-        "original",
-        build=lambda: load_original_text_encoder(weights, prepared.arch, torch_dtype),
-        forward=lambda built: built[0](up_ids),
-        describe=lambda built: built[1],
-        release=lambda: release_mapped_pages(weights.values(), prepared.loaded.format),
-    )
+
+    def build():
+        built = load_original_text_encoder(weights, prepared.arch, torch_dtype)
+        # The encoder holds its own copy: the checkpoint pages it read go before its forward runs.
+        release_mapped_pages(weights.values(), prepared.loaded.format)
+        return built
+
+    side = run_side("original", build=build, forward=lambda built: built[0](up_ids), describe=lambda built: built[1])
     real = [int((row == EOT).nonzero()[0]) + 1 for row in up_ids]
     return Reference(prompts, real, side.outputs, side.info)
 
