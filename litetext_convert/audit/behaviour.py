@@ -100,7 +100,6 @@ class Reference:
     prompts: list[str]
     real: list[int]  # real tokens (start through end token) per prompt
     trace: object  # TextTrace
-    info: dict = field(default_factory=dict)
 
 
 def original_reference(prepared: Prepared, upstream, prompts: list[str], dtype: str = "float64") -> Reference:
@@ -119,9 +118,9 @@ def original_reference(prepared: Prepared, upstream, prompts: list[str], dtype: 
         release_mapped_pages(weights.values(), prepared.loaded.format)
         return built
 
-    side = run_side("original", build=build, forward=lambda built: built[0](up_ids), describe=lambda built: built[1])
+    side = run_side("original", build=build, forward=lambda built: built[0](up_ids))
     real = [int((row == EOT).nonzero()[0]) + 1 for row in up_ids]
-    return Reference(prompts, real, side.outputs, side.info)
+    return Reference(prompts, real, side.outputs)
 
 
 def audit_behaviour(prepared: Prepared, model, tokenizer, reference: Reference, findings: list[Finding], fixes: dict,

@@ -87,10 +87,9 @@ class TensorAudit:
 
 
 def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAudit:
-    """One target at a time: the folder's tensor read, the expected one computed from its source, both
-    dropped before the next. The source is memory-mapped: every source tensor read here has its
-    resident pages released once compared (`_ReleasingSource`), so the level costs a few tensors of memory,
-    not the checkpoint (2.2 GB at full size)."""
+    """One target at a time: the folder's tensor read, the expected one computed from its source,
+    both dropped before the next. A memory-mapped source tensor has its resident pages released once
+    compared (`_ReleasingSource`): the level costs a few tensors, not the checkpoint (2.2 GB at full size)."""
     source = _ReleasingSource(prepared)
     ctx = prepared.ctx
     by_shape: dict[tuple, list[str]] = defaultdict(list)
