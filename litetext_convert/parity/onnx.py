@@ -237,14 +237,10 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
     for rung in rungs[1:]:
         stages += budget_rows(costs[rung], rung)
     tolerance = dtypes.tolerances("float32", "text")
-    inputs = {"kind": "zero-padded seeded ids and one full row", "batch": int(ids.shape[0]), "seed": seed,
-              "context_length": prepared.arch.context_length, "input_ids": ids.tolist()}
-    if prompts:
-        inputs.update(prompts=list(prompts), prompt_ids=prompt_ids)
     record = {
         "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs, "atol": tolerance[0], "rtol": tolerance[1],
         "original": original_info, "runtime": runtime_name(),
-        "inputs": inputs,
+        "inputs": record_inputs(prepared, ids, seed, prompts, prompt_ids),
         "stages": [s.to_json() for s in stages], "tokenizer": tokenizer, "padded_prompts": None, "detector": detector,
         "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE},
         "notes": list(prepared.arch.notes), "seconds": time.perf_counter() - started,
@@ -252,6 +248,14 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
     if keep_outputs and picture is not None:
         record["_detector_outputs"] = picture  # in memory only: what --plot draws
     return record
+
+
+def record_inputs(prepared, ids: torch.Tensor, seed: int, prompts: list[str] | None, prompt_ids: list | None) -> dict:
+    inputs = {"kind": "zero-padded seeded ids and one full row", "batch": int(ids.shape[0]), "seed": seed,
+              "context_length": prepared.arch.context_length, "input_ids": ids.tolist()}
+    if prompts:
+        inputs.update(prompts=list(prompts), prompt_ids=prompt_ids)
+    return inputs
 
 
 PRECISION_NOTE = ("float32: onnxruntime (CPU) against the original in float32, at the float32 tolerances of the "
