@@ -10,10 +10,16 @@ error leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
+import os
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +63,51 @@ def parse_precisions(text: str) -> list[str]:
 def load_eager_model(folder: Path):
     from transformers import Sam3LiteTextModel
 
-    model = Sam3LiteTextModel.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32)
+    with exporter_quiet():  # no "Loading weights" bar: the image conversion just checked every key
+        model = Sam3LiteTextModel.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32)
     return model.eval().requires_grad_(False)
+
+
+# The libraries whose own lines an export would print: torch (torch.onnx, torch.export), onnxscript,
+# onnx_ir, and the root logger, where onnxruntime.quantization logs its advice.
+QUIET_LOGGERS = ("torch", "onnxscript", "onnx_ir", "onnxruntime", "")
+
+
+@contextlib.contextmanager
+def exporter_quiet() -> Iterator[None]:
+    """Always inside a spinner, never around one (a spinner routes prints to the terminal).
+
+    While the exporter runs, its own warnings, log lines below ERROR, progress bars and prints are
+    dropped, so a user sees litetext's lines only; errors still raise (and log records at ERROR
+    still print). With LITETEXT_DEBUG set, everything shows."""
+    if os.environ.get("LITETEXT_DEBUG"):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    # `logging.warning()` would give a handler-less root logger a stderr handler for good (basicConfig).
+    placeholder = logging.NullHandler() if not logging.root.handlers else None
+    bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        if placeholder:
+            logging.root.addHandler(placeholder)
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        if placeholder:
+            logging.root.removeHandler(placeholder)
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def example_inputs(model) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -82,8 +131,9 @@ def export_graph(module, args: tuple, path: Path, inputs: list[str], outputs: li
     from litetext_convert.onnx import graphs
 
     batch = torch.export.Dim("batch", min=1, max=1024)
+    module.eval()  # the wrapper too (its modules already are): torch.onnx warns of a module in training mode
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
-    with graphs.roi_align_as_custom_op():
+    with graphs.roi_align_as_custom_op(), exporter_quiet():
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=inputs, output_names=outputs,
             dynamic_shapes={name: {0: batch} for name in inputs}, verbose=False, report=False,
@@ -195,7 +245,7 @@ def write_rungs(graphs_dir: Path, settings: dict, rungs: list[str], status) -> d
         from litetext_convert.onnx.precision import write_rung
 
         started = time.perf_counter()
-        with status(f"writing the {rung} graphs"):
+        with status(f"writing the {rung} graphs"), exporter_quiet():
             for spec in settings["graphs"].values():
                 write_rung(graphs_dir / spec["file"], graphs_dir / rung_file(spec["file"], settings, rung), rung)
         seconds[f"rung_{rung}"] = time.perf_counter() - started
