@@ -125,3 +125,24 @@ def test_quieting_restores_what_it_changed_and_lets_errors_through(monkeypatch):
     monkeypatch.setenv("LITETEXT_DEBUG", "1")  # a developer sees everything
     with pytest.warns(UserWarning, match="kept"), export.exporter_quiet():
         warnings.warn("kept", UserWarning)
+
+
+def test_the_decoders_example_inputs_are_shaped_as_the_vision_graphs_outputs(tmp_path, tokenizer_dir):
+    """They come from the meta device (no activation memory); the exporter reads only shapes and dtypes."""
+    import torch
+
+    from conftest import ONNX_CONTEXT
+    from litetext_convert.onnx import export, graphs
+    from litetext_convert.plan.prepare import prepare
+    from litetext_convert.synthetic import builder as synthetic
+    from litetext_convert.write.convert import convert
+
+    checkpoint = synthetic.tiny_checkpoint(tmp_path / "tiny.pt", "s0", ONNX_CONTEXT, pos_rows=77)
+    image = convert(prepare(str(checkpoint), num_heads=onnx_heads()), tmp_path / "image", tokenizer=str(tokenizer_dir))
+    model = export.load_eager_model(image.folder)
+    pixels = export.example_inputs(model)["pixel_values"][0]
+    with torch.no_grad():
+        real = graphs.VisionGraph(model)(pixels)
+    like = export.vision_outputs_like(model, pixels)
+    assert [(t.shape, t.dtype, t.device.type) for t in like] == [(t.shape, t.dtype, "cpu") for t in real]
+    assert all(torch.isfinite(t).all() and t.std() > 0 for t in like)

@@ -11,6 +11,7 @@ error leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -155,7 +156,7 @@ def export_graphs(model, graphs_dir: Path, settings: dict) -> dict[str, float]:
     text, vision = graphs.TextGraph(model), graphs.VisionGraph(model)
     with torch.no_grad():
         text_features, _ = text(*inputs["input_ids"])
-        levels = vision(*inputs["pixel_values"])
+    levels = vision_outputs_like(model, inputs["pixel_values"][0])
     text_mask = inputs["input_ids"][0] != 0
     modules = {
         "text_encoder": (text, inputs["input_ids"]),
@@ -166,7 +167,23 @@ def export_graphs(model, graphs_dir: Path, settings: dict) -> dict[str, float]:
         started = time.perf_counter()
         export_graph(module, args, graphs_dir / settings["graphs"][name]["file"], *graph_names(settings, name), limit)
         seconds[f"export_{name}"] = time.perf_counter() - started
+        gc.collect()  # the exported program and its graph hold cycles: free them before the next graph
     return seconds
+
+
+def vision_outputs_like(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The decoder's example inputs: tensors shaped as the vision graph's outputs. The exporter reads
+    only their shapes and dtypes, so the vision encoder runs on the meta device: a real forward at
+    the example batch held the eager attention of the ViT's global blocks (at full size, per image,
+    16 heads x 5184^2 float32 scores and their softmax, 3.4 GB: 3x the checkpoint for two images)."""
+    from litetext_convert.onnx import graphs
+
+    with torch.device("meta"), exporter_quiet():
+        meta = type(model)(model.config)
+    with torch.no_grad():
+        shaped = graphs.VisionGraph(meta)(pixel_values.to("meta"))
+    generator = torch.Generator().manual_seed(1)
+    return tuple(torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in shaped)
 
 
 def describe_graphs(graphs_dir: Path, settings: dict, rungs: list[str]) -> dict:
@@ -227,6 +244,7 @@ def export_folder(prepared, folder: Path, *, tokenizer: str | None = None, rungs
         graphs_dir.mkdir()
         with status("exporting the ONNX graphs (torch.onnx, dynamo)"):
             seconds = export_graphs(load_eager_model(image.folder), graphs_dir, settings)
+        gc.collect()  # the torch model goes before the rungs load the graphs
         seconds.update(write_rungs(graphs_dir, settings, rungs, status))
         described = describe_graphs(graphs_dir, settings, rungs)
         (out / MANIFEST).write_text(json.dumps(_manifest(described, prepared, rungs), indent=2) + "\n")
