@@ -146,3 +146,42 @@ def test_the_decoders_example_inputs_are_shaped_as_the_vision_graphs_outputs(tmp
     like = export.vision_outputs_like(model, pixels)
     assert [(t.shape, t.dtype, t.device.type) for t in like] == [(t.shape, t.dtype, "cpu") for t in real]
     assert all(torch.isfinite(t).all() and t.std() > 0 for t in like)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_folding_on_the_exporters_ir_writes_what_folding_the_proto_wrote(tmp_path, external):
+    """export.py folds weight transposes on the exporter's IR (no ModelProto copy of the weights) and
+    streams the file; the graph must be the one precision.fold_weight_transposes + save_model write:
+    same nodes, same initializers (names `<parameter>::T10`, values bit for bit)."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from litetext_convert.onnx import export, precision
+
+    class Shared(torch.nn.Module):  # 3-d input: MatMul of a transposed weight; `first` read twice, folded once
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(8, 8), torch.nn.Linear(8, 3, bias=False)
+
+        def forward(self, x):
+            return self.second(self.first(self.first(x)))
+
+    module = Shared().eval()
+    with export.exporter_quiet():
+        program = torch.onnx.export(module, (torch.randn(2, 5, 8),), dynamo=True, input_names=["x"], output_names=["y"],
+                                    dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
+                                    verbose=False, report=False, optimize=False)
+    proto = program.model_proto
+    assert precision.fold_weight_transposes(proto) == export.fold_weight_transposes_ir(program.model) == 3
+    precision.save_model(proto, tmp_path / "proto.onnx", external)
+    export.save_ir_model(program.model, tmp_path / "ir.onnx", external)
+    assert (tmp_path / "ir.onnx.data").exists() == external
+    old, new = onnx.load(str(tmp_path / "proto.onnx")), onnx.load(str(tmp_path / "ir.onnx"))
+    assert [(n.op_type, n.input, n.output) for n in new.graph.node] == [(n.op_type, n.input, n.output) for n in old.graph.node]
+    assert (new.graph.input, new.graph.output) == (old.graph.input, old.graph.output)
+    weights = {i.name: numpy_helper.to_array(i) for i in old.graph.initializer}
+    folded = {i.name: numpy_helper.to_array(i) for i in new.graph.initializer}
+    assert sorted(folded) == sorted(weights) and {"first.weight::T10", "second.weight::T10"} <= set(folded)
+    assert all(folded[name].dtype == weights[name].dtype and np.array_equal(folded[name], weights[name]) for name in weights)

@@ -29,7 +29,7 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.onnx import GRAPHS_DIR, MANIFEST, missing_runtime
-from litetext_convert.onnx.precision import fold_weight_transposes, save_model
+from litetext_convert.onnx.precision import TRANSPOSED
 from litetext_convert.paths import read_config
 
 EXAMPLE_BATCH = 2  # export traces at batch 2 (batch 1 would let the exporter specialise it)
@@ -141,9 +141,46 @@ def export_graph(module, args: tuple, path: Path, inputs: list[str], outputs: li
             custom_translation_table={torch.ops.litetext.roi_align.default: graphs.onnx_roi_align},
             optimize=False,  # the optimizer renames folded weights; precision.py folds them traceably
         )
-    model = program.model_proto
-    fold_weight_transposes(model)
-    save_model(model, path, external=weights > external_bytes)
+    fold_weight_transposes_ir(program.model)
+    save_ir_model(program.model, path, external=weights > external_bytes)
+
+
+def fold_weight_transposes_ir(model) -> int:
+    """precision.fold_weight_transposes (same names, same values), on the exporter's own IR: its
+    weights are still the torch parameters, so nothing is copied but the transposed tensors. Folding
+    a ModelProto instead held every weight twice more (the proto's copy and the arena's garbage of the
+    replaced initializers: protobuf's arena frees nothing before the whole message goes)."""
+    import numpy as np
+    import onnx_ir as ir
+
+    graph = model.graph
+    folded = 0
+    for node in [n for n in graph if n.op_type == "Transpose" and n.inputs[0] is not None
+                 and n.inputs[0].name in graph.initializers and not n.outputs[0].is_graph_output()]:
+        source = node.inputs[0]
+        perm = node.attributes["perm"].as_ints() if "perm" in node.attributes else list(range(len(source.shape)))[::-1]
+        name = f"{source.name}{TRANSPOSED}{''.join(map(str, perm))}"
+        if name not in graph.initializers:  # a weight read by several layers (a shared head) is folded once
+            data = np.ascontiguousarray(source.const_value.numpy().transpose(perm))
+            tensor = ir.Tensor(data, name=name)
+            graph.register_initializer(ir.Value(name=name, shape=ir.Shape(data.shape), type=ir.TensorType(tensor.dtype),
+                                                const_value=tensor))
+        ir.convenience.replace_all_uses_with(node.outputs[0], graph.initializers[name])
+        graph.remove(node, safe=True)
+        folded += 1
+    for name in [n for n, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()]:
+        del graph.initializers[name]
+    return folded
+
+
+def save_ir_model(model, path: Path, external: bool) -> None:
+    """As precision.save_model, streamed from the IR: weights over 1 kB in `<graph>.onnx.data` when external."""
+    import onnx_ir as ir
+
+    if external:
+        ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=1024)
+    else:
+        ir.save(model, path)
 
 
 def export_graphs(model, graphs_dir: Path, settings: dict) -> dict[str, float]:
