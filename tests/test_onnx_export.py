@@ -158,7 +158,7 @@ def test_folding_on_the_exporters_ir_writes_what_folding_the_proto_wrote(tmp_pat
     import torch
     from onnx import numpy_helper
 
-    from litetext_convert.onnx import export, precision
+    from litetext_convert.onnx import export, graphs, precision
 
     class Shared(torch.nn.Module):  # 3-d input: MatMul of a transposed weight; `first` read twice, folded once
         def __init__(self):
@@ -174,6 +174,8 @@ def test_folding_on_the_exporters_ir_writes_what_folding_the_proto_wrote(tmp_pat
                                     dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
                                     verbose=False, report=False, optimize=False)
     proto = program.model_proto
+    graphs.name_dynamic_axes(proto)
+    export.name_dynamic_axes_ir(program.model)
     assert precision.fold_weight_transposes(proto) == export.fold_weight_transposes_ir(program.model) == 3
     precision.save_model(proto, tmp_path / "proto.onnx", external)
     export.save_ir_model(program.model, tmp_path / "ir.onnx", external)
@@ -181,6 +183,7 @@ def test_folding_on_the_exporters_ir_writes_what_folding_the_proto_wrote(tmp_pat
     old, new = onnx.load(str(tmp_path / "proto.onnx")), onnx.load(str(tmp_path / "ir.onnx"))
     assert [(n.op_type, n.input, n.output) for n in new.graph.node] == [(n.op_type, n.input, n.output) for n in old.graph.node]
     assert (new.graph.input, new.graph.output) == (old.graph.input, old.graph.output)
+    assert new.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     weights = {i.name: numpy_helper.to_array(i) for i in old.graph.initializer}
     folded = {i.name: numpy_helper.to_array(i) for i in new.graph.initializer}
     assert sorted(folded) == sorted(weights) and {"first.weight::T10", "second.weight::T10"} <= set(folded)
