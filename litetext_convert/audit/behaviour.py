@@ -24,6 +24,7 @@ from litetext_convert.audit.config import apply_overrides
 from litetext_convert.audit.findings import Finding
 from litetext_convert.parity import recipes
 from litetext_convert.parity.compare import StageDiff, compare
+from litetext_convert.parity.runtime import release_mapped_pages, run_side
 from litetext_convert.parity.text import (
     EOT,
     PROMPT_CORPUS,
@@ -91,18 +92,43 @@ class BehaviourAudit:
         }
 
 
-def audit_behaviour(prepared: Prepared, model, tokenizer, upstream, findings: list[Finding], fixes: dict,
-                    overrides: dict, prompts: list[str], dtype: str = "float64") -> BehaviourAudit:
+@dataclass
+class Reference:
+    """The original text encoder's outputs on the prompts that fit its context (what every run is
+    compared with), kept as compact copies after the encoder itself is freed."""
+
+    prompts: list[str]
+    real: list[int]  # real tokens (start through end token) per prompt
+    trace: object  # TextTrace
+
+
+def original_reference(prepared: Prepared, upstream, prompts: list[str], dtype: str = "float64") -> Reference:
+    """The original side, built, run and freed before the folder's model is loaded (as text parity
+    does, parity/runtime.run_side): the two widened text encoders are never held at once, and the
+    checkpoint pages the original read are handed back."""
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    context = prepared.arch.context_length
+    prompts = _fitting_prompts(upstream, context, prompts)
+    up_ids = upstream(prompts, context)
+    weights = text_state_dict(prepared)
+
+    def build():
+        built = load_original_text_encoder(weights, prepared.arch, torch_dtype)
+        # The encoder holds its own copy: the checkpoint pages it read go before its forward runs.
+        release_mapped_pages(weights.values(), prepared.loaded.format)
+        return built
+
+    side = run_side("original", build=build, forward=lambda built: built[0](up_ids))
+    real = [int((row == EOT).nonzero()[0]) + 1 for row in up_ids]
+    return Reference(prompts, real, side.outputs)
+
+
+def audit_behaviour(prepared: Prepared, model, tokenizer, reference: Reference, findings: list[Finding], fixes: dict,
+                    overrides: dict, dtype: str = "float64") -> BehaviourAudit:
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     atol, rtol = dtypes.tolerances(dtype)
     context = prepared.arch.context_length
-    prompts = _fitting_prompts(upstream, context, prompts)
-
-    original, _ = load_original_text_encoder(text_state_dict(prepared), prepared.arch, torch_dtype)
-    up_ids = upstream(prompts, context)
-    with torch.no_grad():
-        reference = original(up_ids)
-    real = [int((row == EOT).nonzero()[0]) + 1 for row in up_ids]
+    prompts = reference.prompts
 
     text_overrides = tuple((path, value) for path, value in overrides.items() if path.startswith("text_config."))
     recipe = RunSpec(context, True, False, bool(fixes.get("transpose_projection")), bool(fixes.get("slice_table")),
@@ -111,7 +137,7 @@ def audit_behaviour(prepared: Prepared, model, tokenizer, upstream, findings: li
     as_stored = RunSpec(tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else context, False, False,
                         False, False, ())
 
-    runner = _Runner(model, tokenizer, prompts, real, reference, fixes, context, torch_dtype, atol, rtol)
+    runner = _Runner(model, tokenizer, prompts, reference.real, reference.trace, fixes, context, torch_dtype, atol, rtol)
     result = BehaviourAudit(prompts=prompts, dtype=dtype)
     result.runs["as a user runs it"] = runner(user)
     result.runs["as stored, faithful call"] = runner(as_stored)
@@ -153,7 +179,9 @@ class _Runner:
         self.model, self.tokenizer, self.prompts, self.real = model, tokenizer, prompts, real
         self.reference, self.fixes, self.context, self.dtype = reference, fixes, context, dtype
         self.atol, self.rtol = atol, rtol
-        self.base_state = {key: value.detach().clone() for key, value in model.text_encoder.state_dict().items()}
+        # The stored encoder's own tensors (no copy): each run's encoder shares them, and only what
+        # a fix changes (a transposed matrix, a sliced table) is new.
+        self.base_state = model.text_encoder.state_dict()
         self.kinds = layer_kinds(model)
 
     def __call__(self, spec: RunSpec) -> list[StageDiff]:
@@ -186,9 +214,15 @@ class _Runner:
                 state[key] = state[key][:, :, : self.context].contiguous()
             config = copy.deepcopy(config)
             config.max_position_embeddings = self.context
-        encoder = Sam3LiteTextTextModel(config).to(self.dtype)
-        encoder.load_state_dict(state)
-        return encoder.eval()
+        # Built on the meta device and given the stored tensors (assign): no random initial weights
+        # and no copy of the encoder per run (a float64 S0 text encoder is 0.34 GB).
+        with torch.device("meta"):
+            encoder = Sam3LiteTextTextModel(config)
+        encoder.load_state_dict(state, assign=True)
+        unset = [name for name, tensor in (*encoder.named_parameters(), *encoder.named_buffers()) if tensor.is_meta]
+        if unset:  # a tensor outside the state dict (a non-persistent buffer) would have no values
+            raise RuntimeError(f"text encoder rebuilt without values for {unset[:3]}")
+        return encoder.to(self.dtype).eval()
 
     def _compare(self, trace) -> list[StageDiff]:
         ref, atol, rtol = self.reference, self.atol, self.rtol

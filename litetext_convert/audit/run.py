@@ -10,6 +10,7 @@ import torch
 from litetext_convert.audit.behaviour import (
     USAGE_FINDINGS,
     audit_behaviour,
+    original_reference,
     vision_costs,
 )
 from litetext_convert.audit.config import audit_config, check_belongs
@@ -51,13 +52,15 @@ def audit(
     behaviour_result = None
     detector_result = None
     if behaviour:
+        # One side at a time, as text parity: the original runs and is freed before the folder loads.
+        reference = original_reference(prepared, upstream, prompts, dtype)
         model = _load_model(folder, dtype, notes, widen_vision=vision)
         if model is None:
             findings.append(Finding(level="behaviour", kind="cannot load", subjects=[str(folder)],
                                     affects="everything: transformers cannot load the folder", cause=notes[-1],
                                     fix="re-convert with `litetext convert`"))
         else:
-            behaviour_result = audit_behaviour(prepared, model, tokenizer, upstream, findings, tensors.fixes, overrides, prompts, dtype)
+            behaviour_result = audit_behaviour(prepared, model, tokenizer, reference, findings, tensors.fixes, overrides, dtype)
             if vision:
                 vision_costs(model, findings, overrides)
             if detector:
@@ -118,8 +121,26 @@ def _load_model(folder: Path, dtype: str, notes: list[str], widen_vision: bool =
     finally:
         hf_logging.set_verbosity(verbosity)
     for name in (*TEXT_MODULES, *(("vision_encoder",) if widen_vision else ())):
-        getattr(model, name).to(torch_dtype)  # float16/bfloat16/float32 -> float64 is exact
+        _widen(getattr(model, name), torch_dtype, folder)  # float16/bfloat16/float32 -> float64 is exact
     return model.eval()
+
+
+WIDEN_CHUNK = 1 << 24  # elements: 128 MB in float64
+
+
+def _widen(module, dtype: torch.dtype, folder: Path) -> None:
+    """`module.to(dtype)` a part at a time, each part's stored pages released once it is widened:
+    the widened copy no longer reads them (the folder stays mapped for the rest, so only clean
+    pages go). Peak: the widened module plus one part as stored, not the whole module twice."""
+    from litetext_convert.parity.runtime import release_folder_pages
+
+    children = list(module.children())
+    if children and sum(p.numel() for p in module.parameters()) > WIDEN_CHUNK:
+        for child in children:
+            _widen(child, dtype, folder)
+    module.to(dtype)  # its own tensors (the children's are widened already)
+    if dtype == torch.float64:
+        release_folder_pages(folder)
 
 
 def _original_info(prepared) -> dict:

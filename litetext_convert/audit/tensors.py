@@ -17,6 +17,7 @@ import torch
 
 from litetext_convert.audit.findings import Finding
 from litetext_convert.errors import LitetextError
+from litetext_convert.parity.runtime import release_mapped_pages
 from litetext_convert.plan import ops
 from litetext_convert.plan.prepare import Prepared
 
@@ -43,7 +44,8 @@ MISSED_OPERATION = {
 
 
 class FolderTensors:
-    """The folder's safetensors, read one tensor at a time."""
+    """The folder's safetensors, read one tensor at a time: each `get` maps its shard, copies out the
+    one tensor and unmaps, so no folder page stays resident and the folder is never held whole."""
 
     def __init__(self, folder: Path):
         from safetensors import safe_open
@@ -85,7 +87,10 @@ class TensorAudit:
 
 
 def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAudit:
-    source = prepared.loaded.tensors
+    """One target at a time: the folder's tensor read, the expected one computed from its source,
+    both dropped before the next. A memory-mapped source tensor has its resident pages released once
+    compared (`_ReleasingSource`): the level costs a few tensors, not the checkpoint (2.2 GB at full size)."""
+    source = _ReleasingSource(prepared)
     ctx = prepared.ctx
     by_shape: dict[tuple, list[str]] = defaultdict(list)
     for key, tensor in source.items():
@@ -118,8 +123,9 @@ def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAu
             recipe = key[4]
             if recipe:
                 fixes[recipe].append((target, step.ops[0] if step.ops else ""))
+        source.release(step.source)
 
-    _missing_and_extra(prepared, folder_tensors, missing_steps, by_shape, groups, counts)
+    _missing_and_extra(prepared, folder_tensors, missing_steps, by_shape, groups, counts, source)
     findings = [
         Finding(level="tensor", kind=kind, subjects=targets, affects=affects, cause=cause, fix=fix, deviates=deviates,
                 recipe=recipe, detail="; ".join(details.get((kind, cause, affects, fix, recipe, deviates), [])[:3]))
@@ -131,9 +137,8 @@ def audit_tensors(prepared: Prepared, folder_tensors: FolderTensors) -> TensorAu
     return TensorAudit(findings, summary, dict(fixes))
 
 
-def _missing_and_extra(prepared, folder_tensors, missing_steps, by_shape, groups, counts) -> None:
+def _missing_and_extra(prepared, folder_tensors, missing_steps, by_shape, groups, counts, source) -> None:
     """Targets the folder lacks and tensors it holds beyond the model's, into `groups` and `counts`."""
-    source = prepared.loaded.tensors
     extras = [key for key in folder_tensors.keys() if key not in prepared.expected]
     unsplit = _unsplit_extras(extras, missing_steps, folder_tensors, source)
     for target, step in missing_steps.items():
@@ -192,8 +197,11 @@ def _close_after_cast(stored, expected) -> bool:
 
 def _equal_source(stored, source, by_shape, exclude: str | None = None) -> str | None:
     for key in by_shape.get(tuple(stored.shape), []):
-        if key != exclude and source[key].dtype == stored.dtype and torch.equal(source[key], stored):
-            return key
+        if key != exclude and source[key].dtype == stored.dtype:
+            equal = torch.equal(source[key], stored)
+            source.release(key)
+            if equal:
+                return key
     return None
 
 
@@ -207,7 +215,27 @@ def _unsplit_extras(extras, missing_steps, folder_tensors, source) -> dict[str, 
             if source[key].shape == stored.shape and torch.equal(source[key], stored.to(source[key].dtype)):
                 found[key] = extra
                 found[extra] = key
+            source.release(key)
     return found
+
+
+class _ReleasingSource:
+    """The prepared source's tensors by key, with `release(key)`: the resident pages of a
+    memory-mapped checkpoint tensor handed back once it has been compared (a later read faults them
+    in again, unchanged). Tensors of other formats live on the heap and are left alone."""
+
+    def __init__(self, prepared: Prepared):
+        self._tensors = prepared.loaded.tensors
+        self._format = prepared.loaded.format
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._tensors[key]
+
+    def items(self):
+        return self._tensors.items()
+
+    def release(self, key: str) -> None:
+        release_mapped_pages([self._tensors[key]], self._format)
 
 
 def _dropped_parts(prepared: Prepared) -> list[dict]:

@@ -261,18 +261,40 @@ def _clean_leftovers(parent: Path, name: str) -> None:
 
 
 def _empty_leftover(path: Path) -> int | None:
-    """Remove a leftover folder's files and the folder; None (nothing removed) when any is not ours."""
+    """Remove a leftover folder's files and the folder; None (nothing removed) when any is not ours.
+    An ONNX export's leftover also holds its `onnx/` folder of graphs (only graph names, regular files)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         inside = os.listdir(fd)
         infos = [os.stat(f, dir_fd=fd, follow_symlinks=False) for f in inside]
-        if not all(_WRITTEN_NAME.match(f) and stat.S_ISREG(i.st_mode) for f, i in zip(inside, infos)):
+        graphs = [f for f, i in zip(inside, infos) if f == ONNX_DIR and stat.S_ISDIR(i.st_mode)]
+        files = [(f, i) for f, i in zip(inside, infos) if f not in graphs]
+        if not all(_WRITTEN_NAME.match(f) and stat.S_ISREG(i.st_mode) for f, i in files):
+            return None
+        size = _empty_graphs_folder(fd) if graphs else 0
+        if size is None:
+            return None
+        for f, _ in files:
+            os.unlink(f, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+    return size + sum(i.st_size for _, i in files)
+
+
+def _empty_graphs_folder(parent_fd: int) -> int | None:
+    """Remove a leftover's `onnx/` folder (opened without following a link) when it holds only graphs."""
+    fd = os.open(ONNX_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    try:
+        inside = os.listdir(fd)
+        infos = [os.stat(f, dir_fd=fd, follow_symlinks=False) for f in inside]
+        if not all(ONNX_NAME.fullmatch(f) and stat.S_ISREG(i.st_mode) for f, i in zip(inside, infos)):
             return None
         for f in inside:
             os.unlink(f, dir_fd=fd)
     finally:
         os.close(fd)
-    os.rmdir(path)
+    os.rmdir(ONNX_DIR, dir_fd=parent_fd)
     return sum(i.st_size for i in infos)
 
 

@@ -10,10 +10,17 @@ error leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import json
+import logging
+import os
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +29,7 @@ import torch
 from litetext_convert.errors import LitetextError
 from litetext_convert.folder import CONVERSION_RECORD
 from litetext_convert.onnx import GRAPHS_DIR, MANIFEST, missing_runtime
-from litetext_convert.onnx.precision import fold_weight_transposes, save_model
+from litetext_convert.onnx.precision import TRANSPOSED
 from litetext_convert.paths import read_config
 
 EXAMPLE_BATCH = 2  # export traces at batch 2 (batch 1 would let the exporter specialise it)
@@ -57,8 +64,51 @@ def parse_precisions(text: str) -> list[str]:
 def load_eager_model(folder: Path):
     from transformers import Sam3LiteTextModel
 
-    model = Sam3LiteTextModel.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32)
+    with exporter_quiet():  # no "Loading weights" bar: the image conversion just checked every key
+        model = Sam3LiteTextModel.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32)
     return model.eval().requires_grad_(False)
+
+
+# The libraries whose own lines an export would print: torch (torch.onnx, torch.export), onnxscript,
+# onnx_ir, and the root logger, where onnxruntime.quantization logs its advice.
+QUIET_LOGGERS = ("torch", "onnxscript", "onnx_ir", "onnxruntime", "")
+
+
+@contextlib.contextmanager
+def exporter_quiet() -> Iterator[None]:
+    """Always inside a spinner, never around one (a spinner routes prints to the terminal).
+
+    While the exporter runs, its own warnings, log lines below ERROR, progress bars and prints are
+    dropped, so a user sees litetext's lines only; errors still raise (and log records at ERROR
+    still print). With LITETEXT_DEBUG set, everything shows."""
+    if os.environ.get("LITETEXT_DEBUG"):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    # `logging.warning()` would give a handler-less root logger a stderr handler for good (basicConfig).
+    placeholder = logging.NullHandler() if not logging.root.handlers else None
+    bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        if placeholder:
+            logging.root.addHandler(placeholder)
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        if placeholder:
+            logging.root.removeHandler(placeholder)
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def example_inputs(model) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -82,17 +132,67 @@ def export_graph(module, args: tuple, path: Path, inputs: list[str], outputs: li
     from litetext_convert.onnx import graphs
 
     batch = torch.export.Dim("batch", min=1, max=1024)
+    module.eval()  # the wrapper too (its modules already are): torch.onnx warns of a module in training mode
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
-    with graphs.roi_align_as_custom_op():
+    with graphs.roi_align_as_custom_op(), exporter_quiet():
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=inputs, output_names=outputs,
-            dynamic_shapes={name: {0: batch} for name in inputs}, verbose=False, report=False,
+            dynamic_shapes=graphs.dynamic_shapes(inputs, batch), verbose=False, report=False,
             custom_translation_table={torch.ops.litetext.roi_align.default: graphs.onnx_roi_align},
             optimize=False,  # the optimizer renames folded weights; precision.py folds them traceably
         )
-    model = program.model_proto
-    fold_weight_transposes(model)
-    save_model(model, path, external=weights > external_bytes)
+    name_dynamic_axes_ir(program.model)
+    fold_weight_transposes_ir(program.model)
+    save_ir_model(program.model, path, external=weights > external_bytes)
+
+
+def fold_weight_transposes_ir(model) -> int:
+    """precision.fold_weight_transposes (same names, same values), on the exporter's own IR: its
+    weights are still the torch parameters, so nothing is copied but the transposed tensors. Folding
+    a ModelProto instead held every weight twice more (the proto's copy and the arena's garbage of the
+    replaced initializers: protobuf's arena frees nothing before the whole message goes)."""
+    import numpy as np
+    import onnx_ir as ir
+
+    graph = model.graph
+    folded = 0
+    for node in [n for n in graph if n.op_type == "Transpose" and n.inputs[0] is not None
+                 and n.inputs[0].name in graph.initializers and not n.outputs[0].is_graph_output()]:
+        source = node.inputs[0]
+        perm = node.attributes["perm"].as_ints() if "perm" in node.attributes else list(range(len(source.shape)))[::-1]
+        name = f"{source.name}{TRANSPOSED}{''.join(map(str, perm))}"
+        if name not in graph.initializers:  # a weight read by several layers (a shared head) is folded once
+            data = np.ascontiguousarray(source.const_value.numpy().transpose(perm))
+            tensor = ir.Tensor(data, name=name)
+            graph.register_initializer(ir.Value(name=name, shape=ir.Shape(data.shape), type=ir.TensorType(tensor.dtype),
+                                                const_value=tensor))
+        ir.convenience.replace_all_uses_with(node.outputs[0], graph.initializers[name])
+        graph.remove(node, safe=True)
+        folded += 1
+    for name in [n for n, value in graph.initializers.items() if not value.uses() and not value.is_graph_output()]:
+        del graph.initializers[name]
+    return folded
+
+
+def name_dynamic_axes_ir(model) -> None:
+    """graphs.name_dynamic_axes on the IR: the symbolic input dims get graphs.json's names ("batch", "boxes")."""
+    import onnx_ir as ir
+
+    from litetext_convert.onnx.graphs import DYNAMIC_AXES
+
+    for value in model.graph.inputs:
+        value.shape = ir.Shape([dim if isinstance(dim, int) else DYNAMIC_AXES.get(value.name, {}).get(axis, "batch")
+                                for axis, dim in enumerate(value.shape)])
+
+
+def save_ir_model(model, path: Path, external: bool) -> None:
+    """As precision.save_model, streamed from the IR: weights over 1 kB in `<graph>.onnx.data` when external."""
+    import onnx_ir as ir
+
+    if external:
+        ir.save(model, path, external_data=path.name + ".data", size_threshold_bytes=1024)
+    else:
+        ir.save(model, path)
 
 
 def export_graphs(model, graphs_dir: Path, settings: dict) -> dict[str, float]:
@@ -105,18 +205,35 @@ def export_graphs(model, graphs_dir: Path, settings: dict) -> dict[str, float]:
     text, vision = graphs.TextGraph(model), graphs.VisionGraph(model)
     with torch.no_grad():
         text_features, _ = text(*inputs["input_ids"])
-        levels = vision(*inputs["pixel_values"])
+    levels = vision_outputs_like(model, inputs["pixel_values"][0])
     text_mask = inputs["input_ids"][0] != 0
     modules = {
         "text_encoder": (text, inputs["input_ids"]),
         "vision_encoder": (vision, inputs["pixel_values"]),
-        "detector_decoder": (graphs.DecoderGraph(model, with_boxes=False), (*levels, text_features, text_mask)),
+        "detector_decoder": (graphs.DecoderGraph(model, with_boxes=True),
+                             (*levels, text_features, text_mask, *graphs.example_boxes(EXAMPLE_BATCH))),
     }
     for name, (module, args) in modules.items():
         started = time.perf_counter()
         export_graph(module, args, graphs_dir / settings["graphs"][name]["file"], *graph_names(settings, name), limit)
         seconds[f"export_{name}"] = time.perf_counter() - started
+        gc.collect()  # the exported program and its graph hold cycles: free them before the next graph
     return seconds
+
+
+def vision_outputs_like(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The decoder's example inputs: tensors shaped as the vision graph's outputs. The exporter reads
+    only their shapes and dtypes, so the vision encoder runs on the meta device: a real forward at
+    the example batch held the eager attention of the ViT's global blocks (at full size, per image,
+    16 heads x 5184^2 float32 scores and their softmax, 3.4 GB: 3x the checkpoint for two images)."""
+    from litetext_convert.onnx import graphs
+
+    with torch.device("meta"), exporter_quiet():
+        meta = type(model)(model.config)
+    with torch.no_grad():
+        shaped = graphs.VisionGraph(meta)(pixel_values.to("meta"))
+    generator = torch.Generator().manual_seed(1)
+    return tuple(torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in shaped)
 
 
 def describe_graphs(graphs_dir: Path, settings: dict, rungs: list[str]) -> dict:
@@ -143,7 +260,7 @@ def _value_info(value, meanings: dict[str, str]) -> dict:
     import onnx
 
     tensor = value.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else "batch" for d in tensor.shape.dim]
+    shape = [d.dim_value if d.HasField("dim_value") else _axis_name(value.name, axis) for axis, d in enumerate(tensor.shape.dim)]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
     return {"name": value.name, "dtype": dtype, "shape": shape, "meaning": meanings.get(value.name, "")}
 
@@ -177,6 +294,7 @@ def export_folder(prepared, folder: Path, *, tokenizer: str | None = None, rungs
         graphs_dir.mkdir()
         with status("exporting the ONNX graphs (torch.onnx, dynamo)"):
             seconds = export_graphs(load_eager_model(image.folder), graphs_dir, settings)
+        gc.collect()  # the torch model goes before the rungs load the graphs
         seconds.update(write_rungs(graphs_dir, settings, rungs, status))
         described = describe_graphs(graphs_dir, settings, rungs)
         (out / MANIFEST).write_text(json.dumps(_manifest(described, prepared, rungs), indent=2) + "\n")
@@ -195,7 +313,7 @@ def write_rungs(graphs_dir: Path, settings: dict, rungs: list[str], status) -> d
         from litetext_convert.onnx.precision import write_rung
 
         started = time.perf_counter()
-        with status(f"writing the {rung} graphs"):
+        with status(f"writing the {rung} graphs"), exporter_quiet():
             for spec in settings["graphs"].values():
                 write_rung(graphs_dir / spec["file"], graphs_dir / rung_file(spec["file"], settings, rung), rung)
         seconds[f"rung_{rung}"] = time.perf_counter() - started
@@ -209,7 +327,15 @@ def _copy_folder_files(image_folder: Path, out: Path) -> None:
             shutil.copyfile(path, out / path.name)
 
 
+def _axis_name(name: str, axis: int) -> str:
+    from litetext_convert.onnx.graphs import DYNAMIC_AXES
+
+    return DYNAMIC_AXES.get(name, {}).get(axis, "batch")
+
+
 def _manifest(described: dict, prepared, rungs: list[str]) -> dict:
+    from litetext_convert.onnx.graphs import text_only_boxes
+
     arch = prepared.arch
     return {
         "format": "litetext onnx export",
@@ -217,7 +343,9 @@ def _manifest(described: dict, prepared, rungs: list[str]) -> dict:
         "image_size": arch.detector.image_size.value,
         "pad_id": 0,
         "rungs": rungs,
-        "text_only_prompt": "the decoder runs the geometry encoder on one masked dummy box (Meta's geometry CLS token)",
+        "text_only_prompt": "pass text_only_boxes to the decoder: one masked dummy box, which runs the geometry "
+                            "encoder on its CLS token alone (Meta's text-only prompt)",
+        "text_only_boxes": text_only_boxes(),
         "graphs": described,
     }
 

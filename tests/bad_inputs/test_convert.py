@@ -250,6 +250,41 @@ def test_a_killed_runs_leftover_is_named_and_removed(ws, cli):
     assert corpus.listing(parent) == {"out"}
 
 
+def test_a_killed_onnx_exports_leftover_is_removed_with_its_graphs_folder(ws, cli):
+    parent = ws.fresh_parent("leftover_onnx")
+    stale = parent / f".out.partial-{_dead_pid()}-abc123"
+    (stale / "onnx").mkdir(parents=True)
+    (stale / "config.json").write_text("{}")
+    (stale / "onnx" / "text_encoder.onnx").write_bytes(b"\0" * 100)
+    (stale / "onnx" / "vision_encoder.onnx.data").write_bytes(b"\0" * 1000)
+
+    result = cli(*_convert_args(ws, parent / "out"))
+
+    assert result.code == 0, result.stderr
+    assert f"note: removed {stale}" in result.stderr
+    assert corpus.listing(parent) == {"out"}
+
+
+@pytest.mark.parametrize("planted", ["foreign file", "link"])
+def test_an_onnx_leftover_holding_what_litetext_did_not_write_is_kept(ws, cli, planted):
+    parent = ws.fresh_parent(f"leftover_onnx_{planted.replace(' ', '_')}")
+    stale = parent / f".out.partial-{_dead_pid()}-abc123"
+    (stale / "onnx").mkdir(parents=True)
+    (stale / "onnx" / "text_encoder.onnx").write_bytes(b"\0" * 100)
+    victim = ws.inputs(f"victim-{planted.replace(' ', '_')}") / "notes.txt"
+    victim.write_text("mine")
+    if planted == "link":
+        (stale / "onnx" / "vision_encoder.onnx").symlink_to(victim)
+    else:
+        (stale / "onnx" / "notes.txt").write_text("mine")
+
+    result = cli(*_convert_args(ws, parent / "out"))
+
+    assert result.code == 0, result.stderr
+    assert f"note: {stale} looks like an earlier run's leftover" in result.stderr
+    assert (stale / "onnx" / "text_encoder.onnx").exists() and victim.read_text() == "mine"
+
+
 def test_a_leftover_holding_a_foreign_file_is_named_and_kept(ws, cli):
     parent = ws.fresh_parent("leftover_foreign")
     stale = parent / f".out.old-{_dead_pid()}"
