@@ -81,8 +81,8 @@ def command(
     if folder is None:
         with out.status("finding the tokenizer"):
             check_tokenizer(tokenizer)
-    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image,
-                            boxes=boxes, atol=atol, rtol=rtol, keep_outputs=plot is not None)
+    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image, boxes=boxes,
+                            atol=atol, rtol=rtol, keep_outputs=plot is not None, debug_intermediates=debug_intermediates)
     record = prove_folder(checkpoint, folder=folder, request=request, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
                           context_length=context_length, num_heads=num_heads, target=target, status=out.status)
     _report(out, record, plot, debug_intermediates)
