@@ -237,7 +237,7 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
 def render_onnx_debug(console: Console, debug: dict) -> None:
     """An ONNX folder's --debug-intermediates: the debug graphs' rows, named as the transformers folder's."""
     verdict = "[green]PASS[/green]" if debug["passed"] else "[bold red]FAIL[/bold red]"
-    console.print(f"ONNX debug graphs: {verdict}  {markup_safe(debug['graphs'])}")
+    console.print(f"ONNX debug graphs (every text and DETR decoder layer, re-exported from the checkpoint): {verdict}")
     console.print(f"  precision: {markup_safe(debug['precision'])}")
     failure = debug["first_failure"]
     if failure:

@@ -320,10 +320,8 @@ def measure_onnx(prepared, folder: Path, request, notes: list[str], status=None)
 # folder's report names them, row for row
 
 
-DEBUG_PRECISION = ("float32 only: onnxruntime (CPU) runs the debug graphs in float32 against the original in float32, "
-                   "at the float32 tolerances of the transformers folder's rows (text: atol = rtol of [text.float32]; "
-                   "detector: [detector.float32] per stage); no float64 run (onnxruntime lacks float64 kernels for "
-                   "several operators these graphs use)")
+DEBUG_PRECISION = ("float32: onnxruntime (CPU) against the original in float32, at the transformers folder's float32 "
+                   "tolerances; no float64 (onnxruntime lacks float64 kernels for several operators these graphs use)")
 DEBUG_GRAPHS = ("text_encoder (and, for the detector scope, detector_decoder) re-exported from the checkpoint with every "
                 "text layer and every DETR decoder layer as outputs, into a temporary folder removed after the run; "
                 "the FPN levels are the folder's own vision_encoder's; the folder's graphs are only read")
@@ -412,7 +410,5 @@ def debug_row(debug: dict) -> StageDiff:
     """The debug graphs' verdict as one row of the record's stages: a failure names its first stage."""
     rows = len(debug["text"]["stages"]) + len((debug["detector"] or {}).get("stages", []))
     if debug["passed"]:
-        return verdict_row("onnx.debug (every per-layer stage)", True, f"{rows} stages within tolerance, "
-                           f"and the debug graphs' outputs equal the folder's")
-    return verdict_row(f"onnx.debug {debug['first_failure']}", False,
-                       f"first diverging stage of the debug graphs ({rows} stages; --debug-intermediates shows them)")
+        return verdict_row("onnx.debug (every per-layer stage)", True, f"{rows} stages pass; outputs = the folder's")
+    return verdict_row(f"onnx.debug {debug['first_failure']}", False, f"first failure of {rows} debug stages")
