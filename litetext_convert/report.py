@@ -205,7 +205,7 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     tokenizer = record.get("tokenizer")
     if tokenizer:
         state = "[green]equal[/green]" if tokenizer["equal"] else f"[red]{len(tokenizer['differences'])} prompts differ[/red]"
-        console.print(f"tokenizer ids ({tokenizer['prompts']} prompts): {state}; upstream side: {markup_safe(tokenizer['upstream'])}")
+        console.print(f"tokenizer ids ({tokenizer['prompts']} prompts): {state}; original side: {markup_safe(str(tokenizer.get('original', tokenizer.get('upstream'))))}")
         for difference in tokenizer["differences"][:10]:
             console.print(f"  {markup_safe(repr(difference['prompt']))}: {markup_safe(difference['why'])}")
     padded = record.get("padded_prompts")

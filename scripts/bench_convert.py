@@ -68,6 +68,8 @@ class Step:
     cleanup: list[Path] = field(default_factory=list)  # removed after each run, untimed
     before: list[Path] = field(default_factory=list)  # removed before each run, untimed
     repeat: int | None = None  # None: --repeat
+    env: dict[str, str] = field(default_factory=dict)  # on top of _child_env() (--against: another checkout's code)
+    cwd: Path = REPO
     walls: list[float] = field(default_factory=list)
     peaks_kib: list[int] = field(default_factory=list)
 
@@ -182,6 +184,48 @@ def build_steps(inputs: Inputs, scratch: Path, original_python: str | None = Non
     return steps
 
 
+AGAINST_STEPS = ("convert", FIRST_RUN, "parity text")
+
+
+def add_against_steps(steps: dict[str, Step], against: Path, scratch: Path) -> dict[str, Step]:
+    """The same commands run with another checkout's code (`--against`, e.g. the commit the README's
+    table came from), each right after its counterpart so both see the same machine: a regression
+    is told from a drifting machine by the ratio of two figures from one run. The other code gets
+    its own cache and its own parity folder (its formats may differ)."""
+    env = {"PYTHONPATH": str(against), "LITETEXT_CACHE_DIR": str(scratch / "litetext-cache-against")}
+    folder, mine = scratch / "parity-folder-against", parity_folder(scratch)
+    result = {}
+    for name, step in steps.items():
+        result[name] = step
+        if name in AGAINST_STEPS:
+            command = [str(folder) if part == str(mine) else part for part in step.command]
+            before = [Path(env["LITETEXT_CACHE_DIR"])] if step.before else []
+            result[f"{name} @{against.name}"] = Step(f"{name} @{against.name}", command, step.cleanup, before,
+                                                      env=env, cwd=against)
+    return result
+
+
+def prepare_against_folder(inputs: Inputs, scratch: Path, against: Path) -> None:
+    heads = ["--num-heads", str(inputs.num_heads)] if inputs.num_heads else []
+    env = {**_child_env(), "PYTHONPATH": str(against), "LITETEXT_CACHE_DIR": str(scratch / "litetext-cache-against")}
+    subprocess.run([sys.executable, "-m", "litetext_convert.cli", "convert", "-c", str(inputs.checkpoint), "--tokenizer",
+                    str(inputs.tokenizer), *heads, str(scratch / "parity-folder-against"), "--force"], check=True,
+                   cwd=against, env=env, stdout=subprocess.DEVNULL)
+
+
+def against_lines(steps: dict[str, Step], against: Path) -> list[str]:
+    """This code's min and median over the other checkout's, step by step (1.00x: the same)."""
+    lines = []
+    for name in AGAINST_STEPS:
+        mine, theirs = steps[name], steps.get(f"{name} @{against.name}")
+        if theirs is None or not theirs.walls:
+            continue
+        lines.append(f"- {name}: this code / {against.name}'s: min {mine.wall_min / theirs.wall_min:.2f}x "
+                     f"({mine.wall_min:.2f} / {theirs.wall_min:.2f} s), median {mine.wall_median / theirs.wall_median:.2f}x "
+                     f"({mine.wall_median:.2f} / {theirs.wall_median:.2f} s)")
+    return lines
+
+
 def parity_folder(scratch: Path) -> Path:
     return scratch / "parity-folder"
 
@@ -212,7 +256,8 @@ def run_child(step: Step, logs: Path) -> None:
     log = logs / f"{step.name.replace(' ', '_').replace('/', '_')}.log"
     with log.open("w") as output:
         started = time.perf_counter()
-        process = subprocess.Popen(step.command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=_child_env())
+        process = subprocess.Popen(step.command, stdout=output, stderr=subprocess.STDOUT, cwd=step.cwd,
+                                   env={**_child_env(), **step.env})
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it was reaped
@@ -312,7 +357,7 @@ def _mb(count: float) -> str:
 
 
 def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seconds: float, size: str,
-           markdown: Path | None = None) -> bool:
+           markdown: Path | None = None, against: list[str] = ()) -> bool:
     from rich.console import Console
     from rich.table import Table
 
@@ -364,6 +409,8 @@ def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seco
                                    f"median {det32.wall_median / forward.wall_median:.2f}x")
     if det64 is not None and det64.walls:
         ratios["detector64"] = (det64.peak_bytes / 1e9, 8.0, f"{det64.peak_bytes / 1e9:.2f} GB")
+    for line in against:
+        console.print(f"  {line[2:]}")
     verdicts = {}
     target_lines = []
     for name, (measured, limit, reading) in ratios.items():
@@ -377,6 +424,7 @@ def render(steps: dict[str, Step], checkpoint_bytes: int, repeat: int, warm_seco
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines += ["", f"floor = copy + import torch = {floor:.2f} s (min of each).", "", *target_lines]
+        lines += ["", "Against another checkout, same run:", "", *against] if against else []
         markdown.write_text("\n".join(lines) + "\n")
     return all(verdicts.values())
 
@@ -395,6 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "whole-detector parity steps.")
     parser.add_argument("--detector-repeat", type=int, default=1, help="Runs of each detector step (minutes each at full size).")
     parser.add_argument("--detector-float64", action="store_true", help="Also whole-detector parity in float64.")
+    parser.add_argument("--against", type=Path, help="Another litetext checkout (e.g. `git worktree add /tmp/old COMMIT`): "
+                        "convert, first run and text parity also run with its code, interleaved, and the ratios are printed.")
     parser.add_argument("--baseline-child", nargs=3, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--forward-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--build-child", nargs=2, metavar="ARG", help=argparse.SUPPRESS)
@@ -428,8 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     warm_seconds = warm_page_cache(inputs.checkpoint)
     prepare_parity_folder(inputs, scratch)
     steps = build_steps(inputs, scratch, args.original_python, args.detector_repeat, args.detector_float64)
+    if args.against:
+        prepare_against_folder(inputs, scratch, args.against.resolve())
+        steps = add_against_steps(steps, args.against.resolve(), scratch)
     measure(steps, args.repeat, logs)
-    met = render(steps, inputs.checkpoint.stat().st_size, args.repeat, warm_seconds, args.size, args.markdown)
+    met = render(steps, inputs.checkpoint.stat().st_size, args.repeat, warm_seconds, args.size, args.markdown,
+                 against_lines(steps, args.against.resolve()) if args.against else [])
     return 0 if met or args.size == "tiny" else 1
 
 

@@ -334,7 +334,7 @@ def vocabulary_problems(folder: Path) -> tuple[str | None, list[dict]]:
 
 def tokenizer_equivalence(folder: Path, context_length: int, prompts: list[str]) -> dict:
     """Ids of the original tokenizer (upstream's algorithm) vs the tokenizer saved in the folder, prompt by prompt.
-    The record keeps its key "upstream" for the original side (read by the report and older records)."""
+    Records before schema 2 named the original side "upstream"; the report reads both."""
     vocabulary, differences = vocabulary_problems(folder)
     original_tokenizer, original_name = load_original_tokenizer(folder)
     hf = hf_tokenizer(folder, context_length)
@@ -342,11 +342,11 @@ def tokenizer_equivalence(folder: Path, context_length: int, prompts: list[str])
     hf_ids, _ = tokenize_hf(hf, prompts, context_length)
     for prompt, original, converted in zip(prompts, original_ids.tolist(), hf_ids.tolist()):
         if original != converted:
-            differences.append({"prompt": prompt, "upstream": original, "converted": converted,
+            differences.append({"prompt": prompt, "original": original, "converted": converted,
                                 "why": _why_different(original, converted)})
     return {
         "equal": not differences,
-        "upstream": original_name,
+        "original": original_name,
         "converted": f"{type(hf).__name__} from {folder.name}",
         "vocabulary": vocabulary,
         "prompts": len(prompts),

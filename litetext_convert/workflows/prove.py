@@ -157,7 +157,7 @@ def prove_converted(prepared: Prepared, folder: Path, request: ParityRequest | N
     `litetext parity` (precision and the bit-exact tensor check included), bound, kept, carded."""
     request = request or ParityRequest()
     conversion = read_conversion_record(folder)
-    verified = content.binding(folder, conversion)
+    binding = content.BindingInBackground(folder, conversion)  # hashed while parity measures
     record = measure(prepared, folder, request, [], find_target(prepared.target))
-    keep(folder, record, verified, conversion)
+    keep(folder, record, binding.result(), conversion)
     return record

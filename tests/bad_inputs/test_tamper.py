@@ -213,6 +213,28 @@ def test_parity_with_another_checkpoint_writes_nothing(proven, ws, cli):
     assert cli("push", folder, "--dry-run", *REPO).code == 0  # the passing record still stands
 
 
+def test_parity_with_a_same_size_checkpoint_is_refused_by_sha256(proven, ws, cli):
+    """Same size, other content (one text weight changed): the size check passes, the sha256 (hashed
+    while parity measures) refuses it before anything is written."""
+    import torch
+
+    folder = _copy(proven, ws, "wrong-c-same-size")
+    other = ws.inputs("other-same-size") / "tiny_s0_ctx16.pt"
+    state = torch.load(ws.good, map_location="cpu", weights_only=True)
+    weights = state["model"] if "model" in state else state
+    name = next(key for key, value in weights.items() if "text" in key and value.is_floating_point() and value.ndim == 2)
+    weights[name] = weights[name] + 1.0
+    torch.save(state, other)
+    assert other.stat().st_size == ws.good.stat().st_size
+    before = folder_digest(folder)
+
+    result = cli("parity", "-c", other, *HEADS, folder)
+
+    assert_one_line_error(result, EXIT_BAD_INPUT, "was converted from", "nothing was written")
+    assert folder_digest(folder) == before
+    assert cli("push", folder, "--dry-run", *REPO).code == 0
+
+
 def test_parity_on_a_folder_litetext_did_not_write_points_to_audit(proven, ws, cli):
     folder = _copy(proven, ws, "foreign")
     shutil.rmtree(folder / "parity")
