@@ -15,6 +15,14 @@ seconds (default 15), huggingface_hub does not retry, and `with_retries` does: q
 MAX_ATTEMPTS times and none starting later than RETRY_WINDOW timeouts after the first, never for
 a refused connection (offline fails at once), then one line.
 An answer that is not what the Hub API promises (HTML, garbage JSON) is one line too.
+
+Xet (`bound_xet()`, from `bounded()`): when hf_xet is installed, huggingface_hub moves file bytes
+through it, with its own client, timeouts and retries (read timeout 300 s, 5 retries over up to
+6 min: a Xet endpoint that never answers held a download for 504 s). hf_xet reads its limits
+from HF_XET_CLIENT_* variables when huggingface_hub creates its session, so litetext sets them
+from LITETEXT_HUB_TIMEOUT (a value the user set stays) and reads hf_xet's config back; an hf_xet
+that did not take them gets Xet switched off for the process (the bytes then go over the bounded
+client). What hf_xet raises (a bare RuntimeError) is one line of the table.
 """
 
 from __future__ import annotations
@@ -91,14 +99,69 @@ def _bounded_client():
 @functools.lru_cache(maxsize=1)
 def bounded() -> None:
     """Install the bounded client for every huggingface_hub call of this process, and leave the
-    retrying to `with_retries` (huggingface_hub's defaults: 5 retries, each logged)."""
+    retrying to `with_retries` (huggingface_hub's defaults: 5 retries, each logged); bound Xet."""
     import huggingface_hub
     from huggingface_hub import utils as hub_utils
 
+    bound_xet()
     huggingface_hub.set_client_factory(_bounded_client)
     for function in (getattr(hub_utils, "http_backoff", None), getattr(hub_utils, "http_stream_backoff", None)):
         if function is not None and "max_retries" in (function.__kwdefaults__ or {}):
             function.__kwdefaults__["max_retries"] = 0
+
+
+def xet_limits() -> dict[str, tuple[str, float]]:
+    """hf_xet's environment variables -> (the config field each sets, litetext's bound: seconds, or
+    a count): each request's connect and read time, and retries as `with_retries` makes them."""
+    limit = request_timeout()
+    return {
+        "HF_XET_CLIENT_CONNECT_TIMEOUT": ("client.connect_timeout", limit),
+        "HF_XET_CLIENT_READ_TIMEOUT": ("client.read_timeout", limit),
+        "HF_XET_CLIENT_RETRY_MAX_DURATION": ("client.retry_max_duration", RETRY_WINDOW * limit),
+        "HF_XET_CLIENT_RETRY_BASE_DELAY": ("client.retry_base_delay", BASE_DELAY_S),
+        "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": ("client.retry_max_attempts", MAX_ATTEMPTS - 1),  # retries, not attempts
+    }
+
+
+def bound_xet() -> bool:
+    """Give hf_xet litetext's limits, leaving any the user set; True when Xet is in use and bounded.
+    An hf_xet whose config does not show them (too old, renamed fields) is switched off instead."""
+    try:
+        import hf_xet
+    except ImportError:
+        return False  # huggingface_hub sends every byte through the bounded client
+    ours = {name: bound for name, bound in xet_limits().items() if name not in os.environ}
+    for name, (_, value) in ours.items():
+        os.environ[name] = str(value) if name.endswith("_ATTEMPTS") else f"{round(value * 1000)}ms"  # hf_xet wants a unit
+    try:
+        config = hf_xet.XetConfig()  # what huggingface_hub's XetSession() will read
+        taken = all(_seconds(config.get(field)) == _seconds(value) for field, value in ours.values())
+    except Exception:  # noqa: BLE001 - no XetConfig, unknown field, odd value: not shown to be bounded
+        taken = False
+    if not taken:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_DISABLE_XET = True  # read by huggingface_hub's is_xet_available() at every call
+    return taken
+
+
+def _seconds(value) -> float:
+    """A config value as hf_xet gives it (timedelta, or a count), rounded to a millisecond."""
+    return round(value.total_seconds() if hasattr(value, "total_seconds") else float(value), 3)
+
+
+def raised_by_xet(err: BaseException) -> bool:
+    """hf_xet's own failure: its two error classes, or the bare RuntimeError it raises from inside
+    huggingface_hub's Xet calls (xet_get, _upload_xet_files), found by the innermost Python frame."""
+    if type(err).__module__ == "hf_xet":
+        return True
+    if not isinstance(err, RuntimeError):
+        return False
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    code = frame.tb_frame.f_code if frame is not None else None
+    return code is not None and "huggingface_hub" in code.co_filename and "xet" in code.co_name.lower()
 
 
 class UnexpectedAnswer(HubError):
@@ -247,7 +310,7 @@ def is_hub_failure(err: BaseException) -> bool:
     )
 
     known = (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled, LocalEntryNotFoundError, _http.RequestError)
-    return isinstance(err, known) or is_transient(err)
+    return isinstance(err, known) or is_transient(err) or raised_by_xet(err)
 
 
 def describe(err: BaseException, target: str, *, revision: str | None = None, writing: bool = False,
@@ -294,6 +357,12 @@ def describe(err: BaseException, target: str, *, revision: str | None = None, wr
         kind = f"HTTP {status}" if status else type(err).__name__
         return (f"the Hub could not be reached{tries} ({kind})",
                 "check your network and https://status.huggingface.co, then retry" + ("; --dry-run works offline" if writing else ""))
+    if raised_by_xet(err):  # hf_xet already retried, within the limits bound_xet gave it
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 200 else detail[:199] + "…"
+        return (f"the Hub's Xet storage did not complete the transfer ({detail})",
+                f"check your network and retry; {TIMEOUT_ENV} bounds each Xet request, and HF_HUB_DISABLE_XET=1 "
+                "sends the files over plain HTTPS")
     if isinstance(err, _http.RequestError):  # e.g. a redirect loop: no answer to act on
         return f"the Hub could not be reached ({type(err).__name__})", "check HF_ENDPOINT and any proxy between you and the Hub"
     return f"the Hub refused the request for {target} (HTTP {status}){server_detail(err)}", None

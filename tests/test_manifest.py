@@ -99,11 +99,15 @@ def test_the_package_fingerprint_follows_every_source_file(tmp_path, monkeypatch
     assert package_fingerprint("no_such_package_here") == "absent"
 
 
-def _envelope(key: str, tensors, *, sha256: str | None = None, format_: int = manifest_module.CACHE_FORMAT) -> str:
-    """An entry as `_write` lays it out, with whatever payload (and, to forge, whatever digest)."""
+def _envelope(key: str, tensors, *, sha256: str | None = None, format_: int = manifest_module.CACHE_FORMAT,
+              secret: bytes | None = None) -> str:
+    """An entry as `_write` lays it out, with whatever payload (and, to forge, whatever digest), signed
+    with the cache's own secret (the payload checks must hold even for an entry that passes the MAC)."""
     payload = json.dumps({"model_class": "Sam3LiteTextModel", "tensors": tensors})
     digest = sha256 if sha256 is not None else hashlib.sha256(payload.encode()).hexdigest()
-    return json.dumps({"format": format_, "key": key, "sha256": digest, "payload": payload})
+    secret = secret if secret is not None else manifest_module.signing_key(manifest_module.cache_dir())
+    mac = manifest_module.entry_mac(secret, key, payload)
+    return json.dumps({"format": format_, "key": key, "sha256": digest, "hmac": mac, "payload": payload})
 
 
 def _entry_path(cache, config):
@@ -127,6 +131,9 @@ UNREADABLE = {
     "another key": lambda key: _envelope("0" * 64, [["a.weight", [2], "float32"]]),
     "edited payload": lambda key: _envelope(key, [["a.weight", [2], "float32"]], sha256="0" * 64),
     "another format": lambda key: _envelope(key, [["a.weight", [2], "float32"]], format_=99),
+    "an earlier format": lambda key: _envelope(key, [["a.weight", [2], "float32"]], format_=2),
+    "no MAC": lambda key: json.dumps({**json.loads(_envelope(key, [["a.weight", [2], "float32"]])), "hmac": None}),
+    "another secret's MAC": lambda key: _envelope(key, [["a.weight", [2], "float32"]], secret=b"k" * 32),
 }
 
 
@@ -200,6 +207,12 @@ def test_entries_are_private_to_the_user(cache, tiny_config):
     envelope = json.loads(path.read_text())
     assert envelope["key"] == manifest_key(tiny_config)
     assert envelope["sha256"] == hashlib.sha256(envelope["payload"].encode()).hexdigest()
+    key_file = cache / manifest_module.KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.stat().st_size == manifest_module.KEY_BYTES
+    secret = key_file.read_bytes()
+    assert envelope["hmac"] == manifest_module.entry_mac(secret, envelope["key"], envelope["payload"])
+    target_manifest(tiny_config, meta_model_tensors)
+    assert key_file.read_bytes() == secret  # made once, then read
 
 
 def test_switched_off_or_unwritable_cache_builds_every_time(cache, tiny_config, monkeypatch):
@@ -247,3 +260,87 @@ def test_the_record_says_how_the_manifest_was_obtained(cache, cli, tiny_checkpoi
         records.append(json.loads((tmp_path / name / "conversion_record.json").read_text()))
     assert [r["target"]["manifest"] for r in records] == [BUILT, CACHED]
     assert (tmp_path / "first" / "model.safetensors").read_bytes() == (tmp_path / "second" / "model.safetensors").read_bytes()
+
+
+# ---------------------------------------------------------------- the key file that signs entries
+
+
+def _key_link_to_a_good_key(path):
+    good = path.with_name("elsewhere.key")
+    good.write_bytes(path.read_bytes())
+    good.chmod(0o600)
+    path.unlink()
+    path.symlink_to(good)
+
+
+def _key_readable_by_others(path):
+    path.chmod(0o644)
+
+
+def _key_fifo(path):
+    path.unlink()
+    os.mkfifo(path, 0o600)
+
+
+def _key_folder(path):
+    path.unlink()
+    path.mkdir(mode=0o700)
+
+
+def _key_short(path):
+    path.write_bytes(b"short")
+
+
+@pytest.mark.parametrize("make, why", [
+    (_key_link_to_a_good_key, "is a symlink"),
+    (_key_readable_by_others, "can be read or written by other users"),
+    (_key_fifo, "is a FIFO"),
+    (_key_folder, "is not a regular file"),
+    (_key_short, "is 5 bytes, not 32"),
+])
+def test_a_key_file_litetext_would_not_have_made_switches_the_cache_off(cache, tiny_config, make, why, capsys):
+    """Never read through a link, never waited on, never replaced (litetext did not write it): the
+    run builds, writes no entry, and one note says which file and what to do."""
+    key_file = cache / manifest_module.KEY_FILE
+    target_manifest(tiny_config, meta_model_tensors)  # a good key and entry, then the key spoilt
+    entry = _entry_path(cache, tiny_config)
+    entry.unlink()
+    make(key_file)
+    before = os.lstat(key_file)
+    capsys.readouterr()
+
+    started = time.monotonic()
+    origins = [target_manifest(tiny_config, meta_model_tensors).origin for _ in range(2)]
+    assert time.monotonic() - started < 30
+    notes = capsys.readouterr().err.splitlines()
+    assert origins == [BUILT, BUILT] and not entry.exists()
+    assert len(notes) == 1 and notes[0].startswith("note: not using the model manifest cache: its key file"), notes
+    assert why in notes[0] and "LITETEXT_NO_CACHE" in notes[0]
+    after = os.lstat(key_file)
+    assert (after.st_ino, after.st_mode, after.st_size) == (before.st_ino, before.st_mode, before.st_size)
+
+
+def test_a_new_secret_unsigns_every_entry(cache, tiny_config, capsys):
+    """Entries written under one key are not trusted under another (copied from another account)."""
+    target_manifest(tiny_config, meta_model_tensors)
+    (cache / manifest_module.KEY_FILE).unlink()
+    capsys.readouterr()
+    assert target_manifest(tiny_config, meta_model_tensors).origin == BUILT  # a new key is made
+    assert "is not signed with this user's cache key" in capsys.readouterr().err
+    assert target_manifest(tiny_config, meta_model_tensors).origin == CACHED
+
+
+def test_the_key_is_made_once_even_without_hard_links(cache, monkeypatch):
+    """Linked into place normally (never replacing anything); where the filesystem has no hard
+    links, created in place with O_EXCL. Either way no temporary file stays behind."""
+    import errno
+
+    def no_links(*_):
+        raise OSError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(manifest_module.os, "link", no_links)
+    secret = manifest_module.signing_key(cache)
+    key_file = cache / manifest_module.KEY_FILE
+    assert len(secret) == manifest_module.KEY_BYTES and key_file.stat().st_mode & 0o777 == 0o600
+    assert manifest_module.signing_key(cache) == secret
+    assert [path.name for path in cache.iterdir()] == [manifest_module.KEY_FILE]

@@ -71,20 +71,21 @@ def _first(output):
 
 
 class DebugDecoderGraph(DecoderGraph):
-    """The folder's text-only decoder graph (masked dummy box baked in), then the stages parity/detector.py
-    captures on the transformers side with the same hooks (ForwardCapture)."""
+    """The folder's decoder graph (boxes in; the text-only prompt is the masked dummy box), then the stages
+    parity/detector.py captures on the transformers side with the same hooks (ForwardCapture)."""
 
     def __init__(self, model):
-        super().__init__(model, with_boxes=False)
+        super().__init__(model, with_boxes=True)
 
-    def forward(self, fpn_0: Tensor, fpn_1: Tensor, fpn_2: Tensor, position_encoding: Tensor,
-                text_features: Tensor, text_mask: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, fpn_0: Tensor, fpn_1: Tensor, fpn_2: Tensor, position_encoding: Tensor, text_features: Tensor,
+                text_mask: Tensor, input_boxes: Tensor, input_boxes_labels: Tensor) -> tuple[Tensor, ...]:
         from litetext_convert.reference.sam3_detector import ForwardCapture
 
         model = self.model
         hooks = {"geometry": model.geometry_encoder, "encoder": model.detr_encoder, "decoder": model.detr_decoder}
         with ForwardCapture(hooks) as seen:
-            outputs = super().forward(fpn_0, fpn_1, fpn_2, position_encoding, text_features, text_mask)
+            outputs = super().forward(fpn_0, fpn_1, fpn_2, position_encoding, text_features, text_mask,
+                                      input_boxes, input_boxes_labels)
         geometry, (encoder_kwargs, _), decoder = seen["geometry"][1], seen["encoder"], seen["decoder"][1]
         return (*outputs, geometry.last_hidden_state, geometry.attention_mask, encoder_kwargs["text_features"],
                 encoder_kwargs["text_mask"], decoder.intermediate_hidden_states, decoder.reference_boxes)
@@ -137,7 +138,7 @@ def export_debug_graphs(prepared, scratch: Path, *, tokenizer: str, with_decoder
         with torch.no_grad():
             text_features = text(*inputs["input_ids"])[0]
             levels = graphs.VisionGraph(model).eval()(*inputs["pixel_values"])
-        args = (*levels, text_features, inputs["input_ids"][0] != 0)
+        args = (*levels, text_features, inputs["input_ids"][0] != 0, *graphs.example_boxes(len(text_features)))
         decoder = scratch / DECODER_FILE
         with status("debug graphs: exporting the decoder with every DETR decoder layer as an output (the slow part)"):
             export_graph(DebugDecoderGraph(model).eval(), args, decoder, decoder_input_names(),
@@ -176,11 +177,12 @@ class DebugGraphs:
                 "final_norm": torch.from_numpy(out["final_norm"]),
                 "text_features": torch.from_numpy(out["text_features"]), "pooled": torch.from_numpy(out["pooled_output"])}
 
-    def decoder(self, vision: dict[str, np.ndarray], text_features: np.ndarray, text_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """Output name -> array: the folder decoder's outputs, then DECODER_STAGES."""
+    def decoder(self, vision: dict[str, np.ndarray], text_features: np.ndarray, text_mask: np.ndarray,
+                boxes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Output name -> array: the folder decoder's outputs, then DECODER_STAGES. `boxes`: runtime.box_feeds."""
         session = self.decoder_session
         feeds = {i.name: vision[i.name] for i in session.get_inputs() if i.name in vision}
-        feeds.update(text_features=text_features.astype(np.float32), text_mask=text_mask.astype(bool))
+        feeds.update(text_features=text_features.astype(np.float32), text_mask=text_mask.astype(bool), **boxes)
         names = [*DECODER_OUTPUTS, *DECODER_STAGES]
         return dict(zip(names, session.run(names, feeds)))
 

@@ -86,11 +86,12 @@ def export_graph(module, args: tuple, path: Path, inputs: list[str], outputs: li
     with graphs.roi_align_as_custom_op():
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=inputs, output_names=outputs,
-            dynamic_shapes={name: {0: batch} for name in inputs}, verbose=False, report=False,
+            dynamic_shapes=graphs.dynamic_shapes(inputs, batch), verbose=False, report=False,
             custom_translation_table={torch.ops.litetext.roi_align.default: graphs.onnx_roi_align},
             optimize=False,  # the optimizer renames folded weights; precision.py folds them traceably
         )
     model = program.model_proto
+    graphs.name_dynamic_axes(model)
     fold_weight_transposes(model)
     save_model(model, path, external=weights > external_bytes)
 
@@ -110,7 +111,8 @@ def export_graphs(model, graphs_dir: Path, settings: dict) -> dict[str, float]:
     modules = {
         "text_encoder": (text, inputs["input_ids"]),
         "vision_encoder": (vision, inputs["pixel_values"]),
-        "detector_decoder": (graphs.DecoderGraph(model, with_boxes=False), (*levels, text_features, text_mask)),
+        "detector_decoder": (graphs.DecoderGraph(model, with_boxes=True),
+                             (*levels, text_features, text_mask, *graphs.example_boxes(EXAMPLE_BATCH))),
     }
     for name, (module, args) in modules.items():
         started = time.perf_counter()
@@ -143,7 +145,7 @@ def _value_info(value, meanings: dict[str, str]) -> dict:
     import onnx
 
     tensor = value.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else "batch" for d in tensor.shape.dim]
+    shape = [d.dim_value if d.HasField("dim_value") else _axis_name(value.name, axis) for axis, d in enumerate(tensor.shape.dim)]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
     return {"name": value.name, "dtype": dtype, "shape": shape, "meaning": meanings.get(value.name, "")}
 
@@ -209,7 +211,15 @@ def _copy_folder_files(image_folder: Path, out: Path) -> None:
             shutil.copyfile(path, out / path.name)
 
 
+def _axis_name(name: str, axis: int) -> str:
+    from litetext_convert.onnx.graphs import DYNAMIC_AXES
+
+    return DYNAMIC_AXES.get(name, {}).get(axis, "batch")
+
+
 def _manifest(described: dict, prepared, rungs: list[str]) -> dict:
+    from litetext_convert.onnx.graphs import text_only_boxes
+
     arch = prepared.arch
     return {
         "format": "litetext onnx export",
@@ -217,7 +227,9 @@ def _manifest(described: dict, prepared, rungs: list[str]) -> dict:
         "image_size": arch.detector.image_size.value,
         "pad_id": 0,
         "rungs": rungs,
-        "text_only_prompt": "the decoder runs the geometry encoder on one masked dummy box (Meta's geometry CLS token)",
+        "text_only_prompt": "pass text_only_boxes to the decoder: one masked dummy box, which runs the geometry "
+                            "encoder on its CLS token alone (Meta's text-only prompt)",
+        "text_only_boxes": text_only_boxes(),
         "graphs": described,
     }
 

@@ -80,22 +80,47 @@ class OnnxGraphs:
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, {"pixel_values": pixel_values.astype(np.float32)})))
 
-    def decoder(self, vision: dict[str, np.ndarray], text_features: np.ndarray, text_mask: np.ndarray) -> dict[str, np.ndarray]:
+    def decoder(self, vision: dict[str, np.ndarray], text_features: np.ndarray, text_mask: np.ndarray,
+                boxes: np.ndarray | None = None, box_labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Without boxes: the text-only prompt graphs.json names (one masked dummy box per row)."""
         session = self.sessions["detector_decoder"]
         feeds = {i.name: vision[i.name] for i in session.get_inputs() if i.name in vision}
         feeds.update(text_features=text_features.astype(np.float32), text_mask=text_mask.astype(bool))
+        if any(i.name == "input_boxes" for i in session.get_inputs()):
+            feeds.update(box_feeds(self.manifest, len(text_features), boxes, box_labels))
+        elif boxes is not None:  # an export made before the decoder took boxes
+            raise LitetextError(f"{self.path('detector_decoder').name} takes no box prompts (exported by an older litetext)",
+                                hint="convert again with --target onnx")
         return dict(zip(DECODER_OUTPUTS, session.run(list(DECODER_OUTPUTS), feeds)))
+
+
+def box_feeds(manifest: dict, batch: int, boxes: np.ndarray | None, box_labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """input_boxes [batch, boxes, 4] float32 and input_boxes_labels [batch, boxes] int64; without boxes,
+    graphs.json's text-only boxes repeated per row; labels default to 1 (positive)."""
+    if boxes is None:
+        text_only = manifest["text_only_boxes"]
+        boxes, box_labels = (np.repeat(np.asarray(text_only[key]), batch, axis=0)
+                             for key in ("input_boxes", "input_boxes_labels"))
+    boxes = np.asarray(boxes, dtype=np.float32)
+    if box_labels is None:
+        box_labels = np.ones(boxes.shape[:2], dtype=np.int64)
+    return {"input_boxes": boxes, "input_boxes_labels": np.asarray(box_labels, dtype=np.int64)}
 
 
 def check_interface(session, manifest: dict, graph: str, path: Path) -> None:
     """The graph's inputs are the ones graphs.json names, with their dtypes and shapes."""
-    actual = [(i.name, ORT_DTYPES.get(i.type, i.type), [d if isinstance(d, int) else "batch" for d in i.shape])
+    actual = [(i.name, ORT_DTYPES.get(i.type, i.type), [d if isinstance(d, int) else _axis(d) for d in i.shape])
               for i in session.get_inputs()]
     expected = expected_inputs(manifest, graph)
     if actual != expected:
         differing = next(((a, e) for a, e in zip(actual, expected) if a != e), (actual, expected))
         raise LitetextError(f"{path.name}: inputs {_describe(differing[0])} where graphs.json says {_describe(differing[1])}",
                             hint="the graph was edited or replaced after export; convert again")
+
+
+def _axis(dim) -> str:
+    """A symbolic dim as graphs.json names it: "boxes" kept, any other name is the batch."""
+    return dim if dim == "boxes" else "batch"
 
 
 def _describe(value) -> str:

@@ -77,14 +77,16 @@ def text_inputs(context: int, vocab: int, batch: int, seed: int) -> torch.Tensor
 # The ONNX side (numpy; what the torch-free example computes)
 
 
-def onnx_side(graphs, pixel_values: np.ndarray | None, input_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Stage name -> array, as parity names them: text only when pixel_values is None."""
+def onnx_side(graphs, pixel_values: np.ndarray | None, input_ids: np.ndarray, boxes: np.ndarray | None = None,
+              box_labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Stage name -> array, as parity names them: text only when pixel_values is None. Without boxes
+    the decoder gets the text-only prompt (graphs.json's masked dummy box)."""
     text = graphs.text(input_ids)
     stages = {"text.features": text["text_features"], "text.pooled": text["pooled_output"]}
     if pixel_values is None:
         return stages
     vision = graphs.vision(pixel_values)
-    detections = graphs.decoder(vision, text["text_features"], input_ids != 0)
+    detections = graphs.decoder(vision, text["text_features"], input_ids != 0, boxes, box_labels)
     stages.update({f"vision.fpn.{level}": vision[f"fpn_{level}"] for level in range(3)})
     stages["detr.encoder"] = detections["detr_encoder_hidden_states"]
     stages["pred_boxes"] = cxcywh_to_xyxy(detections["pred_boxes"])  # Meta's stage is xyxy
@@ -110,6 +112,22 @@ def original_text(prepared, ids: torch.Tensor):
     return side.outputs[0], side.info
 
 
+def prompt_part(prepared, folder: Path, graphs, prompts: list[str]) -> tuple[list[StageDiff], dict, list]:
+    """`--prompt`: each side tokenizes the prompts with its own tokenizer (the original: upstream's
+    algorithm on the folder's merges; the ONNX side: the folder's tokenizer.json, padded with 0 at the
+    model's context, as the torch-free example does), then the original text encoder against
+    text_encoder.onnx. Rows, the tokenizer report, the folder tokenizer's ids."""
+    from litetext_convert.parity.text import hf_tokenizer, load_original_tokenizer, tokenize_hf, tokenizer_equivalence
+
+    context = prepared.arch.context_length
+    report = tokenizer_equivalence(folder, context, prompts)
+    original_tokenizer, _ = load_original_tokenizer(folder)
+    ours_ids, _ = tokenize_hf(hf_tokenizer(folder, context), prompts, context)
+    trace, _ = original_text(prepared, original_tokenizer(prompts, context))
+    rows = text_stages(trace, onnx_side(graphs, None, ours_ids.numpy()), prefix="onnx.prompts")
+    return rows, report, ours_ids.tolist()
+
+
 def text_stages(trace, ours: dict[str, np.ndarray], prefix: str = "onnx") -> list[StageDiff]:
     atol, rtol = dtypes.tolerances("float32", "text")
     return [
@@ -123,11 +141,12 @@ def text_stages(trace, ours: dict[str, np.ndarray], prefix: str = "onnx") -> lis
 # Detector
 
 
-def original_detector(prepared, pixel_values: torch.Tensor, ids: torch.Tensor):
-    """Meta's detector exactly as detector parity runs it (parity/detector.py: run_original)."""
+def original_detector(prepared, pixel_values: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor | None = None):
+    """Meta's detector exactly as detector parity runs it (parity/detector.py: run_original); boxes
+    [1, N, 4] cxcywh normalised, labelled positive, or None for the text-only prompt."""
     from litetext_convert.parity.detector import run_original
 
-    return run_original(prepared, torch.float32, pixel_values, ids, None, None)
+    return run_original(prepared, torch.float32, pixel_values, ids, boxes, None)
 
 
 def detector_stages(reference: dict[str, torch.Tensor], ours: dict[str, np.ndarray]) -> list[StageDiff]:
@@ -176,9 +195,12 @@ def budget_rows(cost: dict, rung: str) -> list[StageDiff]:
 
 
 def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch: int = 2, image: Path | None = None,
-                    status=None, debug: bool = False) -> dict:
+                    status=None, prompts: list[str] | None = None, boxes: list[list[float]] | None = None,
+                    keep_outputs: bool = False, debug: bool = False) -> dict:
     """The record of one parity run on an ONNX folder (every rung it holds), in the record shape of
-    the other targets: `stages` (text + exactness + budgets), `detector` (when the scope runs it)."""
+    the other targets: `stages` (text + exactness + budgets), `detector` (when the scope runs it).
+    `prompts`: also real prompts through both tokenizers and text encoders; `boxes`: the detector's
+    box prompts (else the text-only prompt); `keep_outputs`: the pictures --plot draws, in memory."""
     import contextlib
 
     from litetext_convert.onnx.exactness import check_export
@@ -201,28 +223,43 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
         trace, original_info = original_text(prepared, ids)
         ours = {rung: onnx_side(graphs[rung], None, ids.numpy()) for rung in rungs}
     stages += text_stages(trace, ours["fp32"])
+    tokenizer, prompt_ids = None, None
+    if prompts:
+        with status("prompts: both tokenizers, the original encoder and text_encoder.onnx"):
+            prompt_rows, tokenizer, prompt_ids = prompt_part(prepared, folder, graphs["fp32"], prompts)
+        stages += prompt_rows
     text_reference = {"text.features": trace.text_features, "text.pooled": trace.pooled}
     costs = {rung: rung_cost(text_reference, ours[rung]) for rung in rungs[1:]}
-    detector = None
+    detector, picture = None, None
     if scope in ("detector", "all"):
         with status("whole detector: Meta's sam3 and the three graphs (the slow part)"):
-            detector = detector_part(prepared, manifest, graphs, seed, image, costs)
+            detector, picture = detector_part(prepared, manifest, graphs, seed, image, costs, boxes)
     for rung in rungs[1:]:
         stages += budget_rows(costs[rung], rung)
     debug_record = debug_part(prepared, folder, graphs["fp32"], scope=scope, seed=seed, batch=batch, image=image,
-                              status=status) if debug else None
+                              boxes=boxes, status=status) if debug else None
     if debug_record:
         stages.append(debug_row(debug_record))
     tolerance = dtypes.tolerances("float32", "text")
-    return {
+    record = {
         "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs, "atol": tolerance[0], "rtol": tolerance[1],
         "original": original_info, "runtime": runtime_name(),
-        "inputs": {"kind": "zero-padded seeded ids and one full row", "batch": int(ids.shape[0]), "seed": seed,
-                   "context_length": prepared.arch.context_length, "input_ids": ids.tolist()},
-        "stages": [s.to_json() for s in stages], "tokenizer": None, "padded_prompts": None, "detector": detector,
+        "inputs": record_inputs(prepared, ids, seed, prompts, prompt_ids),
+        "stages": [s.to_json() for s in stages], "tokenizer": tokenizer, "padded_prompts": None, "detector": detector,
         "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE, "debug": debug_record},
         "notes": list(prepared.arch.notes), "seconds": time.perf_counter() - started,
     }
+    if keep_outputs and picture is not None:
+        record["_detector_outputs"] = picture  # in memory only: what --plot draws
+    return record
+
+
+def record_inputs(prepared, ids: torch.Tensor, seed: int, prompts: list[str] | None, prompt_ids: list | None) -> dict:
+    inputs = {"kind": "zero-padded seeded ids and one full row", "batch": int(ids.shape[0]), "seed": seed,
+              "context_length": prepared.arch.context_length, "input_ids": ids.tolist()}
+    if prompts:
+        inputs.update(prompts=list(prompts), prompt_ids=prompt_ids)
+    return inputs
 
 
 PRECISION_NOTE = ("float32: onnxruntime (CPU) against the original in float32, at the float32 tolerances of the "
@@ -231,8 +268,12 @@ PRECISION_NOTE = ("float32: onnxruntime (CPU) against the original in float32, a
                   "the float32 original, within the rung's budget.")
 
 
-def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path | None, costs: dict) -> dict:
+def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path | None, costs: dict,
+                  boxes: list[list[float]] | None = None) -> tuple[dict, dict]:
+    """Meta's detector and the graphs on one image and ids, with `boxes` (positive, cxcywh normalised)
+    or the text-only prompt. The detector's part of the record, and the pictures --plot draws."""
     from litetext_convert.parity.detector import describe_tolerances, load_image, seeded_image, seeded_input_ids
+    from litetext_convert.parity.plot import picture_inputs
     from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
     reason = original_unavailable_reason()
@@ -241,24 +282,31 @@ def detector_part(prepared, manifest: dict, graphs: dict, seed: int, image: Path
     size = int(manifest["image_size"])
     pixels = load_image(image, size) if image else seeded_image(size, seed)
     ids = seeded_input_ids(prepared.arch.context_length, int(prepared.config.text_config.vocab_size), seed)
-    original = original_detector(prepared, pixels, ids)
+    box_tensor = torch.tensor([boxes], dtype=torch.float32) if boxes else None  # [1, N, 4]; labels: positive
+    original = original_detector(prepared, pixels, ids, box_tensor)
     reference = original.outputs
-    ours = {rung: onnx_side(session, pixels.numpy(), ids.numpy()) for rung, session in graphs.items()}
+    box_array = box_tensor.numpy() if boxes else None
+    ours = {rung: onnx_side(session, pixels.numpy(), ids.numpy(), box_array) for rung, session in graphs.items()}
     stages = detector_stages(reference, ours["fp32"])
     for rung in list(graphs)[1:]:  # the detector's numbers join the text's (text.pooled is the text run's own)
         detector_cost = rung_cost(reference, ours[rung])
         text_rows = [row for row in costs[rung]["stages"] if row["name"] == "text.pooled"]
         costs[rung] = {**detector_cost, "stages": detector_cost["stages"] + text_rows}
+    picture = picture_inputs(pixels, reference, {name: torch.from_numpy(np.ascontiguousarray(ours["fp32"][name]))
+                                                 for name in ("pred_logits", "pred_masks", "pred_boxes")})
     return {
         "scope": "detector", "dtype": "float32", "passed": all(s.passed for s in stages),
         "original": original.info["name"], "candidate": f"onnxruntime {runtime_name()}, {manifest['graphs']['detector_decoder']['files']['fp32']}",
         "stages": [s.to_json() for s in stages],
-        "naive_text_only": {"meaning": "not applicable: the decoder graph bakes in the masked dummy box", "stages": []},
+        "naive_text_only": {"meaning": "not applicable: the decoder graph always runs the geometry encoder (text-only "
+                                       "callers pass the masked dummy box)", "stages": []},
         "tolerances": describe_tolerances("float32"), "workarounds": list(original.info["workarounds"]),
         "seconds": dict(original.seconds),
         "facts": {"image": str(image) if image else f"seeded random 8-bit image, seed {seed}", "image_size": size,
-                  "input_ids": ids.tolist(), "pred_boxes": "the graph's cxcywh converted to xyxy (numpy) to meet Meta's xyxy"},
-    }
+                  "input_ids": ids.tolist(), "boxes": boxes or [],
+                  "onnx_prompt": "user boxes, labelled positive" if boxes else "text only: graphs.json's masked dummy box",
+                  "pred_boxes": "the graph's cxcywh converted to xyxy (numpy) to meet Meta's xyxy"},
+    }, picture
 
 
 def check_context(manifest: dict, prepared, folder: Path) -> None:
@@ -277,7 +325,8 @@ def runtime_name() -> str:
 
 
 def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: int, image: Path | None,
-                     prompts: list[str], notes: list[str] | None = None, status=None, debug: bool = False) -> dict:
+                     prompts: list[str], notes: list[str] | None = None, status=None,
+                     boxes: list[list[float]] | None = None, keep_outputs: bool = False, debug: bool = False) -> dict:
     """The parity record of an ONNX folder (not bound, not written: workflows/prove.py keeps it)."""
     from litetext_convert import __version__
     from litetext_convert.folder import prompt_set, record_key
@@ -288,12 +337,10 @@ def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: in
     reason = missing_runtime()
     if reason:
         raise LitetextError(f"parity of an ONNX export needs the ONNX extra: {reason}")
-    if prompts:
-        raise LitetextError("--prompt is not supported on an ONNX folder yet: its parity runs on seeded ids")
     record = {"tool": {"name": "litetext", "version": __version__}, "schema": PARITY_SCHEMA,
               **run_onnx_parity(prepared, folder, scope=scope, seed=seed, batch=batch, image=image, status=status,
-                                debug=debug)}
-    record["prompt_set"] = prompt_set([])
+                                prompts=prompts, boxes=boxes, keep_outputs=keep_outputs, debug=debug)}
+    record["prompt_set"] = prompt_set(prompts)
     record["notes"] = list(notes or []) + record.get("notes", [])
     record.update(record_verdict(record).to_json())
     record["key"] = record_key(record)
@@ -302,17 +349,18 @@ def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: in
 
 def measure_onnx(prepared, folder: Path, request, notes: list[str], status=None) -> dict:
     """`litetext parity FOLDER` on an ONNX export (parity/run.measure sends it here). What this target
-    cannot do yet is refused in one line, never ignored."""
+    cannot do is refused in one line, never ignored."""
     refused = {"--dtype other than float32 (onnxruntime proves float32)": dtypes.canonical(request.dtype) != "float32",
-               "--box (the exported decoder is the text-only one)": bool(request.boxes),
-               "--atol/--rtol": request.atol is not None or request.rtol is not None,
-               "--plot": request.keep_outputs}
+               "--atol/--rtol (the ONNX folder is proven at the configured float32 tolerances)":
+                   request.atol is not None or request.rtol is not None}
     for option, asked in refused.items():
         if asked:
             raise LitetextError(f"{option} is not supported on an ONNX folder")
+    if request.boxes and request.scope not in ("detector", "all"):
+        raise LitetextError("--box prompts the detector: give --scope detector too")
     return parity_on_folder(prepared, Path(folder), scope=request.scope, seed=request.seed, batch=request.batch,
                             image=request.image, prompts=request.prompts, notes=notes, status=status,
-                            debug=request.debug_intermediates)
+                            boxes=request.boxes, keep_outputs=request.keep_outputs, debug=request.debug_intermediates)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,7 +375,8 @@ DEBUG_GRAPHS = ("text_encoder (and, for the detector scope, detector_decoder) re
                 "the FPN levels are the folder's own vision_encoder's; the folder's graphs are only read")
 
 
-def debug_part(prepared, folder: Path, graphs, *, scope: str, seed: int, batch: int, image: Path | None, status) -> dict:
+def debug_part(prepared, folder: Path, graphs, *, scope: str, seed: int, batch: int, image: Path | None,
+               boxes: list[list[float]] | None, status) -> dict:
     """Export the debug graphs, run them beside the original on parity's own inputs, and check that
     their production outputs equal the folder's graphs' (so the per-layer rows speak for the folder)."""
     import contextlib
@@ -347,7 +396,7 @@ def debug_part(prepared, folder: Path, graphs, *, scope: str, seed: int, batch: 
         detector_rows = []
         if with_detector:
             with status("debug graphs: every DETR decoder layer against Meta's detector"):
-                detector_rows, detector_tie = debug_detector_rows(prepared, graphs, debug, seed, image)
+                detector_rows, detector_tie = debug_detector_rows(prepared, graphs, debug, seed, image, boxes)
             tie += detector_tie
         del debug  # the sessions hold the scratch files open
     failure = first_failure([*text_rows, *detector_rows, *tie])
@@ -377,10 +426,12 @@ def debug_text_rows(prepared, graphs, debug, batch: int, seed: int) -> tuple[lis
     return rows, tie
 
 
-def debug_detector_rows(prepared, graphs, debug, seed: int, image: Path | None) -> tuple[list[StageDiff], list[StageDiff]]:
-    """detector_part's image and ids; every stage Meta's detector reports, compared as parity/detector.py
+def debug_detector_rows(prepared, graphs, debug, seed: int, image: Path | None,
+                        boxes: list[list[float]] | None) -> tuple[list[StageDiff], list[StageDiff]]:
+    """detector_part's image, ids and boxes (else the text-only prompt); every stage Meta's detector reports, compared as parity/detector.py
     compares the transformers side (so the rows and their tolerances are the same)."""
     from litetext_convert.onnx.debug import DECODER_OUTPUTS, decoder_stages
+    from litetext_convert.onnx.runtime import box_feeds
     from litetext_convert.parity.detector import compare_stages, load_image, seeded_image, seeded_input_ids
     from litetext_convert.reference.sam3_detector import original_unavailable_reason
 
@@ -390,15 +441,17 @@ def debug_detector_rows(prepared, graphs, debug, seed: int, image: Path | None) 
     size = int(graphs.manifest["image_size"])
     pixels = load_image(image, size) if image else seeded_image(size, seed)
     ids = seeded_input_ids(prepared.arch.context_length, int(prepared.config.text_config.vocab_size), seed)
-    reference = original_detector(prepared, pixels, ids).outputs
+    box_tensor = torch.tensor([boxes], dtype=torch.float32) if boxes else None  # [1, N, 4]; labels: positive
+    reference = original_detector(prepared, pixels, ids, box_tensor).outputs
     vision = graphs.vision(pixels.numpy())
     text_features = debug.text(ids.numpy())["text_features"].numpy()
-    outputs = debug.decoder(vision, text_features, ids.numpy() != 0)
+    box_array = box_tensor.numpy() if boxes else None
+    outputs = debug.decoder(vision, text_features, ids.numpy() != 0, box_feeds(graphs.manifest, 1, box_array, None))
     ours = {**{f"vision.fpn.{level}": vision[f"fpn_{level}"] for level in range(3)}, "text.features": text_features,
             **decoder_stages(outputs), "pred_boxes": cxcywh_to_xyxy(outputs["pred_boxes"])}
     ours.update({name: outputs[name] for name in ("pred_logits", "presence_logits", "pred_masks", "semantic_seg")})
     rows = compare_stages(reference, {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in ours.items()}, "float32")
-    folder_side = graphs.decoder(vision, text_features, ids.numpy() != 0)
+    folder_side = graphs.decoder(vision, text_features, ids.numpy() != 0, box_array)
     tie = compare_stages({f"debug graph = folder graph: detector_decoder {name}": torch.from_numpy(folder_side[name])
                           for name in DECODER_OUTPUTS},
                          {f"debug graph = folder graph: detector_decoder {name}": torch.from_numpy(outputs[name])

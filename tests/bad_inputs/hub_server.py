@@ -1,17 +1,26 @@
 """A fake Hub on 127.0.0.1 that misbehaves at the HTTP level (what the in-memory FakeHub cannot):
 it accepts the connection and never answers, answers 500 or 429 to everything, answers 200 with
 HTML where JSON is promised or with JSON of another shape, or redirects to itself forever. Each
-request is counted."""
+request is counted.
+
+`xet`: a file download that goes through Xet storage (hf_xet's own transport, not litetext's
+client). The file's metadata names a Xet hash and a token route, the token route names this
+server's `/cas` as the Xet endpoint, and then every other request (the Xet reconstruction query,
+the plain-HTTP download, the agent registry) hangs. `paths` lists what was asked, so a test can
+prove that hf_xet itself was reached."""
 
 from __future__ import annotations
 
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-MODES = ("hang", "500", "429", "garbage", "shape", "redirect")
+MODES = ("hang", "500", "429", "garbage", "shape", "redirect", "xet")
+XET_HASH = "ab" * 32
+CAS_PREFIX = "/cas"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -22,8 +31,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         self.server.requests += 1
+        self.server.paths.append(f"{self.command} {self.path}")
         mode = self.server.mode
-        if mode == "hang":
+        if mode == "xet" and self._xet_metadata():
+            return
+        if mode in ("hang", "xet"):
             self.server.release.wait(60)  # holds the connection, sends nothing, until the test ends
             return
         if mode == "garbage":
@@ -38,12 +50,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(int(mode), b'{"error": "try again later"}', "application/json", retry_after=mode == "429")
 
-    def _send(self, status: int, body: bytes, kind: str, retry_after: bool = False) -> None:
+    def _xet_metadata(self) -> bool:
+        """The answers that send a download to Xet storage (and litetext's reachability probe); False
+        for anything else."""
+        if self.command == "HEAD" and self.path == "/":
+            self._send(200, b"", "text/html")
+            return True
+        if self.command == "HEAD" and "/resolve/" in self.path:
+            self._send(200, b"", "application/octet-stream", headers={
+                "X-Repo-Commit": "c" * 40, "ETag": '"' + "e" * 64 + '"', "Content-Length": "1048576",
+                "X-Xet-Hash": XET_HASH, "X-Xet-Refresh-Route": f"{self.server.url}/api/xet-read-token",
+            })
+            return True
+        if self.path.startswith("/api/xet-read-token"):
+            self._send(200, b"{}", "application/json", headers={
+                "X-Xet-Cas-Url": self.server.url + CAS_PREFIX, "X-Xet-Access-Token": "xet-token",
+                "X-Xet-Token-Expiration": str(int(time.time()) + 3600),
+            })
+            return True
+        return False
+
+    def _send(self, status: int, body: bytes, kind: str, retry_after: bool = False, headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", (headers or {}).get("Content-Length", str(len(body))))
         if retry_after:
             self.send_header("Retry-After", "1")
+        for name, value in (headers or {}).items():
+            if name != "Content-Length":
+                self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -56,6 +91,7 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, mode: str):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.mode, self.requests, self.release = mode, 0, threading.Event()
+        self.paths: list[str] = []
 
     @property
     def url(self) -> str:
