@@ -226,10 +226,33 @@ def render_parity(console: Console, record: dict, *, debug: bool) -> None:
     detector = record.get("detector")
     if detector:
         render_detector(console, detector, debug=debug)
+    if (record.get("onnx") or {}).get("debug"):
+        render_onnx_debug(console, record["onnx"]["debug"])
     if record.get("tracker"):
         render_tracker(console, record["tracker"])
     for note in record.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {markup_safe(note)}")
+
+
+def render_onnx_debug(console: Console, debug: dict) -> None:
+    """An ONNX folder's --debug-intermediates: the debug graphs' rows, named as the transformers folder's."""
+    verdict = "[green]PASS[/green]" if debug["passed"] else "[bold red]FAIL[/bold red]"
+    console.print(f"ONNX debug graphs (every text and DETR decoder layer, re-exported from the checkpoint): {verdict}")
+    console.print(f"  precision: {markup_safe(debug['precision'])}")
+    failure = debug["first_failure"]
+    if failure:
+        console.print(f"  [bold red]first diverging stage of the debug graphs: {markup_safe(failure)}[/bold red]")
+    console.print(_stage_table("ONNX debug graphs: text encoder, stage by stage", debug["text"]["stages"], failure, console.width))
+    if debug.get("detector"):
+        console.print(_stage_table("ONNX debug graphs: whole detector, stage by stage", debug["detector"]["stages"], failure,
+                                   console.width))
+    tie = debug["same_as_folder"]
+    worst = max(tie, key=lambda s: s["max_abs"]) if tie else None
+    if worst and all(s["passed"] for s in tie):
+        console.print(f"  the debug graphs' outputs equal the folder's graphs' ({len(tie)} outputs, largest max abs "
+                      f"{worst['max_abs']:.3e})")
+    elif tie:
+        console.print(_stage_table("debug graphs against the folder's graphs", tie, failure, console.width))
 
 
 def render_tracker(console: Console, tracker: dict) -> None:

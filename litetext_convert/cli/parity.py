@@ -26,6 +26,10 @@ from litetext_convert.cli._options import (
 from litetext_convert.errors import LitetextError, ParityFailure
 
 
+DEBUG_HELP = ("Show every stage (per layer), not only the verdict. On an ONNX folder, debug graphs with every text "
+              "and DETR decoder layer as outputs are exported first, into a temporary folder (slow).")
+
+
 def command(
     ctx: typer.Context,
     folder: FolderArg = None,
@@ -55,7 +59,7 @@ def command(
     atol: Annotated[Optional[float], typer.Option("--atol", metavar="X", help="Absolute tolerance (default by dtype).")] = None,
     rtol: Annotated[Optional[float], typer.Option("--rtol", metavar="X", help="Relative tolerance (default by dtype).")] = None,
     debug_intermediates: Annotated[
-        bool, typer.Option("--debug-intermediates", help="Show every stage (per layer), not only the verdict.")
+        bool, typer.Option("--debug-intermediates", help=DEBUG_HELP)
     ] = False,
     plot: Annotated[
         Optional[Path],
@@ -81,8 +85,8 @@ def command(
     if folder is None:
         with out.status("finding the tokenizer"):
             check_tokenizer(tokenizer)
-    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image,
-                            boxes=boxes, atol=atol, rtol=rtol, keep_outputs=plot is not None)
+    request = ParityRequest(scope=scope, dtype=dtype, batch=batch, seed=seed, prompts=prompt or [], image=image, boxes=boxes,
+                            atol=atol, rtol=rtol, keep_outputs=plot is not None, debug_intermediates=debug_intermediates)
     record = prove_folder(checkpoint, folder=folder, request=request, tokenizer=tokenizer, repo_id=repo_id, revision=revision,
                           context_length=context_length, num_heads=num_heads, target=target, status=out.status)
     _report(out, record, plot, debug_intermediates)

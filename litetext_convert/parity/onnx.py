@@ -257,7 +257,7 @@ class OneRungAtATime:
 
 def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch: int = 2, image: Path | None = None,
                     status=None, prompts: list[str] | None = None, boxes: list[list[float]] | None = None,
-                    keep_outputs: bool = False) -> dict:
+                    keep_outputs: bool = False, debug: bool = False) -> dict:
     """The record of one parity run on an ONNX folder (every rung it holds), in the record shape of
     the other targets: `stages` (text + exactness + budgets), `detector` (when the scope runs it).
     `prompts`: also real prompts through both tokenizers and text encoders; `boxes`: the detector's
@@ -298,13 +298,17 @@ def run_onnx_parity(prepared, folder: Path, *, scope: str, seed: int = 0, batch:
             detector, picture = detector_part(prepared, manifest, graphs, seed, image, costs, boxes)
     for rung in rungs[1:]:
         stages += budget_rows(costs[rung], rung, is_small(prepared))
+    debug_record = debug_part(prepared, folder, graphs["fp32"], scope=scope, seed=seed, batch=batch, image=image,
+                              boxes=boxes, status=status) if debug else None
+    if debug_record:
+        stages.append(debug_row(debug_record))
     tolerance = dtypes.tolerances("float32", "text")
     record = {
         "scope": scope, "dtype": "float32", "target": "onnx", "rungs": rungs, "atol": tolerance[0], "rtol": tolerance[1],
         "original": original_info, "runtime": runtime_name(),
         "inputs": record_inputs(prepared, ids, seed, prompts, prompt_ids),
         "stages": [s.to_json() for s in stages], "tokenizer": tokenizer, "padded_prompts": None, "detector": detector,
-        "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE},
+        "onnx": {"exactness": exactness, "costs": costs, "precision_proven": PRECISION_NOTE, "debug": debug_record},
         "notes": list(prepared.arch.notes), "seconds": time.perf_counter() - started,
     }
     if keep_outputs and picture is not None:
@@ -385,7 +389,7 @@ def runtime_name() -> str:
 
 def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: int, image: Path | None,
                      prompts: list[str], notes: list[str] | None = None, status=None,
-                     boxes: list[list[float]] | None = None, keep_outputs: bool = False) -> dict:
+                     boxes: list[list[float]] | None = None, keep_outputs: bool = False, debug: bool = False) -> dict:
     """The parity record of an ONNX folder (not bound, not written: workflows/prove.py keeps it)."""
     from litetext_convert import __version__
     from litetext_convert.folder import prompt_set, record_key
@@ -398,7 +402,7 @@ def parity_on_folder(prepared, folder: Path, *, scope: str, seed: int, batch: in
         raise LitetextError(f"parity of an ONNX export needs the ONNX extra: {reason}")
     record = {"tool": {"name": "litetext", "version": __version__}, "schema": PARITY_SCHEMA,
               **run_onnx_parity(prepared, folder, scope=scope, seed=seed, batch=batch, image=image, status=status,
-                                prompts=prompts, boxes=boxes, keep_outputs=keep_outputs)}
+                                prompts=prompts, boxes=boxes, keep_outputs=keep_outputs, debug=debug)}
     record["prompt_set"] = prompt_set(prompts)
     record["notes"] = list(notes or []) + record.get("notes", [])
     record.update(record_verdict(record).to_json())
@@ -419,4 +423,108 @@ def measure_onnx(prepared, folder: Path, request, notes: list[str], status=None)
         raise LitetextError("--box prompts the detector: give --scope detector too")
     return parity_on_folder(prepared, Path(folder), scope=request.scope, seed=request.seed, batch=request.batch,
                             image=request.image, prompts=request.prompts, notes=notes, status=status,
-                            boxes=request.boxes, keep_outputs=request.keep_outputs)
+                            boxes=request.boxes, keep_outputs=request.keep_outputs, debug=request.debug_intermediates)
+
+
+# ----------------------------------------------------------------------------------------------
+# --debug-intermediates: per-layer rows from debug graphs (onnx/debug.py), named as the transformers
+# folder's report names them, row for row
+
+
+DEBUG_PRECISION = ("float32: onnxruntime (CPU) against the original in float32, at the transformers folder's float32 "
+                   "tolerances; no float64 (onnxruntime lacks float64 kernels for several operators these graphs use)")
+DEBUG_GRAPHS = ("text_encoder (and, for the detector scope, detector_decoder) re-exported from the checkpoint with every "
+                "text layer and every DETR decoder layer as outputs, into a temporary folder removed after the run; "
+                "the FPN levels are the folder's own vision_encoder's; the folder's graphs are only read")
+
+
+def debug_part(prepared, folder: Path, graphs, *, scope: str, seed: int, batch: int, image: Path | None,
+               boxes: list[list[float]] | None, status) -> dict:
+    """Export the debug graphs, run them beside the original on parity's own inputs, and check that
+    their production outputs equal the folder's graphs' (so the per-layer rows speak for the folder)."""
+    import contextlib
+
+    from litetext_convert.onnx.debug import DebugGraphs, export_debug_graphs
+    from litetext_convert.parity.compare import first_failure
+    from litetext_convert.scratch import scratch_folder
+
+    status = status or (lambda message: contextlib.nullcontext())
+    started = time.perf_counter()
+    with_detector = scope in ("detector", "all")
+    with scratch_folder("onnx-debug") as scratch:  # removed on the way out, errors included
+        export = export_debug_graphs(prepared, scratch, tokenizer=str(folder), with_decoder=with_detector, status=status)
+        debug = DebugGraphs(export)
+        with status("debug graphs: every text layer against the original"):
+            text_rows, tie = debug_text_rows(prepared, graphs, debug, batch, seed)
+        detector_rows = []
+        if with_detector:
+            with status("debug graphs: every DETR decoder layer against Meta's detector"):
+                detector_rows, detector_tie = debug_detector_rows(prepared, graphs, debug, seed, image, boxes)
+            tie += detector_tie
+        del debug  # the sessions hold the scratch files open
+    failure = first_failure([*text_rows, *detector_rows, *tie])
+    return {
+        "graphs": DEBUG_GRAPHS, "precision": DEBUG_PRECISION, "layer_kinds": export.layer_kinds,
+        "text": {"stages": [row.to_json() for row in text_rows]},
+        "detector": {"stages": [row.to_json() for row in detector_rows]} if with_detector else None,
+        "same_as_folder": [row.to_json() for row in tie],
+        "passed": failure is None, "first_failure": failure.name if failure else None,
+        "seconds": {**export.seconds, "total": time.perf_counter() - started},
+    }
+
+
+def debug_text_rows(prepared, graphs, debug, batch: int, seed: int) -> tuple[list[StageDiff], list[StageDiff]]:
+    """The text parity's ids (padded rows and a full one): every stage of parity/text.py's compare_text,
+    the padding mask being the one the ONNX detector gets (text_mask = ids != 0)."""
+    from litetext_convert.parity.text import compare_text
+
+    ids = text_inputs(prepared.arch.context_length, int(prepared.config.text_config.vocab_size), batch, seed)
+    trace, _ = original_text(prepared, ids)
+    ours = debug.text(ids.numpy())
+    atol, rtol = dtypes.tolerances("float32", "text")
+    rows = compare_text(trace, ours, ids != 0, debug.export.layer_kinds, atol, rtol)
+    folder_side = graphs.text(ids.numpy())
+    tie = [compare(f"debug graph = folder graph: text_encoder {name}", torch.from_numpy(folder_side[name]), ours[key],
+                   atol=atol, rtol=rtol) for name, key in (("text_features", "text_features"), ("pooled_output", "pooled"))]
+    return rows, tie
+
+
+def debug_detector_rows(prepared, graphs, debug, seed: int, image: Path | None,
+                        boxes: list[list[float]] | None) -> tuple[list[StageDiff], list[StageDiff]]:
+    """detector_part's image, ids and boxes (else the text-only prompt); every stage Meta's detector reports, compared as parity/detector.py
+    compares the transformers side (so the rows and their tolerances are the same)."""
+    from litetext_convert.onnx.debug import DECODER_OUTPUTS, decoder_stages
+    from litetext_convert.onnx.runtime import box_feeds
+    from litetext_convert.parity.detector import compare_stages, load_image, seeded_image, seeded_input_ids
+    from litetext_convert.reference.sam3_detector import original_unavailable_reason
+
+    reason = original_unavailable_reason()
+    if reason:
+        raise LitetextError(f"whole-detector parity needs the original detector: {reason}")
+    size = int(graphs.manifest["image_size"])
+    pixels = load_image(image, size) if image else seeded_image(size, seed)
+    ids = seeded_input_ids(prepared.arch.context_length, int(prepared.config.text_config.vocab_size), seed)
+    box_tensor = torch.tensor([boxes], dtype=torch.float32) if boxes else None  # [1, N, 4]; labels: positive
+    reference = original_detector(prepared, pixels, ids, box_tensor).outputs
+    vision = graphs.vision(pixels.numpy())
+    text_features = debug.text(ids.numpy())["text_features"].numpy()
+    box_array = box_tensor.numpy() if boxes else None
+    outputs = debug.decoder(vision, text_features, ids.numpy() != 0, box_feeds(graphs.manifest, 1, box_array, None))
+    ours = {**{f"vision.fpn.{level}": vision[f"fpn_{level}"] for level in range(3)}, "text.features": text_features,
+            **decoder_stages(outputs), "pred_boxes": cxcywh_to_xyxy(outputs["pred_boxes"])}
+    ours.update({name: outputs[name] for name in ("pred_logits", "presence_logits", "pred_masks", "semantic_seg")})
+    rows = compare_stages(reference, {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in ours.items()}, "float32")
+    folder_side = graphs.decoder(vision, text_features, ids.numpy() != 0, box_array)
+    tie = compare_stages({f"debug graph = folder graph: detector_decoder {name}": torch.from_numpy(folder_side[name])
+                          for name in DECODER_OUTPUTS},
+                         {f"debug graph = folder graph: detector_decoder {name}": torch.from_numpy(outputs[name])
+                          for name in DECODER_OUTPUTS}, "float32")
+    return rows, tie
+
+
+def debug_row(debug: dict) -> StageDiff:
+    """The debug graphs' verdict as one row of the record's stages: a failure names its first stage."""
+    rows = len(debug["text"]["stages"]) + len((debug["detector"] or {}).get("stages", []))
+    if debug["passed"]:
+        return verdict_row("onnx.debug (every per-layer stage)", True, f"{rows} stages pass; outputs = the folder's")
+    return verdict_row(f"onnx.debug {debug['first_failure']}", False, f"first failure of {rows} debug stages")

@@ -41,6 +41,8 @@ class ParityRequest:
     atol: float | None = None
     rtol: float | None = None
     keep_outputs: bool = False  # the detector's masks and boxes stay on the record under `_detector_outputs` (--plot)
+    # An ONNX folder: also export debug graphs with every text and DETR decoder layer as outputs (parity/onnx.py).
+    debug_intermediates: bool = False
 
 
 def check_converted_folder(folder: Path) -> int:
