@@ -188,3 +188,29 @@ def test_folding_on_the_exporters_ir_writes_what_folding_the_proto_wrote(tmp_pat
     folded = {i.name: numpy_helper.to_array(i) for i in new.graph.initializer}
     assert sorted(folded) == sorted(weights) and {"first.weight::T10", "second.weight::T10"} <= set(folded)
     assert all(folded[name].dtype == weights[name].dtype and np.array_equal(folded[name], weights[name]) for name in weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# push: an ONNX folder publishes its graphs by digest, and an altered graph is refused by name
+
+
+def test_push_plans_the_verified_graphs_and_refuses_an_altered_one(onnx_exports, tmp_path, cli):
+    import shutil
+
+    checkpoint, exported = onnx_exports["sam3_litetext"]
+    folder = tmp_path / "export"
+    shutil.copytree(exported, folder)
+    repo = ["--repo-id", "alice/sam3-litetext-s0-ctx16-onnx"]
+    assert cli("parity", folder, "-c", checkpoint, "--num-heads", onnx_heads()).code == 0
+
+    planned = cli("push", folder, "--dry-run", *repo)
+    assert planned.code == 0, planned.stderr
+    graphs = sorted(p.relative_to(folder).as_posix() for p in (folder / "onnx").iterdir())
+    assert graphs and all(name in planned.stdout for name in graphs), planned.stdout
+
+    graph = folder / "onnx" / "detector_decoder.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    refused = cli("push", folder, "--dry-run", *repo)
+    assert_one_line_error(refused, 2, "refusing to publish", "onnx/detector_decoder.onnx")

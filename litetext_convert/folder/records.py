@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from litetext_convert.plan.prepare import Prepared
 
 PARITY_SCHEMA = 2  # 2: the record names the files it verified, by sha256 (`verified`)
+ONNX_TARGET = "onnx"  # a parity record of an ONNX folder proves its weights in record["onnx"], not "precision"
 
 
 def _field(data: dict, name: str, kinds: type | tuple[type, ...], where: str, *, required: bool = True) -> Any:
@@ -204,7 +205,10 @@ def check_parity_shape(data: dict, where: str) -> None:
             _field(found, "passed", bool, f"{where} ({part})")
             if part == "detector":
                 _stages(found.get("stages", []), f"{where} (detector)")
-    _check_precision(_field(data, "precision", dict, where), where)
+    if data.get("target") == ONNX_TARGET:  # the graphs' weights: exactness of every rung, in the onnx section
+        _field(_field(_field(data, "onnx", dict, where), "exactness", dict, f"{where} (onnx)"), "passed", bool, f"{where} (onnx)")
+    else:
+        _check_precision(_field(data, "precision", dict, where), where)
     _check_binding(_field(data, "verified", dict, where), where)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from litetext_convert.folder.content import binding_problem
 from litetext_convert.folder.names import DEFAULT_PROMPT_SET, PARITY_DIR
-from litetext_convert.folder.records import ConversionRecord, InvalidRecord, ParityRecord
+from litetext_convert.folder.records import ONNX_TARGET, ConversionRecord, InvalidRecord, ParityRecord
 from litetext_convert import dtypes
 
 TENSORS_FAILURE = "tensors (not the cast source, bit for bit)"
@@ -52,7 +52,9 @@ def record_verdict(record: Mapping) -> Verdict:
     tracker = record.get("tracker")
     if failure is None and tracker and not tracker.get("passed", False):
         failure = f"tracker:{tracker.get('first_failure') or '?'}"
-    if failure is None:
+    if failure is None and record.get("target") == ONNX_TARGET:
+        failure = None if ((record.get("onnx") or {}).get("exactness") or {}).get("passed") is True else "onnx exactness"
+    elif failure is None:
         failure = _precision_failure(record.get("precision"))
     return Verdict(failure is None, failure)
 
@@ -107,6 +109,10 @@ def folder_verdict(folder: Path, conversion: ConversionRecord, records: list[Par
             # A record left over from another conversion in the same folder vouches for nothing here.
             return FolderVerdict(False, f"the parity record {record.file} is for context {record.context_length}, "
                                  f"the folder holds context {conversion.context_length}", None, record.file)
+        if (record.get("target") == ONNX_TARGET) != (conversion.target == ONNX_TARGET):
+            # An ONNX record proves graphs, not safetensors weights (and the other way round).
+            return FolderVerdict(False, f"the parity record {record.file} is for a {record.get('target') or 'transformers'} "
+                                 f"folder, this folder is {conversion.target}", None, record.file)
         problem = precision_problem(conversion, record)
         if problem:
             return FolderVerdict(False, problem)

@@ -296,9 +296,11 @@ def _check_card_is_ours(folder: Path) -> None:
 
 def _check_complete(folder: Path, paths: list[str]) -> None:
     # A half-written folder (interrupted conversion) must not reach the Hub.
-    if CONFIG not in paths or not any(p.startswith("model") and p.endswith(".safetensors") for p in paths):
+    weights = any(p.startswith("model") and p.endswith(".safetensors") for p in paths)
+    graphs = any(p.startswith("onnx/") and p.endswith(".onnx") for p in paths)  # an ONNX export's weights
+    if CONFIG not in paths or not (weights or graphs):
         raise LitetextError(
-            f"refusing to publish {folder}: it lacks config.json or model*.safetensors",
+            f"refusing to publish {folder}: it lacks config.json or its weights (model*.safetensors, or onnx/*.onnx)",
             hint="re-run the conversion into this folder",
         )
 
