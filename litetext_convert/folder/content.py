@@ -83,7 +83,7 @@ def content_files(folder: Path, conversion: ConversionRecord) -> list[str]:
 
 def binding(folder: Path, conversion: ConversionRecord) -> dict:
     """The `verified` part of a parity record: what the run verified, by digest."""
-    return BindingInBackground(folder, conversion, start=False).result()
+    return BindingInBackground(folder, conversion).result()
 
 
 class BindingInBackground:
@@ -95,7 +95,7 @@ class BindingInBackground:
     safe: `keep()` checks the folder again against these digests before it writes a record (the
     cache key holds ctime, so a file changed during the run is read again and named)."""
 
-    def __init__(self, folder: Path, conversion: ConversionRecord, start: bool = True):
+    def __init__(self, folder: Path, conversion: ConversionRecord):
         self.folder, self.conversion = Path(folder), conversion
         self.names = content_files(self.folder, conversion)
         for name in self.names:
@@ -103,9 +103,7 @@ class BindingInBackground:
         self._files: dict | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="litetext-binding", daemon=True)
-        self._started = start
-        if start:
-            self._thread.start()
+        self._thread.start()
 
     def _work(self) -> None:
         try:
@@ -118,10 +116,7 @@ class BindingInBackground:
             self._error = exc
 
     def result(self) -> dict:
-        if self._started:
-            self._thread.join()
-        else:
-            self._work()
+        self._thread.join()
         if self._error is not None:
             raise self._error
         return {"schema": BINDING_SCHEMA, "conversion_record": self.conversion.sha256, "files": self._files}
